@@ -1,0 +1,170 @@
+"""MNIST, decoded once into normalised tensors that live on the training device.
+
+torchvision's `MNIST` class finds (or downloads) and parses the IDX files; after
+that, every epoch is a `randperm` on the device and tensor indexing: no DataLoader
+workers, no PIL image per sample per epoch.
+"""
+import gzip
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torchvision.datasets import MNIST
+from torchvision.utils import make_grid, save_image
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+CLASSES = tuple(str(digit) for digit in range(10))
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+REPO_DIR = Path(__file__).resolve().parent
+DEFAULT_SHOW_PATH = REPO_DIR / "outputs" / "visual" / "train_batch.png"
+
+
+class DatasetError(Exception):
+    """MNIST could not be found, downloaded or read; the message says where and what."""
+
+
+def dataset_error(dataset_dir, reason):
+    return DatasetError(
+        f"MNIST could not be loaded from {os.path.abspath(dataset_dir)}: {reason}. "
+        f"Expected the four IDX files {', '.join(IDX_FILES)} (plain or .gz) in that folder "
+        f"or in its MNIST/raw/ subfolder; without them they are downloaded, which needs a network.")
+
+
+class TensorLoader:
+    """Yields `(images, labels)` batches of tensors already on the device.
+
+    With `shuffle`, every pass takes a fresh `randperm` from `generator` (on the
+    data's device), so the order is reproducible from the seed.
+    """
+
+    def __init__(self, images, labels, batch_size, shuffle=False, generator=None):
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+
+    @property
+    def num_samples(self):
+        return self.labels.size(0)
+
+    def __len__(self):
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, device=self.labels.device, generator=self.generator)
+        for start in range(0, self.num_samples, self.batch_size):
+            if self.shuffle:
+                index = order[start:start + self.batch_size]
+                yield self.images[index], self.labels[index]
+            else:
+                yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+
+
+def normalize(images_uint8, device):
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), computed as ToTensor() then Normalize()."""
+    images = images_uint8.to(device).unsqueeze(1).to(torch.float32).div(255)
+    mean = torch.tensor(MNIST_MEAN, dtype=torch.float32, device=device)
+    std = torch.tensor(MNIST_STD, dtype=torch.float32, device=device)
+    return images.sub_(mean).div_(std)
+
+
+def _flat_layout_root(dataset_dir, workdir):
+    """Give a folder holding the four files directly the MNIST/raw/ layout torchvision reads.
+
+    Returns a root for `MNIST(root)`, or None when `dataset_dir` does not hold them all.
+    Plain files are linked, gzipped ones decompressed, into `workdir`.
+    """
+    sources = {}
+    for name in IDX_FILES:
+        for candidate in (Path(dataset_dir) / name, Path(dataset_dir) / f"{name}.gz"):
+            if candidate.is_file():
+                sources[name] = candidate
+                break
+        else:
+            return None
+    raw = Path(workdir) / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, source in sources.items():
+        if source.suffix == ".gz":
+            with gzip.open(source, "rb") as packed, open(raw / name, "wb") as plain:
+                shutil.copyfileobj(packed, plain)
+        else:
+            (raw / name).symlink_to(source.resolve())
+    return workdir
+
+
+def read_split(dataset_dir, train, limit=None):
+    """The uint8 images (N, 28, 28) and int64 labels (N,) of one split, via torchvision."""
+    with tempfile.TemporaryDirectory(prefix="mnist_") as workdir:
+        try:
+            root = _flat_layout_root(dataset_dir, workdir) or dataset_dir
+            dataset = MNIST(root, train=train, download=True)
+        except (gzip.BadGzipFile, EOFError) as error:
+            raise dataset_error(dataset_dir, f"a gzipped file is corrupt ({error})") from error
+        except (AssertionError, ValueError, IndexError) as error:
+            # torchvision's IDX parser asserts on a bad header or a short file.
+            raise dataset_error(dataset_dir, "an IDX file is truncated or corrupt") from error
+        except (RuntimeError, OSError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise dataset_error(dataset_dir, f"the files are missing and the download failed ({first_line})") from error
+    images, labels = dataset.data, dataset.targets
+    if images.dim() != 3 or images.shape[1:] != (28, 28) or images.size(0) != labels.size(0):
+        raise dataset_error(dataset_dir, f"the {'training' if train else 'test'} files do not match "
+                                         f"({tuple(images.shape)} images, {labels.size(0)} labels)")
+    if labels.numel() and (labels.min() < 0 or labels.max() > 9):
+        raise dataset_error(dataset_dir, "a label file holds values outside 0-9")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels
+
+
+def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_show=False,
+                 device="cpu", seed=0, max_train_samples=None, max_test_samples=None,
+                 show_path=DEFAULT_SHOW_PATH):
+    """Return `(train_loader, test_loader, classes)` as in the article.
+
+    The loaders yield normalised `(images, labels)` on `device`; the training one is
+    shuffled every epoch from `seed`. `max_*_samples` keep the first N images of a split.
+    Raises `DatasetError` with a readable message when the data cannot be had.
+    """
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    loaders = []
+    for train, limit, batch_size in ((True, max_train_samples, train_batch_size),
+                                     (False, max_test_samples, test_batch_size)):
+        images, labels = read_split(dataset_dir, train, limit)
+        loaders.append(TensorLoader(normalize(images, device), labels.to(device), batch_size,
+                                    shuffle=train, generator=generator if train else None))
+    train_loader, test_loader = loaders
+    if img_show:
+        show_data(train_loader, show_path, show=True)
+    return train_loader, test_loader, CLASSES
+
+
+def display_available():
+    return os.name == "nt" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def show_data(loader, path=DEFAULT_SHOW_PATH, show=False):
+    """Write one training batch as a 16-wide image grid to `path`; open a window when
+    `show` is asked and a display exists. Returns the path written."""
+    images, _ = next(iter(loader))
+    images = images.cpu() * MNIST_STD + MNIST_MEAN
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=16)
+    if show and display_available():
+        import matplotlib.pyplot as plt  # only here: importing pyplot picks a GUI backend
+        plt.imshow(make_grid(images, nrow=16).permute(1, 2, 0).clamp(0, 1))
+        plt.axis("off")
+        plt.show()
+    elif show:
+        print(f"No display found; the batch grid is in {path}")
+    return path
