@@ -105,15 +105,17 @@ def read_split(dataset_dir, train, limit=None):
     with tempfile.TemporaryDirectory(prefix="mnist_") as workdir:
         try:
             root = _flat_layout_root(dataset_dir, workdir) or dataset_dir
-            dataset = MNIST(root, train=train, download=True)
-        except (gzip.BadGzipFile, EOFError) as error:
+        except (OSError, EOFError) as error:
             raise dataset_error(dataset_dir, f"a gzipped file is corrupt ({error})") from error
-        except (AssertionError, ValueError, IndexError) as error:
-            # torchvision's IDX parser asserts on a bad header or a short file.
-            raise dataset_error(dataset_dir, "an IDX file is truncated or corrupt") from error
-        except (RuntimeError, OSError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise dataset_error(dataset_dir, f"the files are missing and the download failed ({first_line})") from error
+        try:
+            dataset = MNIST(root, train=train, download=True)
+        # torchvision's IDX parser asserts on a bad header and fails a reshape on a short file.
+        except (RuntimeError, OSError, AssertionError, ValueError, IndexError) as error:
+            present = all((Path(root) / "MNIST" / "raw" / name).is_file() for name in IDX_FILES)
+            problem = ("an IDX file is truncated or corrupt" if present
+                       else "the files are missing and the download failed")
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise dataset_error(dataset_dir, f"{problem} ({detail})") from error
     images, labels = dataset.data, dataset.targets
     if images.dim() != 3 or images.shape[1:] != (28, 28) or images.size(0) != labels.size(0):
         raise dataset_error(dataset_dir, f"the {'training' if train else 'test'} files do not match "

@@ -157,16 +157,12 @@ def test(model, center_loss, nll_loss, loss_weight, test_loader):
     return correct.item() / num_samples, loss_sum.item() / num_samples
 
 
-def visualize(feat, labels, epoch, path, centers=None):
-    """Scatter the 2-D features coloured by digit, with the centres, to a PNG at `path`.
+def draw_features(ax, feat, labels, centers=None):
+    """Scatter 2-D features on `ax`, coloured by digit, with the centres and a legend.
 
     The axes are fitted to the data (never clipping a point); equal scales keep the
     angles between classes, which the bias-free classifier separates them by, true.
     """
-    fig = Figure(figsize=(8, 7), dpi=100)
-    # The legend sits right of the axes, so it hides no point.
-    fig.subplots_adjust(left=0.1, right=0.84)
-    ax = fig.add_subplot()
     feat = torch.as_tensor(feat).cpu().numpy()
     labels = torch.as_tensor(labels).cpu().numpy()
     legend = []
@@ -178,16 +174,24 @@ def visualize(feat, labels, epoch, path, centers=None):
         centers = torch.as_tensor(centers).detach().cpu().numpy()
         ax.plot(centers[:, 0], centers[:, 1], "X", color="black", markeredgecolor="white", markersize=9)
         legend.append(Line2D([], [], linestyle="", marker="X", color="black", label="centres"))
+    # The legend sits right of the axes, so it hides no point.
     ax.legend(handles=legend, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(True, linewidth=0.3)
-    ax.set_title(f"epoch = {epoch}")
     ax.set_xlabel("feature 1")
     ax.set_ylabel("feature 2")
+
+
+def visualize(feat, labels, epoch, path, centers=None):
+    """Write the feature plot of one epoch to a PNG at `path`."""
+    fig = Figure(figsize=(8, 7), dpi=100)
+    fig.subplots_adjust(left=0.1, right=0.84)
+    ax = fig.add_subplot()
+    draw_features(ax, feat, labels, centers)
+    ax.set_title(f"epoch = {epoch}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # A Figure made without pyplot is freed with its last reference: nothing stays open.
     fig.savefig(path)
-    # A pyplot-free Figure is freed with its last reference; nothing stays open.
-    del fig
 
 
 def main(argv=None):

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+from torchvision.datasets import MNIST
+
+from conftest import make_mnist
+from mnist_loader import CLASSES, DatasetError, load_dataset, show_data
+
+REFERENCE = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+
+
+def reference_batch(dataset, indices):
+    """What the article's DataLoader gives for these indices: PIL -> ToTensor -> Normalize."""
+    images = torch.stack([REFERENCE(dataset[i][0]) for i in indices.tolist()])
+    labels = torch.tensor([dataset[i][1] for i in indices.tolist()])
+    return images, labels
+
+
+def test_batches_equal_totensor_normalize(mnist_dir):
+    train_loader, test_loader, classes = load_dataset(mnist_dir, 64, 50, seed=3)
+    assert classes == CLASSES
+    reference = MNIST(mnist_dir, train=True)
+    # The same permutation the loader draws for its first epoch.
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(3))
+    for batch, (images, labels) in enumerate(train_loader):
+        expected_images, expected_labels = reference_batch(reference, order[batch * 64:(batch + 1) * 64])
+        assert images.dtype == torch.float32 and images.shape == expected_images.shape
+        assert torch.equal(images, expected_images)
+        assert torch.equal(labels, expected_labels)
+    assert len(train_loader) == 5  # ceil(300 / 64)
+
+    reference_test = MNIST(mnist_dir, train=False)
+    images, labels = next(iter(test_loader))
+    assert torch.equal((images, labels)[0], reference_batch(reference_test, torch.arange(50))[0])
+    assert len(test_loader) == 2
+
+
+def test_shuffle_is_seeded_and_changes_every_epoch(mnist_dir):
+    first = [labels for _, labels in load_dataset(mnist_dir, 300, seed=5)[0]]
+    loader = load_dataset(mnist_dir, 300, seed=5)[0]
+    epoch1 = next(iter(loader))[1]
+    epoch2 = next(iter(loader))[1]
+    assert torch.equal(first[0], epoch1)
+    assert not torch.equal(epoch1, epoch2)
+    assert torch.equal(epoch1.sort().values, epoch2.sort().values)
+
+
+def test_max_samples_keep_the_first_images(mnist_dir):
+    train_loader, test_loader, _ = load_dataset(mnist_dir, max_train_samples=30, max_test_samples=7)
+    assert train_loader.num_samples == 30 and test_loader.num_samples == 7
+    reference = MNIST(mnist_dir, train=False)
+    assert torch.equal(test_loader.labels, reference.targets[:7])
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_folder_holding_the_idx_files_directly(tmp_path, compress):
+    make_mnist(tmp_path, train_count=40, test_count=20, layout="flat", compress=compress)
+    train_loader, test_loader, _ = load_dataset(tmp_path)
+    assert train_loader.num_samples == 40 and test_loader.num_samples == 20
+    assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("t10k")  # nothing added there
+
+
+def test_missing_files_offline(tmp_path, offline):
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tmp_path / "nothing_here")
+    message = str(error.value)
+    assert str(tmp_path / "nothing_here") in message
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert name in message
+    assert "download failed" in message
+
+
+def test_truncated_file(tmp_path):
+    make_mnist(tmp_path, train_count=40, test_count=20)
+    images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:5000])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        load_dataset(tmp_path)
+
+
+def test_corrupt_gzip(tmp_path):
+    make_mnist(tmp_path, train_count=40, test_count=20, layout="flat", compress=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DatasetError, match="corrupt"):
+        load_dataset(tmp_path)
+
+
+def test_label_count_must_match_images(tmp_path):
+    from conftest import write_idx
+    make_mnist(tmp_path, train_count=40, test_count=20)
+    write_idx(tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.zeros(19, dtype=np.uint8))
+    with pytest.raises(DatasetError, match="do not match"):
+        load_dataset(tmp_path)
+
+
+def test_show_data_writes_a_16_wide_grid(mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    train_loader = load_dataset(mnist_dir, 32)[0]
+    path = show_data(train_loader, tmp_path / "grid.png", show=True)
+    assert "No display" in capsys.readouterr().out
+    width, height = Image.open(path).size
+    # make_grid: 16 tiles of 28 px plus 2 px padding around each; 32 images -> 2 rows.
+    assert (width, height) == (2 + 16 * 30, 2 + 2 * 30)
