@@ -129,11 +129,13 @@ def read_split(dataset_dir, train, limit=None):
 
 def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_show=False,
                  device="cpu", seed=0, max_train_samples=None, max_test_samples=None,
-                 show_path=DEFAULT_SHOW_PATH):
+                 holdout_classes=(), show_path=DEFAULT_SHOW_PATH):
     """Return `(train_loader, test_loader, classes)` as in the article.
 
-    The loaders yield normalised `(images, labels)` on `device`; the training one is
+    The loaders yield normalised `(images, digits)` on `device`; the training one is
     shuffled every epoch from `seed`. `max_*_samples` keep the first N images of a split.
+    The digits in `holdout_classes` are left out of the training split (after the first
+    N are taken) and out of `classes`, the names of the digits a model is trained on.
     Raises `DatasetError` with a readable message when the data cannot be had.
     """
     generator = torch.Generator(device=device)
@@ -142,12 +144,18 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_sho
     for train, limit, batch_size in ((True, max_train_samples, train_batch_size),
                                      (False, max_test_samples, test_batch_size)):
         images, labels = read_split(dataset_dir, train, limit)
+        if train and holdout_classes:
+            keep = ~torch.isin(labels, torch.tensor(list(holdout_classes)))
+            images, labels = images[keep], labels[keep]
+            if not len(labels):
+                raise DatasetError(f"no training image is left after holding out digits {list(holdout_classes)}")
         loaders.append(TensorLoader(normalize(images, device), labels.to(device), batch_size,
                                     shuffle=train, generator=generator if train else None))
     train_loader, test_loader = loaders
     if img_show:
         show_data(train_loader, show_path, show=True)
-    return train_loader, test_loader, CLASSES
+    classes = tuple(name for digit, name in enumerate(CLASSES) if digit not in holdout_classes)
+    return train_loader, test_loader, classes
 
 
 def display_available():

@@ -4,26 +4,23 @@ After every epoch: one line of train/test accuracy and loss, a checkpoint (the
 model's state_dict) and a PNG scatter plot of the 2-D training features.
 """
 import argparse
-import os
+import csv
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.optim.lr_scheduler as lr_scheduler
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from tqdm import tqdm
 
 from center_loss import CenterLoss
-from mnist_loader import REPO_DIR, DatasetError, load_dataset
+from mnist_loader import MNIST_MEAN, MNIST_STD, REPO_DIR, DatasetError, load_dataset
+from metrics import split_retrieval_metrics
 from mnist_net import Net
-
-# The article's ten colours, one per digit 0-9.
-DIGIT_COLORS = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff",
-                "#ff00ff", "#990000", "#999900", "#009900", "#009999")
-
+from plots import draw_features, plot_curves, write_feature_gif
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -53,6 +50,13 @@ def parse_args(argv=None):
                         help="use only the first N training images (quick runs, tests); default: all")
     parser.add_argument("--max_test_samples", type=int, default=None,
                         help="use only the first N test images; default: all")
+    parser.add_argument("--holdout_classes", type=int, nargs="*", default=[], metavar="DIGIT",
+                        help="digits left out of training, to see where never-seen classes land "
+                             "(e.g. --holdout_classes 8 9); default: none")
+    parser.add_argument("--history_path", default=str(REPO_DIR / "outputs" / "history.csv"),
+                        help="per-epoch figures as CSV; the curves plot goes beside it as .png")
+    parser.add_argument("--tensorboard", metavar="DIR", default=None,
+                        help="also log to TensorBoard in DIR (needs the tensorboard package); default: off")
     parser.add_argument("--img_show", action="store_true",
                         help="save a grid of one training batch (outputs/visual/train_batch.png) "
                              "and show it when a display exists")
@@ -79,6 +83,10 @@ def check_args(args):
     for name in ("max_train_samples", "max_test_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             fail(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if any(not 0 <= digit <= 9 for digit in args.holdout_classes) or len(set(args.holdout_classes)) > 8:
+        fail(f"--holdout_classes takes distinct digits 0-9 and leaves at least two to train on, "
+             f"got {args.holdout_classes}")
+    args.holdout_classes = sorted(set(args.holdout_classes))
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda was asked for, but CUDA is not available here (use --device cpu)")
     for name in ("model_path_temp", "vis_img_path_temp"):
@@ -109,89 +117,120 @@ def pick_device(name):
     return torch.device(name)
 
 
-def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, epoch):
-    """One epoch. Returns (accuracy, mean loss, features, labels) with the features
-    and labels of every training image, in the order they were seen, on the host."""
+def digit_to_class(classes, device):
+    """Lookup tensor: digit -> index of its class in the model's outputs, -1 if held out."""
+    lookup = torch.full((10,), -1, dtype=torch.long)
+    lookup[[int(name) for name in classes]] = torch.arange(len(classes))
+    return lookup.to(device)
+
+
+def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, class_of_digit, epoch):
+    """One epoch. Returns the figures {acc, loss, center_loss} (means per image) and the
+    features and digits of every training image in the order seen, on the host."""
     model.train()
     device = train_loader.labels.device
     num_samples = train_loader.num_samples
     features = torch.empty(num_samples, center_loss.feat_dim, device=device)
-    labels_seen = torch.empty(num_samples, dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    digits_seen = torch.empty(num_samples, dtype=torch.long, device=device)
+    sums = torch.zeros(3, device=device)  # correct, loss, centre-loss part
     start = 0
-    for images, labels in tqdm(train_loader, desc=f"Epoch {epoch:>3}", leave=False, disable=None):
+    for images, digits in tqdm(train_loader, desc=f"Epoch {epoch:>3}", leave=False, disable=None):
+        targets = class_of_digit[digits]
         feat, log_probs = model(images)
-        loss = nll_loss(log_probs, labels) + loss_weight * center_loss(labels, feat)
+        center = center_loss(targets, feat)
+        loss = nll_loss(log_probs, targets) + loss_weight * center
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for optimizer in optimizers:
             optimizer.step()
         # Sums stay on the device: no host sync until the epoch's line is printed.
-        end = start + labels.size(0)
+        end = start + digits.size(0)
         features[start:end] = feat.detach()
-        labels_seen[start:end] = labels
-        loss_sum += loss.detach() * labels.size(0)
-        correct += (log_probs.argmax(1) == labels).sum()
+        digits_seen[start:end] = digits
+        sums += torch.stack([(log_probs.argmax(1) == targets).sum().float(),
+                             loss.detach() * digits.size(0), center.detach() * digits.size(0)])
         start = end
     # The one host sync of the epoch: the figures are printed.
-    return (correct.item() / num_samples, loss_sum.item() / num_samples,
-            features.cpu(), labels_seen.cpu())
+    correct, loss_sum, center_sum = (sums / num_samples).tolist()
+    figures = {"acc": correct, "loss": loss_sum, "center_loss": center_sum}
+    return figures, features.cpu(), digits_seen.cpu()
 
 
 @torch.no_grad()
-def test(model, center_loss, nll_loss, loss_weight, test_loader):
-    """Accuracy and mean per-sample loss (the training objective) on the test split."""
+def embed(model, loader):
+    """Features and log-probabilities of every image of `loader`, in order, on its device."""
     model.eval()
-    device = test_loader.labels.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    for images, labels in test_loader:
-        feat, log_probs = model(images)
-        loss = nll_loss(log_probs, labels) + loss_weight * center_loss(labels, feat)
-        loss_sum += loss * labels.size(0)
-        correct += (log_probs.argmax(1) == labels).sum()
-    num_samples = test_loader.num_samples
+    device = loader.labels.device
+    features = torch.empty(loader.num_samples, model.ip1.out_features, device=device)
+    log_probs = torch.empty(loader.num_samples, model.ip2.out_features, device=device)
+    start = 0
+    for images, _ in loader:
+        end = start + images.size(0)
+        features[start:end], log_probs[start:end] = model(images)
+        start = end
+    return features, log_probs
+
+
+@torch.no_grad()
+def test(model, center_loss, nll_loss, loss_weight, test_loader, class_of_digit):
+    """Figures {acc, loss, center_loss} on the test images of the trained digits (means per
+    image of the training objective), and the features of all test images, on the device."""
+    features, log_probs = embed(model, test_loader)
+    targets = class_of_digit[test_loader.labels]
+    seen = targets >= 0  # held-out digits have no class to be scored against
+    center = center_loss(targets[seen], features[seen])
+    loss = nll_loss(log_probs[seen], targets[seen]) + loss_weight * center
+    correct = (log_probs[seen].argmax(1) == targets[seen]).float().mean()
     # Host sync: the figures are printed.
-    return correct.item() / num_samples, loss_sum.item() / num_samples
+    acc, loss, center = torch.stack([correct, loss, center]).tolist()
+    return {"acc": acc, "loss": loss, "center_loss": center}, features
 
 
-def draw_features(ax, feat, labels, centers=None):
-    """Scatter 2-D features on `ax`, coloured by digit, with the centres and a legend.
-
-    The axes are fitted to the data (never clipping a point); equal scales keep the
-    angles between classes, which the bias-free classifier separates them by, true.
-    """
-    feat = torch.as_tensor(feat).cpu().numpy()
-    labels = torch.as_tensor(labels).cpu().numpy()
-    legend = []
-    for digit, color in enumerate(DIGIT_COLORS):
-        points = feat[labels == digit]
-        ax.plot(points[:, 0], points[:, 1], ".", color=color, markersize=2)
-        legend.append(Line2D([], [], linestyle="", marker="o", color=color, label=str(digit)))
-    if centers is not None:
-        centers = torch.as_tensor(centers).detach().cpu().numpy()
-        ax.plot(centers[:, 0], centers[:, 1], "X", color="black", markeredgecolor="white", markersize=9)
-        legend.append(Line2D([], [], linestyle="", marker="X", color="black", label="centres"))
-    # The legend sits right of the axes, so it hides no point.
-    ax.legend(handles=legend, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(True, linewidth=0.3)
-    ax.set_xlabel("feature 1")
-    ax.set_ylabel("feature 2")
-
-
-def visualize(feat, labels, epoch, path, centers=None):
-    """Write the feature plot of one epoch to a PNG at `path`."""
-    fig = Figure(figsize=(8, 7), dpi=100)
-    fig.subplots_adjust(left=0.1, right=0.84)
-    ax = fig.add_subplot()
-    draw_features(ax, feat, labels, centers)
-    ax.set_title(f"epoch = {epoch}")
+def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None,
+              center_digits=None, unseen_digits=()):
+    """Write the feature plot of one epoch to a PNG at `path`: the training features
+    with the centres, and beside them the test features when given."""
+    panels = 1 if test_feat is None else 2
+    fig = Figure(figsize=(8 * panels, 7), dpi=100)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    draw_features(axes[0], feat, labels, centers, center_digits, unseen_digits)
+    axes[0].set_title(f"training features, epoch = {epoch}")
+    if test_feat is not None:
+        draw_features(axes[1], test_feat, test_labels, centers, center_digits, unseen_digits)
+        axes[1].set_title(f"test features (eval mode), epoch = {epoch}")
+    fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     # A Figure made without pyplot is freed with its last reference: nothing stays open.
     fig.savefig(path)
+
+
+def epoch_line(epoch, train_figures, test_figures, retrieval):
+    line = (f"Epoch: {epoch:>3}, train acc: {train_figures['acc']:.4f}, train loss: {train_figures['loss']:.4f}, "
+            f"test acc: {test_figures['acc']:.4f}, test loss: {test_figures['loss']:.4f}, "
+            f"test MAP@R: {retrieval['map_at_r']:.4f}")
+    if "unseen_map_at_r" in retrieval:
+        line += f", unseen MAP@R: {retrieval['unseen_map_at_r']:.4f}"
+    return line
+
+
+def write_history(history, path):
+    """The per-epoch figures as CSV, and the curves plot beside it (same name, .png)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    plot_curves(history, path.with_suffix(".png"))
+
+
+def open_tensorboard(log_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        fail("--tensorboard needs the tensorboard package, which is not installed: pip install tensorboard")
+    return SummaryWriter(log_dir)
 
 
 def main(argv=None):
@@ -201,10 +240,11 @@ def main(argv=None):
     try:
         train_loader, test_loader, classes = load_dataset(
             args.dataset_dir, args.batch_size, args.batch_size, img_show=args.img_show,
-            device=device, seed=args.seed,
-            max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples)
+            device=device, seed=args.seed, max_train_samples=args.max_train_samples,
+            max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes)
     except DatasetError as error:
         fail(str(error))
+    tensorboard = open_tensorboard(args.tensorboard) if args.tensorboard else None
 
     model = Net(num_classes=len(classes)).to(device)
     center_loss = CenterLoss(len(classes), 2).to(device)
@@ -213,20 +253,58 @@ def main(argv=None):
                                     weight_decay=args.weight_decay)
     optimizer_center = torch.optim.SGD(center_loss.parameters(), lr=args.center_lr)
     scheduler = lr_scheduler.StepLR(optimizer_net, step_size=args.step_size, gamma=args.gamma)
+    class_of_digit = digit_to_class(classes, device)
+    class_digits = [int(name) for name in classes]
+    unseen_digits = sorted(args.holdout_classes)
+    test_digits = test_loader.labels.cpu()
+    visual_dir = Path(epoch_path(args.vis_img_path_temp, 1)).parent
+    history, test_features_per_epoch = [], []
 
     print(f"Training on {device}: {train_loader.num_samples} training and "
-          f"{test_loader.num_samples} test images, {args.epochs} epochs")
+          f"{test_loader.num_samples} test images, {args.epochs} epochs"
+          + (f", digits {unseen_digits} held out" if unseen_digits else ""))
     for epoch in range(1, args.epochs + 1):
-        train_acc, train_loss, features, labels = train(
+        started = time.perf_counter()
+        lr = optimizer_net.param_groups[0]["lr"]
+        train_figures, features, digits = train(
             model, center_loss, nll_loss, args.loss_weight, (optimizer_net, optimizer_center),
-            train_loader, epoch)
+            train_loader, class_of_digit, epoch)
         # After the epoch's optimizer steps, as PyTorch >= 1.1 requires.
         scheduler.step()
-        test_acc, test_loss = test(model, center_loss, nll_loss, args.loss_weight, test_loader)
-        print(f"Epoch: {epoch:>3}, train acc: {train_acc:.4f}, train loss: {train_loss:.4f}, "
-              f"test acc: {test_acc:.4f}, test loss: {test_loss:.4f}", flush=True)
+        test_figures, test_features = test(model, center_loss, nll_loss, args.loss_weight, test_loader,
+                                           class_of_digit)
+        retrieval = split_retrieval_metrics(test_features, test_loader.labels, unseen_digits)
+        test_features = test_features.cpu()
+        print(epoch_line(epoch, train_figures, test_figures, retrieval), flush=True)
+
+        row = {"epoch": epoch, "lr": lr, "center_lr": optimizer_center.param_groups[0]["lr"]}
+        row.update({f"train_{name}": value for name, value in train_figures.items()})
+        row.update({f"test_{name}": value for name, value in test_figures.items()})
+        row.update(retrieval)
+        row["seconds"] = time.perf_counter() - started
+        history.append(row)
+        test_features_per_epoch.append(test_features)
+
         torch.save(model.state_dict(), epoch_path(args.model_path_temp, epoch))
-        visualize(features, labels, epoch, epoch_path(args.vis_img_path_temp, epoch), center_loss.centers)
+        visualize(features, digits, epoch, epoch_path(args.vis_img_path_temp, epoch), center_loss.centers,
+                  test_features, test_digits, class_digits, unseen_digits)
+        write_history(history, args.history_path)
+        torch.save({"features": torch.stack(test_features_per_epoch), "digits": test_digits,
+                    "epochs": [row["epoch"] for row in history], "unseen_digits": unseen_digits},
+                   visual_dir / "test_features.pt")
+        if tensorboard:
+            for name, value in row.items():
+                if name != "epoch":
+                    tensorboard.add_scalar(name, value, epoch)
+
+    frames = write_feature_gif(torch.stack(test_features_per_epoch), test_digits, visual_dir / "features.gif",
+                               unseen_digits, [row["epoch"] for row in history])
+    print(f"Wrote {frames} frames of test features to {visual_dir / 'features.gif'}")
+    if tensorboard:
+        thumbnails = test_loader.images.cpu() * MNIST_STD + MNIST_MEAN
+        tensorboard.add_embedding(test_features, metadata=test_digits.tolist(), label_img=thumbnails,
+                                  global_step=args.epochs, tag="test_features")
+        tensorboard.close()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 torchvision's real MNIST class by the code under test."""
 import gzip
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,3 +59,25 @@ def offline(monkeypatch):
     """Make torchvision's download fail at once, as on a machine without network."""
     from torchvision.datasets import MNIST
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+
+
+def run_script(*args, script="train_mnist_original_center.py", timeout=120):
+    """Run one of the repo's scripts in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, str(REPO_DIR / script), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO_DIR)
+
+
+def output_flags(folder):
+    """Flags that send every output of the trainer into `folder`."""
+    return ["--model_path_temp", folder / "model" / "epoch_{}.pth",
+            "--vis_img_path_temp", folder / "visual" / "epoch_{}.png",
+            "--history_path", folder / "history.csv"]
+
+
+@pytest.fixture(scope="session")
+def two_epoch_run(mnist_dir, tmp_path_factory):
+    """A 2-epoch run of the trainer on the small MNIST: (CompletedProcess, output folder)."""
+    out = tmp_path_factory.mktemp("run")
+    result = run_script("--dataset_dir", mnist_dir, "--epochs", 2, "--batch_size", 64, "--lr", 0.01,
+                        "--device", "cpu", *output_flags(out))
+    return result, out

@@ -1,6 +1,3 @@
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn as nn
@@ -8,11 +5,8 @@ import torch.nn.functional as F
 from PIL import Image
 from matplotlib.figure import Figure
 
-from conftest import REAL_MNIST_DIR, REPO_DIR, make_mnist
+from conftest import REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_script
 import train_mnist_original_center as trainer
-
-SCRIPT = str(REPO_DIR / "train_mnist_original_center.py")
-
 
 class ArticleNet(nn.Module):
     """The network as the article writes it, for checking that our checkpoints load into it."""
@@ -51,24 +45,6 @@ class ArticleNet(nn.Module):
         return ip1, F.log_softmax(ip2, dim=1)
 
 
-def run_script(*args, timeout=120):
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_DIR)
-
-
-def output_flags(folder):
-    return ["--model_path_temp", folder / "model" / "epoch_{}.pth",
-            "--vis_img_path_temp", folder / "visual" / "epoch_{}.png"]
-
-
-@pytest.fixture(scope="module")
-def two_epoch_run(mnist_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    result = run_script("--dataset_dir", mnist_dir, "--epochs", 2, "--batch_size", 64, "--lr", 0.01,
-                        "--device", "cpu", *output_flags(out))
-    return result, out
-
-
 def test_end_to_end_two_epochs(two_epoch_run):
     result, out = two_epoch_run
     assert result.returncode == 0, result.stderr
@@ -80,7 +56,7 @@ def test_end_to_end_two_epochs(two_epoch_run):
     for epoch in ("001", "002"):
         assert (out / "model" / f"epoch_{epoch}.pth").is_file()
         with Image.open(out / "visual" / f"epoch_{epoch}.png") as image:
-            assert image.size == (800, 700)
+            assert image.size == (1600, 700)  # training and test features side by side
 
 
 def test_checkpoint_loads_strictly_into_the_articles_net(two_epoch_run):

@@ -1,0 +1,62 @@
+"""Retrieval quality of an embedding, as in "A Metric Learning Reality Check"
+(Musgrave et al., ECCV 2020): Precision@1, R-Precision and MAP@R.
+
+Every item is a query against all the other items (Euclidean distance). For a query of
+class y, R is the number of other items of class y; with rel(k) = 1 when the k-th
+nearest neighbour is of class y:
+  Precision@1 = rel(1)
+  R-Precision = sum_{k<=R} rel(k) / R
+  MAP@R       = sum_{k<=R} rel(k) * P(k) / R,  P(k) = sum_{i<=k} rel(i) / k
+The figures are means over the queries that have at least one other item of their class.
+Distances are computed on the features' device, a block of queries at a time, so no
+N x N matrix is ever held whole.
+"""
+import torch
+
+
+def retrieval_metrics(features, labels, query_block=1024):
+    """Precision@1, R-Precision and MAP@R (floats in [0, 1]) of `features` (N, D) with
+    integer `labels` (N,), each item a query against all others."""
+    features = features.float()
+    num_items = labels.size(0)
+    class_sizes = torch.bincount(labels)
+    relevant_counts = class_sizes[labels] - 1  # R for every query
+    sums = torch.zeros(3, dtype=torch.float64, device=features.device)
+    for start in range(0, num_items, query_block):
+        queries = torch.arange(start, min(start + query_block, num_items), device=features.device)
+        r = relevant_counts[queries]
+        k = int(r.max()) if r.numel() else 0
+        if k == 0:
+            continue
+        distances = torch.cdist(features[queries], features)
+        distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
+        neighbours = distances.topk(k, dim=1, largest=False).indices
+        relevant = (labels[neighbours] == labels[queries].unsqueeze(1)).float()
+        ranks = torch.arange(1, k + 1, device=features.device)
+        within_r = (ranks.unsqueeze(0) <= r.unsqueeze(1)).float()
+        relevant = relevant * within_r
+        precision_at_k = relevant.cumsum(1) / ranks
+        r_safe = r.clamp(min=1).float()
+        valid = (r > 0).float()
+        sums += torch.stack([
+            (relevant[:, 0] * valid).sum(),
+            (relevant.sum(1) / r_safe * valid).sum(),
+            ((precision_at_k * relevant).sum(1) / r_safe * valid).sum(),
+        ]).double()
+    num_queries = int((relevant_counts > 0).sum())
+    if num_queries == 0:
+        return {"precision_at_1": float("nan"), "r_precision": float("nan"), "map_at_r": float("nan")}
+    precision_at_1, r_precision, map_at_r = (sums / num_queries).tolist()
+    return {"precision_at_1": precision_at_1, "r_precision": r_precision, "map_at_r": map_at_r}
+
+
+def split_retrieval_metrics(features, digits, unseen_digits=()):
+    """The metrics over all items, and with held-out digits also among the seen digits'
+    items alone and among the unseen digits' items alone, keys prefixed `seen_`/`unseen_`."""
+    metrics = retrieval_metrics(features, digits)
+    if unseen_digits:
+        unseen = torch.isin(digits, torch.tensor(list(unseen_digits), device=digits.device))
+        for prefix, mask in (("seen_", ~unseen), ("unseen_", unseen)):
+            subset = retrieval_metrics(features[mask], digits[mask])
+            metrics.update({prefix + name: value for name, value in subset.items()})
+    return metrics

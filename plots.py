@@ -1,0 +1,124 @@
+"""Pictures of the 2-D embedding: feature scatter plots, decision regions, training
+curves and the animation of the features over the epochs.
+
+Figures are made with `matplotlib.figure.Figure`, not pyplot: they need no display and
+are freed with their last reference, so a long run leaks no open figure.
+"""
+import io
+
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+# The article's ten colours, one per digit 0-9.
+DIGIT_COLORS = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff",
+                "#ff00ff", "#990000", "#999900", "#009900", "#009999")
+
+
+def as_numpy(values):
+    return torch.as_tensor(values).detach().cpu().numpy()
+
+
+def draw_features(ax, feat, digits, centers=None, center_digits=None, unseen_digits=()):
+    """Scatter 2-D features on `ax`, coloured by digit, with the centres and a legend.
+
+    Held-out (unseen) digits are drawn as crosses, the others as dots. `center_digits[k]`
+    is the digit of centre k (default: k). The axes are fitted to the data, never
+    clipping a point; equal scales keep the angles between classes true, since the
+    bias-free classifier separates them by angle.
+    """
+    feat, digits = as_numpy(feat), as_numpy(digits)
+    legend = []
+    for digit, color in enumerate(DIGIT_COLORS):
+        points = feat[digits == digit]
+        if not len(points):
+            continue
+        unseen = digit in unseen_digits
+        marker, size = ("x", 3) if unseen else (".", 2)
+        ax.plot(points[:, 0], points[:, 1], marker, color=color, markersize=size, linestyle="")
+        legend.append(Line2D([], [], linestyle="", marker="X" if unseen else "o", color=color,
+                             label=f"{digit} (unseen)" if unseen else str(digit)))
+    if centers is not None:
+        centers = as_numpy(centers)
+        ax.plot(centers[:, 0], centers[:, 1], "X", color="black", markeredgecolor="white",
+                markersize=9, linestyle="")
+        legend.append(Line2D([], [], linestyle="", marker="X", color="black", label="centres"))
+    # The legend sits right of the axes, so it hides no point.
+    ax.legend(handles=legend, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(True, linewidth=0.3)
+    ax.set_xlabel("feature 1")
+    ax.set_ylabel("feature 2")
+
+
+def draw_decision_regions(ax, classifier_weight, class_digits, resolution=400):
+    """Shade the plane by the class that `ip2` (no bias) predicts there: wedges from the
+    origin, since the prediction argmax_k w_k . x depends on the direction of x alone."""
+    ax.figure.canvas.draw()  # settle the data limits, including the equal-aspect adjustment
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    xs, ys = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    predicted = (grid @ as_numpy(classifier_weight).T).argmax(1).reshape(xs.shape)
+    colors = ListedColormap([DIGIT_COLORS[digit] for digit in class_digits])
+    ax.imshow(predicted, extent=(x0, x1, y0, y1), origin="lower", cmap=colors, alpha=0.18,
+              vmin=-0.5, vmax=len(class_digits) - 0.5, interpolation="nearest", zorder=0,
+              aspect="auto")
+    # Keep the settled limits: the shading must cover exactly the visible plane.
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+
+
+def plot_curves(history, path):
+    """Loss and accuracy against epoch, training and test, from the history rows."""
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(11, 4.5), dpi=100)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
+        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], "-o", color=color, markersize=3,
+                     label=f"{split} loss")
+        loss_ax.plot(epochs, [row[f"{split}_center_loss"] for row in history], "--", color=color,
+                     label=f"{split} centre-loss part")
+        acc_ax.plot(epochs, [row[f"{split}_acc"] for row in history], "-o", color=color, markersize=3,
+                    label=f"{split} accuracy")
+    acc_ax.plot(epochs, [row["map_at_r"] for row in history], "-^", color="tab:green", markersize=3,
+                label="test MAP@R")
+    loss_ax.set_yscale("log")
+    loss_ax.set_title("loss (mean per image)")
+    acc_ax.set_title("accuracy and retrieval")
+    acc_ax.set_ylim(0, 1)
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, linewidth=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs=None, seconds_per_frame=0.4):
+    """An animated GIF of the features epoch by epoch, with one axis range for the whole
+    run so that the motion is readable. `features_per_epoch`: (epochs, N, 2)."""
+    features_per_epoch = as_numpy(features_per_epoch)
+    epochs = list(epochs) if epochs is not None else list(range(1, len(features_per_epoch) + 1))
+    low, high = features_per_epoch.reshape(-1, 2).min(0), features_per_epoch.reshape(-1, 2).max(0)
+    margin = 0.05 * (high - low).max() + 1e-6
+    frames = []
+    for epoch, feat in zip(epochs, features_per_epoch):
+        fig = Figure(figsize=(6.4, 5.6), dpi=80)
+        fig.subplots_adjust(left=0.1, right=0.8)
+        ax = fig.add_subplot()
+        draw_features(ax, feat, digits, unseen_digits=unseen_digits)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlim(low[0] - margin, high[0] + margin)
+        ax.set_ylim(low[1] - margin, high[1] + margin)
+        ax.set_title(f"test features, epoch {epoch}")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        frames.append(Image.open(buffer).convert("P", palette=Image.Palette.ADAPTIVE))
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(seconds_per_frame * 1000), loop=0)
+    return len(frames)
