@@ -91,6 +91,7 @@ def check_args(args):
         fail("--device cuda was asked for, but CUDA is not available here (use --device cpu)")
     for name in ("model_path_temp", "vis_img_path_temp"):
         check_path_template(name, getattr(args, name))
+    check_writable("history_path", Path(args.history_path).parent)
 
 
 def check_path_template(name, template):
@@ -100,6 +101,10 @@ def check_path_template(name, template):
         folder = Path(epoch_path(template, 1)).parent
     except (IndexError, KeyError, ValueError) as error:
         fail(f"--{name} is not a valid path template ({error}): {template!r}")
+    check_writable(name, folder)
+
+
+def check_writable(name, folder):
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()

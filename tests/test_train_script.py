@@ -116,6 +116,10 @@ def test_unwritable_output_folder(tmp_path, mnist_dir):
         trainer.main(["--dataset_dir", str(mnist_dir), "--model_path_temp", str(blocker / "epoch_{}.pth"),
                       "--vis_img_path_temp", str(tmp_path / "v_{}.png")])
     assert "cannot write to the folder" in str(stop.value.code)
+    with pytest.raises(SystemExit) as stop:
+        trainer.main(["--dataset_dir", str(mnist_dir), *map(str, output_flags(tmp_path)),
+                      "--history_path", str(blocker / "history.csv")])
+    assert "--history_path: cannot write to the folder" in str(stop.value.code)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
