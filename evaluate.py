@@ -101,8 +101,7 @@ def plot_evaluation(features, digits, classifier_weight, class_digits, centers, 
 
 def evaluate(model, test_loader, class_digits, unseen_digits):
     """All the figures of a model on `test_loader`, as a JSON-ready dict."""
-    features, log_probs = embed(model, test_loader)
-    digits = test_loader.labels
+    features, log_probs, digits = embed(model, test_loader)
     seen = digit_to_class(class_digits, digits.device)[digits] >= 0
     predicted_digits = torch.tensor(class_digits, device=digits.device)[log_probs.argmax(1)]
     true_seen, predicted_seen = digits[seen].cpu().numpy(), predicted_digits[seen].cpu().numpy()

@@ -38,33 +38,47 @@ def dataset_error(dataset_dir, reason):
 class TensorLoader:
     """Yields `(images, labels)` batches of tensors already on the device.
 
-    With `shuffle`, every pass takes a fresh `randperm` from `generator` (on the
-    data's device), so the order is reproducible from the seed.
+    With `shuffle`, every pass takes a fresh `randperm` from `generator` (on the data's
+    device), so the order is reproducible from the seed. Under distributed training each
+    of `world_size` processes makes one: a shuffled loader gives its `rank` every
+    `world_size`-th item of the same permutation, in batches of `batch_size // world_size`,
+    so that the ranks' batches together are the single-process batches; an unshuffled
+    one (the test split) gives each rank one contiguous part.
     """
 
-    def __init__(self, images, labels, batch_size, shuffle=False, generator=None):
+    def __init__(self, images, labels, batch_size, shuffle=False, generator=None, rank=0, world_size=1):
         self.images = images
         self.labels = labels
-        self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
-
-    @property
-    def num_samples(self):
-        return self.labels.size(0)
+        self.rank = rank
+        self.world_size = world_size
+        total = labels.size(0)
+        if shuffle:
+            # The last total % world_size items of each permutation are left out, so that
+            # every rank takes the same number of steps.
+            self.batch_size = batch_size // world_size
+            self.num_samples = total // world_size
+        else:
+            self.batch_size = batch_size
+            part = torch.arange(total).tensor_split(world_size)[rank]
+            self.first = int(part[0]) if part.numel() else 0
+            self.num_samples = part.numel()
 
     def __len__(self):
         return math.ceil(self.num_samples / self.batch_size)
 
     def __iter__(self):
         if self.shuffle:
-            order = torch.randperm(self.num_samples, device=self.labels.device, generator=self.generator)
-        for start in range(0, self.num_samples, self.batch_size):
-            if self.shuffle:
-                index = order[start:start + self.batch_size]
+            order = torch.randperm(self.labels.size(0), device=self.labels.device, generator=self.generator)
+            mine = order[self.rank:self.num_samples * self.world_size:self.world_size]
+            for start in range(0, self.num_samples, self.batch_size):
+                index = mine[start:start + self.batch_size]
                 yield self.images[index], self.labels[index]
-            else:
-                yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+        else:
+            for start in range(self.first, self.first + self.num_samples, self.batch_size):
+                stop = min(start + self.batch_size, self.first + self.num_samples)
+                yield self.images[start:stop], self.labels[start:stop]
 
 
 def normalize(images_uint8, device):

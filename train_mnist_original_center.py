@@ -164,25 +164,28 @@ def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, c
 
 @torch.no_grad()
 def embed(model, loader):
-    """Features and log-probabilities of every image of `loader`, in order, on its device."""
+    """Features, log-probabilities and labels of every image `loader` gives, in order, on
+    its device."""
     model.eval()
     device = loader.labels.device
     features = torch.empty(loader.num_samples, model.ip1.out_features, device=device)
     log_probs = torch.empty(loader.num_samples, model.ip2.out_features, device=device)
+    labels = torch.empty(loader.num_samples, dtype=torch.long, device=device)
     start = 0
-    for images, _ in loader:
+    for images, batch_labels in loader:
         end = start + images.size(0)
         features[start:end], log_probs[start:end] = model(images)
+        labels[start:end] = batch_labels
         start = end
-    return features, log_probs
+    return features, log_probs, labels
 
 
 @torch.no_grad()
 def test(model, center_loss, nll_loss, loss_weight, test_loader, class_of_digit):
     """Figures {acc, loss, center_loss} on the test images of the trained digits (means per
     image of the training objective), and the features of all test images, on the device."""
-    features, log_probs = embed(model, test_loader)
-    targets = class_of_digit[test_loader.labels]
+    features, log_probs, digits = embed(model, test_loader)
+    targets = class_of_digit[digits]
     seen = targets >= 0  # held-out digits have no class to be scored against
     center = center_loss(targets[seen], features[seen])
     loss = nll_loss(log_probs[seen], targets[seen]) + loss_weight * center

@@ -105,3 +105,31 @@ def test_show_data_writes_a_16_wide_grid(mnist_dir, tmp_path, monkeypatch, capsy
     width, height = Image.open(path).size
     # make_grid: 16 tiles of 28 px plus 2 px padding around each; 32 images -> 2 rows.
     assert (width, height) == (2 + 16 * 30, 2 + 2 * 30)
+
+
+def test_ranks_split_each_global_batch(mnist_dir):
+    from mnist_loader import TensorLoader
+    single = load_dataset(mnist_dir, 64, seed=9)[0]
+    ranks = []
+    for rank in range(3):
+        generator = torch.Generator().manual_seed(9)
+        ranks.append(TensorLoader(single.images, single.labels, 66, shuffle=True, generator=generator,
+                                  rank=rank, world_size=3))
+    assert {loader.num_samples for loader in ranks} == {100} and {len(loader) for loader in ranks} == {5}
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(9))
+    batches = [list(loader) for loader in ranks]
+    for step in range(5):
+        together = torch.cat([batches[rank][step][1] for rank in range(3)])
+        # The ranks' batches of 22 make up the single-process batch of 66 of that step.
+        expected = single.labels[order[step * 66:(step + 1) * 66]]
+        assert sorted(together.tolist()) == sorted(expected.tolist())
+    seen = torch.cat([torch.cat([b[0].flatten(1) for b in rank_batches]) for rank_batches in batches])
+    assert torch.unique(seen, dim=0).size(0) == 300  # disjoint shards covering the epoch
+
+
+def test_unshuffled_parts_cover_the_split(mnist_dir):
+    from mnist_loader import TensorLoader
+    test_loader = load_dataset(mnist_dir, 64, 64)[1]
+    parts = [TensorLoader(test_loader.images, test_loader.labels, 8, rank=rank, world_size=3) for rank in range(3)]
+    labels = torch.cat([torch.cat([batch[1] for batch in part]) for part in parts])
+    assert torch.equal(labels, test_loader.labels)
