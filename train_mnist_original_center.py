@@ -380,9 +380,8 @@ class StopSignals:
             raise KeyboardInterrupt
         self.signum = signum
         # os.write, not print: the handler may run while the program is printing.
-        os.write(sys.stderr.fileno(), f"\n{signal.Signals(signum).name}: stopping after the current step "
-                                      f"to save the training state; press Ctrl-C again to quit at "
-                                      f"once\n".encode())
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after the current step to save the "
+                    f"training state; press Ctrl-C again to quit at once\n".encode())
 
     def requested(self):
         return self.signum is not None
@@ -452,10 +451,10 @@ def main(argv=None):
                   f"give a larger --epochs to train on")
             return
 
-    print(f"Training on {device}: {train_loader.num_samples} training and "
-          f"{test_loader.num_samples} test images, {args.epochs} epochs", flush=True)
     with StopSignals() as stop:
         try:
+            print(f"Training on {device}: {train_loader.num_samples} training and "
+                  f"{test_loader.num_samples} test images, {args.epochs} epochs", flush=True)
             for epoch in range(first_epoch, args.epochs + 1):
                 rng_at_epoch_start = rng_states(train_loader.generator)
                 try:
