@@ -10,7 +10,6 @@ test features over the classifier's decision regions.
 """
 import argparse
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report
 
+from checkpointing import (TRAINING_STATE_FORMAT, CheckpointError, WriteError, atomic_write, load_checkpoint,
+                           load_training_state, save_figure)
 from metrics import split_retrieval_metrics
 from mnist_loader import DatasetError, TensorLoader, normalize, read_split
 from mnist_net import Net
@@ -25,39 +26,23 @@ from plots import draw_decision_regions, draw_features
 from train_mnist_original_center import REPO_DIR, digit_to_class, embed, fail, pick_device
 
 
-class CheckpointError(Exception):
-    """The file is not a checkpoint this project can evaluate; the message says why."""
-
-
 def read_checkpoint(path):
     """The model's state_dict, the centres (or None) and the held-out digits (or None) of
-    a per-epoch `state_dict` file or of a training-state file holding one under 'model'."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        # weights_only refuses pickles that would run arbitrary code.
-        raise CheckpointError(f"{path} holds more than tensors and plain data and is refused, "
-                              f"since loading it could run arbitrary code ({str(error).splitlines()[0]})") from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
-                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+    a per-epoch `state_dict` file or of a training state; `CheckpointError` otherwise."""
+    content = load_checkpoint(path)
+    if isinstance(content, dict) and content.get("format") == TRAINING_STATE_FORMAT:
+        content = load_training_state(path)
+        modules = content["modules"]
+        return modules["model"], modules["center_loss"]["centers"], content["args"].get("holdout_classes")
     if not isinstance(content, dict):
         raise CheckpointError(f"{path} holds a {type(content).__name__}, not a model's state_dict")
-    state = content.get("model", content)
-    centers = content.get("centers")
-    args = content.get("args") or {}
     expected = set(Net().state_dict())
-    if not isinstance(state, dict) or set(state) != expected:
-        found = set(state) if isinstance(state, dict) else set()
-        missing = sorted(expected - found)
+    if set(content) != expected:
+        missing, unexpected = sorted(expected - set(content)), sorted(set(content) - expected)
         raise CheckpointError(f"{path} is not a checkpoint of this project's Net "
-                              f"(missing {', '.join(missing[:4]) or 'nothing'}"
-                              f"{', ...' if len(missing) > 4 else ''}; "
-                              f"unexpected {', '.join(sorted(found - expected)[:4]) or 'nothing'})")
-    return state, centers, args.get("holdout_classes")
+                              f"(missing {', '.join(missing[:4]) or 'nothing'}{', ...' if len(missing) > 4 else ''}; "
+                              f"unexpected {', '.join(map(str, unexpected[:4])) or 'nothing'})")
+    return content, None, None
 
 
 def parse_args(argv=None):
@@ -95,8 +80,7 @@ def plot_evaluation(features, digits, classifier_weight, class_digits, centers, 
     draw_features(ax, features, digits, centers, unseen_digits=unseen_digits)
     draw_decision_regions(ax, classifier_weight, class_digits)
     ax.set_title(title)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def evaluate(model, test_loader, class_digits, unseen_digits):
@@ -147,14 +131,16 @@ def main(argv=None):
         if prefix + "map_at_r" in figures:
             print(f"retrieval, {label}: Precision@1 {figures[prefix + 'precision_at_1']:.4f}, "
                   f"R-Precision {figures[prefix + 'r_precision']:.4f}, MAP@R {figures[prefix + 'map_at_r']:.4f}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2))
-        print(f"Wrote {args.json}")
-    if args.plot:
-        plot_evaluation(features, test_loader.labels, state["ip2.weight"], class_digits, centers, holdout,
-                        f"{Path(args.checkpoint).name}: test features and decision regions", args.plot)
-        print(f"Wrote {args.plot}")
+    try:
+        if args.json:
+            atomic_write(args.json, json.dumps(figures, indent=2).encode())
+            print(f"Wrote {args.json}")
+        if args.plot:
+            plot_evaluation(features, test_loader.labels, state["ip2.weight"], class_digits, centers, holdout,
+                            f"{Path(args.checkpoint).name}: test features and decision regions", args.plot)
+            print(f"Wrote {args.plot}")
+    except WriteError as error:
+        fail(str(error))
 
 
 if __name__ == "__main__":

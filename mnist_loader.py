@@ -5,6 +5,7 @@ that, every epoch is a `randperm` on the device and tensor indexing: no DataLoad
 workers, no PIL image per sample per epoch.
 """
 import gzip
+import io
 import math
 import os
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 from torchvision.utils import make_grid, save_image
+
+from checkpointing import atomic_write
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -182,8 +185,9 @@ def show_data(loader, path=DEFAULT_SHOW_PATH, show=False):
     images, _ = next(iter(loader))
     images = images.cpu() * MNIST_STD + MNIST_MEAN
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, path, nrow=16)
+    grid = io.BytesIO()
+    save_image(images, grid, nrow=16, format="png")
+    atomic_write(path, grid.getvalue())
     if show and display_available():
         import matplotlib.pyplot as plt  # only here: importing pyplot picks a GUI backend
         plt.imshow(make_grid(images, nrow=16).permute(1, 2, 0).clamp(0, 1))

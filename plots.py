@@ -14,6 +14,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from checkpointing import atomic_write, save_figure
+
 # The article's ten colours, one per digit 0-9.
 DIGIT_COLORS = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff",
                 "#ff00ff", "#990000", "#999900", "#009900", "#009999")
@@ -97,7 +99,7 @@ def plot_curves(history, path):
         ax.grid(True, linewidth=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs=None, seconds_per_frame=0.4):
@@ -120,5 +122,8 @@ def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         frames.append(Image.open(buffer).convert("P", palette=Image.Palette.ADAPTIVE))
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(seconds_per_frame * 1000), loop=0)
+    gif = io.BytesIO()
+    frames[0].save(gif, format="gif", save_all=True, append_images=frames[1:],
+                   duration=int(seconds_per_frame * 1000), loop=0)
+    atomic_write(path, gif.getvalue())
     return len(frames)

@@ -1,10 +1,18 @@
 """Train LeNets++ on MNIST with softmax + Center Loss, as in the article "MNISTでMetric Learning".
 
-After every epoch: one line of train/test accuracy and loss, a checkpoint (the
-model's state_dict) and a PNG scatter plot of the 2-D training features.
+After every epoch: one line of train/test accuracy, loss and retrieval quality, a
+checkpoint (the model's state_dict), a PNG of the 2-D training and test features, the
+history CSV with its curves, and the full training state (training_state.pth beside the
+checkpoints), from which `--resume` continues a stopped run exactly. Every file is
+written atomically.
 """
 import argparse
 import csv
+import io
+import itertools
+import os
+import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -17,12 +25,22 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from center_loss import CenterLoss
-from mnist_loader import MNIST_MEAN, MNIST_STD, REPO_DIR, DatasetError, load_dataset
+from checkpointing import (TRAINING_STATE_NAME, CheckpointError, WriteError, atomic_write, load_module_state,
+                           load_training_state, restore_rng_states, rng_states, save_checkpoint, save_figure,
+                           save_training_state)
 from metrics import split_retrieval_metrics
+from mnist_loader import MNIST_MEAN, MNIST_STD, REPO_DIR, DatasetError, load_dataset
 from mnist_net import Net
 from plots import draw_features, plot_curves, write_feature_gif
 
-def parse_args(argv=None):
+# The parts of a training step watched for NaN and infinite values.
+LOSS_PARTS = ("features", "softmax loss", "centre loss")
+# Settings that fix the order of the training data: a resumed run keeps them.
+FIXED_ON_RESUME = ("seed", "batch_size", "max_train_samples", "holdout_classes")
+
+
+def parse_args(argv=None, defaults=None):
+    """The settings; `defaults` (a resumed run's) replace the built-in defaults."""
     parser = argparse.ArgumentParser(
         description="Train LeNets++ on MNIST with softmax + Center Loss (Wen et al., ECCV 2016).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -60,6 +78,13 @@ def parse_args(argv=None):
     parser.add_argument("--img_show", action="store_true",
                         help="save a grid of one training batch (outputs/visual/train_batch.png) "
                              "and show it when a display exists")
+    parser.add_argument("--resume", metavar="PATH", default=None,
+                        help=f"continue a stopped run from its training state: a path, or 'auto' for the "
+                             f"{TRAINING_STATE_NAME} in the folder of --model_path_temp. The run keeps its "
+                             f"settings unless they are given again; --epochs counts all epochs, the done "
+                             f"ones included; default: start a new run")
+    if defaults:
+        parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
     check_args(args)
     return args
@@ -129,26 +154,79 @@ def digit_to_class(classes, device):
     return lookup.to(device)
 
 
-def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, class_of_digit, epoch):
+class TrainingInterrupted(Exception):
+    """A stop was asked for during an epoch; `progress` holds the epoch up to its last step."""
+
+    def __init__(self, progress):
+        super().__init__(f"stopped after step {progress['step']}")
+        self.progress = progress
+
+
+class NonFiniteError(Exception):
+    """`parts` (of LOSS_PARTS, or "weights") became NaN or infinite at `step` of `epoch`."""
+
+    def __init__(self, epoch, step, num_steps, parts):
+        names = [f"the {part}" for part in parts]
+        names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        super().__init__(f"{names} became NaN or infinite in epoch {epoch} at step {step} of {num_steps}")
+        self.parts = parts
+
+
+def check_finite(first_bad_step, parameters, epoch, step, num_steps):
+    """Raise NonFiniteError when a part of a step, or a weight after `step`, was not finite.
+    Waits for the device: called once per epoch, and when a stop is asked for."""
+    weights_finite = torch.stack([parameter.isfinite().all() for parameter in parameters]).all()
+    bad_steps = first_bad_step.tolist()
+    if max(bad_steps) >= 0:
+        first = min(bad for bad in bad_steps if bad >= 0)
+        raise NonFiniteError(epoch, first, num_steps,
+                             [part for part, bad in zip(LOSS_PARTS, bad_steps) if bad == first])
+    if not weights_finite:
+        raise NonFiniteError(epoch, step, num_steps, ["weights"])
+
+
+def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, class_of_digit, epoch,
+          progress=None, stop_requested=lambda: False):
     """One epoch. Returns the figures {acc, loss, center_loss} (means per image) and the
-    features and digits of every training image in the order seen, on the host."""
+    features and digits of every training image in the order seen, on the host.
+
+    Raises NonFiniteError when a loss, a feature or a weight became NaN or infinite, and
+    TrainingInterrupted after a step (not the last) at which `stop_requested()` is true.
+    The interrupted epoch goes on exactly when its `progress` is given back with the
+    loader's generator in its state from the start of the epoch.
+    """
     model.train()
     device = train_loader.labels.device
     num_samples = train_loader.num_samples
-    features = torch.empty(num_samples, center_loss.feat_dim, device=device)
-    digits_seen = torch.empty(num_samples, dtype=torch.long, device=device)
-    sums = torch.zeros(3, device=device)  # correct, loss, centre-loss part
-    start = 0
-    for images, digits in tqdm(train_loader, desc=f"Epoch {epoch:>3}", leave=False, disable=None):
+    num_steps = len(train_loader)
+    if progress is None:
+        progress = {"step": 0,
+                    "features": torch.empty(num_samples, center_loss.feat_dim, device=device),
+                    "digits": torch.empty(num_samples, dtype=torch.long, device=device),
+                    "sums": torch.zeros(3, device=device)}  # correct, loss, centre-loss part
+    features, digits_seen, sums = progress["features"], progress["digits"], progress["sums"]
+    # For each of LOSS_PARTS, the first step at which it was not finite (-1: none); kept on
+    # the device, so that watching costs no host sync per step.
+    first_bad_step = torch.full((len(LOSS_PARTS),), -1, device=device)
+    parameters = [*model.parameters(), *center_loss.parameters()]
+    start = progress["step"] * train_loader.batch_size
+    # The steps done before an interruption are skipped: the shuffled order is the same.
+    batches = itertools.islice(train_loader, progress["step"], None)
+    for step, (images, digits) in enumerate(
+            tqdm(batches, desc=f"Epoch {epoch:>3}", total=num_steps, initial=progress["step"], leave=False,
+                 disable=None), start=progress["step"] + 1):
         targets = class_of_digit[digits]
         feat, log_probs = model(images)
+        softmax_loss = nll_loss(log_probs, targets)
         center = center_loss(targets, feat)
-        loss = nll_loss(log_probs, targets) + loss_weight * center
+        loss = softmax_loss + loss_weight * center
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for optimizer in optimizers:
             optimizer.step()
+        finite = torch.stack((feat.isfinite().all(), softmax_loss.isfinite(), center.isfinite()))
+        first_bad_step = torch.where(finite | (first_bad_step >= 0), first_bad_step, step)
         # Sums stay on the device: no host sync until the epoch's line is printed.
         end = start + digits.size(0)
         features[start:end] = feat.detach()
@@ -156,7 +234,12 @@ def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, c
         sums += torch.stack([(log_probs.argmax(1) == targets).sum().float(),
                              loss.detach() * digits.size(0), center.detach() * digits.size(0)])
         start = end
+        progress["step"] = step
+        if stop_requested() and step < num_steps:
+            check_finite(first_bad_step, parameters, epoch, step, num_steps)
+            raise TrainingInterrupted(progress)
     # The one host sync of the epoch: the figures are printed.
+    check_finite(first_bad_step, parameters, epoch, num_steps, num_steps)
     correct, loss_sum, center_sum = (sums / num_samples).tolist()
     figures = {"acc": correct, "loss": loss_sum, "center_loss": center_sum}
     return figures, features.cpu(), digits_seen.cpu()
@@ -208,9 +291,7 @@ def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labe
         draw_features(axes[1], test_feat, test_labels, centers, center_digits, unseen_digits)
         axes[1].set_title(f"test features (eval mode), epoch = {epoch}")
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # A Figure made without pyplot is freed with its last reference: nothing stays open.
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def epoch_line(epoch, train_figures, test_figures, retrieval):
@@ -224,13 +305,12 @@ def epoch_line(epoch, train_figures, test_figures, retrieval):
 
 def write_history(history, path):
     """The per-epoch figures as CSV, and the curves plot beside it (same name, .png)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    plot_curves(history, path.with_suffix(".png"))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, text.getvalue().encode())
+    plot_curves(history, Path(path).with_suffix(".png"))
 
 
 def open_tensorboard(log_dir):
@@ -241,8 +321,146 @@ def open_tensorboard(log_dir):
     return SummaryWriter(log_dir)
 
 
+def training_state_path(model_path_temp):
+    """Where a run keeps its training state: beside its per-epoch checkpoints."""
+    return Path(epoch_path(model_path_temp, 1)).parent / TRAINING_STATE_NAME
+
+
+def read_resume_state(args):
+    """The path and content of the training state that --resume names."""
+    path = training_state_path(args.model_path_temp) if args.resume == "auto" else Path(args.resume)
+    if args.resume == "auto" and not path.is_file():
+        fail(f"--resume auto: there is no {path.name} in {path.parent} (the folder of --model_path_temp), "
+             f"so there is no run to continue there; start one without --resume, or give --resume PATH")
+    try:
+        return path, load_training_state(path)
+    except CheckpointError as error:
+        fail(f"--resume: {error}")
+
+
+def resume_args(argv, args, saved_args):
+    """The settings of a resumed run: those it was started with, but for the flags given now."""
+    saved = {name: value for name, value in saved_args.items() if name in vars(args) and name != "resume"}
+    resumed = parse_args(argv, defaults=saved)
+    changed = [name for name, value in saved.items() if getattr(resumed, name) != value and name != "epochs"]
+    for name in changed:
+        if name in FIXED_ON_RESUME:
+            fail(f"--resume: --{name} {getattr(resumed, name)} differs from the run's {saved[name]}; it fixes "
+                 f"the order of the training data, so a resumed run keeps it (start a new run to change it)")
+    if changed:
+        print("Resuming with changed settings: "
+              + ", ".join(f"--{name} {getattr(resumed, name)} (was {saved[name]})" for name in changed))
+    return resumed
+
+
+def restore_training_state(state, modules, optimizers, scheduler, train_loader, args):
+    """Load a saved training state into the objects of this run and return
+    (history, first epoch to train, progress of the interrupted epoch or None)."""
+    saved_centers = state["modules"]["center_loss"]["centers"].shape
+    centers = modules["center_loss"].centers.shape
+    if saved_centers != centers:
+        fail(f"--resume: the run in the checkpoint has {saved_centers[0]} classes and {saved_centers[1]}-D "
+             f"features, this one {centers[0]} classes and {centers[1]}-D features; resume with the "
+             f"settings the run was started with")
+    try:
+        for name, module in modules.items():
+            load_module_state(module, state["modules"][name], name)
+    except CheckpointError as error:
+        fail(f"--resume: {error}")
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    scheduler.load_state_dict(state["scheduler"])
+    apply_changed_rates(args, state["args"], optimizers, scheduler)
+
+    progress = state["partial_epoch"]
+    if progress is not None and progress["features"].size(0) != train_loader.num_samples:
+        fail(f"--resume: the interrupted epoch had {progress['features'].size(0)} training images, "
+             f"this run has {train_loader.num_samples}; resume with the same data")
+    if not restore_rng_states(state["rng"], train_loader.generator):
+        # Another kind of device draws other numbers: the shuffling cannot go on where it was.
+        train_loader.generator.manual_seed(args.seed + state["epoch"])
+        print(f"Note: the run was saved on {state['rng']['loader_device']}; on {train_loader.labels.device.type} "
+              f"its shuffling order is reseeded" + (" and the interrupted epoch starts again" if progress else ""))
+        progress = None
+    if progress is not None:
+        progress = {name: value.to(train_loader.labels.device) if torch.is_tensor(value) else value
+                    for name, value in progress.items()}
+    return state["history"], state["epoch"] + 1, progress
+
+
+def apply_changed_rates(args, saved_args, optimizers, scheduler):
+    """Rates given anew on resume win over those restored with the optimizers."""
+    if (args.lr, args.step_size, args.gamma) != (saved_args["lr"], saved_args["step_size"], saved_args["gamma"]):
+        # The rate the schedule gives now, had the run used these settings from its start.
+        lr = args.lr * args.gamma ** (scheduler.last_epoch // args.step_size)
+        scheduler.base_lrs, scheduler.step_size, scheduler.gamma = [args.lr], args.step_size, args.gamma
+        for group in optimizers["net"].param_groups:
+            group.update(lr=lr, initial_lr=args.lr)
+    for group in optimizers["net"].param_groups:
+        group.update(momentum=args.momentum, weight_decay=args.weight_decay)
+    for group in optimizers["center"].param_groups:
+        group["lr"] = args.center_lr
+
+
+class StopSignals:
+    """Inside `with`: a first Ctrl-C (SIGINT) or SIGTERM asks training to stop after the
+    current step (see `requested`); a second one stops at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self.previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write, not print: the handler may run while the program is printing.
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after the current step to save the "
+                    f"training state; press Ctrl-C again to quit at once\n".encode())
+
+    def requested(self):
+        return self.signum is not None
+
+    def exit(self, message):
+        """Print `message` and end with the status a shell gives that signal (128 + its number)."""
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(128 + self.signum)
+
+
+def resume_hint(state_path):
+    script = os.path.relpath(__file__)
+    if script.startswith(os.pardir):
+        script = __file__
+    return (f"The training state is in {state_path}; to go on, run: "
+            f"python3 {shlex.quote(script)} --resume {shlex.quote(str(state_path))}")
+
+
+def non_finite_message(error, args, last_good):
+    flag = "center_lr" if error.parts == ["centre loss"] else "lr"
+    rate = getattr(args, flag)
+    message = (f"{error}; the run stops without saving that epoch. The likely cause is a learning rate "
+               f"too high (--{flag} {rate:g}); ")
+    if last_good is None:
+        return message + "no training state was saved yet: start again with a lower one"
+    return message + (f"the last good training state is {last_good}: resume from it with a lower one, "
+                      f"e.g. --resume {shlex.quote(str(last_good))} --{flag} {rate / 10:g}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    state = None
+    if args.resume:
+        resume_path, state = read_resume_state(args)
+        args = resume_args(argv, args, state["args"])
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     try:
@@ -250,7 +468,7 @@ def main(argv=None):
             args.dataset_dir, args.batch_size, args.batch_size, img_show=args.img_show,
             device=device, seed=args.seed, max_train_samples=args.max_train_samples,
             max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes)
-    except DatasetError as error:
+    except (DatasetError, WriteError) as error:
         fail(str(error))
     tensorboard = open_tensorboard(args.tensorboard) if args.tensorboard else None
 
@@ -261,58 +479,98 @@ def main(argv=None):
                                     weight_decay=args.weight_decay)
     optimizer_center = torch.optim.SGD(center_loss.parameters(), lr=args.center_lr)
     scheduler = lr_scheduler.StepLR(optimizer_net, step_size=args.step_size, gamma=args.gamma)
+    modules = {"model": model, "center_loss": center_loss}
+    optimizers = {"net": optimizer_net, "center": optimizer_center}
     class_of_digit = digit_to_class(classes, device)
     class_digits = [int(name) for name in classes]
-    unseen_digits = sorted(args.holdout_classes)
+    unseen_digits = args.holdout_classes
     test_digits = test_loader.labels.cpu()
     visual_dir = Path(epoch_path(args.vis_img_path_temp, 1)).parent
-    history, test_features_per_epoch = [], []
+    state_path = training_state_path(args.model_path_temp)
+    # The newest training state known to be good: the one to go back to.
+    last_good = None
+    # The figures of every epoch (the rows of the CSV) and its test features (the animation).
+    history, first_epoch, progress = {"rows": [], "test_features": []}, 1, None
+    if state is not None:
+        history, first_epoch, progress = restore_training_state(
+            state, modules, optimizers, scheduler, train_loader, args)
+        last_good = resume_path
+        where = f"epoch {first_epoch}" + (f" after step {progress['step']}" if progress else "")
+        print(f"Resuming from {resume_path} at {where}")
+        if first_epoch > args.epochs:
+            print(f"Nothing to train: the run has finished epoch {first_epoch - 1} and --epochs is {args.epochs}; "
+                  f"give a larger --epochs to train on")
+            return
 
-    print(f"Training on {device}: {train_loader.num_samples} training and "
-          f"{test_loader.num_samples} test images, {args.epochs} epochs"
-          + (f", digits {unseen_digits} held out" if unseen_digits else ""))
-    for epoch in range(1, args.epochs + 1):
-        started = time.perf_counter()
-        lr = optimizer_net.param_groups[0]["lr"]
-        train_figures, features, digits = train(
-            model, center_loss, nll_loss, args.loss_weight, (optimizer_net, optimizer_center),
-            train_loader, class_of_digit, epoch)
-        # After the epoch's optimizer steps, as PyTorch >= 1.1 requires.
-        scheduler.step()
-        test_figures, test_features = test(model, center_loss, nll_loss, args.loss_weight, test_loader,
-                                           class_of_digit)
-        retrieval = split_retrieval_metrics(test_features, test_loader.labels, unseen_digits)
-        test_features = test_features.cpu()
-        print(epoch_line(epoch, train_figures, test_figures, retrieval), flush=True)
+    with StopSignals() as stop:
+        try:
+            print(f"Training on {device}: {train_loader.num_samples} training and "
+                  f"{test_loader.num_samples} test images, {args.epochs} epochs"
+                  + (f", digits {unseen_digits} held out" if unseen_digits else ""), flush=True)
+            for epoch in range(first_epoch, args.epochs + 1):
+                started = time.perf_counter()
+                lr = optimizer_net.param_groups[0]["lr"]
+                rng_at_epoch_start = rng_states(train_loader.generator)
+                try:
+                    train_figures, features, digits = train(
+                        model, center_loss, nll_loss, args.loss_weight, (optimizer_net, optimizer_center),
+                        train_loader, class_of_digit, epoch, progress, stop.requested)
+                except TrainingInterrupted as interrupted:
+                    save_training_state(state_path, epoch - 1, modules, optimizers, scheduler, rng_at_epoch_start,
+                                        vars(args), history, interrupted.progress)
+                    stop.exit(f"Stopped in epoch {epoch} after step {interrupted.progress['step']} of "
+                              f"{len(train_loader)}. {resume_hint(state_path)}")
+                except NonFiniteError as error:
+                    fail(non_finite_message(error, args, last_good))
+                progress = None
+                # After the epoch's optimizer steps, as PyTorch >= 1.1 requires.
+                scheduler.step()
+                test_figures, test_features = test(model, center_loss, nll_loss, args.loss_weight, test_loader,
+                                                   class_of_digit)
+                retrieval = split_retrieval_metrics(test_features, test_loader.labels, unseen_digits)
+                test_features = test_features.cpu()
+                print(epoch_line(epoch, train_figures, test_figures, retrieval), flush=True)
 
-        row = {"epoch": epoch, "lr": lr, "center_lr": optimizer_center.param_groups[0]["lr"]}
-        row.update({f"train_{name}": value for name, value in train_figures.items()})
-        row.update({f"test_{name}": value for name, value in test_figures.items()})
-        row.update(retrieval)
-        row["seconds"] = time.perf_counter() - started
-        history.append(row)
-        test_features_per_epoch.append(test_features)
+                row = {"epoch": epoch, "lr": lr, "center_lr": optimizer_center.param_groups[0]["lr"]}
+                row.update({f"train_{name}": value for name, value in train_figures.items()})
+                row.update({f"test_{name}": value for name, value in test_figures.items()})
+                row.update(retrieval)
+                row["seconds"] = time.perf_counter() - started
+                history["rows"].append(row)
+                history["test_features"].append(test_features)
 
-        torch.save(model.state_dict(), epoch_path(args.model_path_temp, epoch))
-        visualize(features, digits, epoch, epoch_path(args.vis_img_path_temp, epoch), center_loss.centers,
-                  test_features, test_digits, class_digits, unseen_digits)
-        write_history(history, args.history_path)
-        torch.save({"features": torch.stack(test_features_per_epoch), "digits": test_digits,
-                    "epochs": [row["epoch"] for row in history], "unseen_digits": unseen_digits},
-                   visual_dir / "test_features.pt")
-        if tensorboard:
-            for name, value in row.items():
-                if name != "epoch":
-                    tensorboard.add_scalar(name, value, epoch)
+                save_checkpoint(epoch_path(args.model_path_temp, epoch), model.state_dict())
+                visualize(features, digits, epoch, epoch_path(args.vis_img_path_temp, epoch), center_loss.centers,
+                          test_features, test_digits, class_digits, unseen_digits)
+                write_history(history["rows"], args.history_path)
+                save_checkpoint(visual_dir / "test_features.pt", {
+                    "features": torch.stack(history["test_features"]), "digits": test_digits,
+                    "epochs": [row["epoch"] for row in history["rows"]], "unseen_digits": unseen_digits})
+                if tensorboard:
+                    for name, value in row.items():
+                        if name != "epoch":
+                            tensorboard.add_scalar(name, value, epoch)
+                # Written last: a run killed before this line redoes the epoch and its files.
+                save_training_state(state_path, epoch, modules, optimizers, scheduler,
+                                    rng_states(train_loader.generator), vars(args), history)
+                last_good = state_path
+                if stop.requested() and epoch < args.epochs:
+                    stop.exit(f"Stopped after epoch {epoch}. {resume_hint(state_path)}")
 
-    frames = write_feature_gif(torch.stack(test_features_per_epoch), test_digits, visual_dir / "features.gif",
-                               unseen_digits, [row["epoch"] for row in history])
-    print(f"Wrote {frames} frames of test features to {visual_dir / 'features.gif'}")
-    if tensorboard:
-        thumbnails = test_loader.images.cpu() * MNIST_STD + MNIST_MEAN
-        tensorboard.add_embedding(test_features, metadata=test_digits.tolist(), label_img=thumbnails,
-                                  global_step=args.epochs, tag="test_features")
-        tensorboard.close()
+            gif_path = visual_dir / "features.gif"
+            frames = write_feature_gif(torch.stack(history["test_features"]), test_digits, gif_path,
+                                       unseen_digits, [row["epoch"] for row in history["rows"]])
+            print(f"Wrote {frames} frames of test features to {gif_path}")
+            if tensorboard:
+                thumbnails = test_loader.images.cpu() * MNIST_STD + MNIST_MEAN
+                tensorboard.add_embedding(history["test_features"][-1], metadata=test_digits.tolist(),
+                                          label_img=thumbnails, global_step=args.epochs, tag="test_features")
+                tensorboard.close()
+        except KeyboardInterrupt:
+            stop.exit("Stopped at once by a second signal; " + (
+                f"the last training state saved is {last_good}" if last_good else "no training state was saved"))
+        except WriteError as error:
+            fail(str(error))
 
 
 if __name__ == "__main__":

@@ -41,11 +41,13 @@ def test_evaluate_matches_the_trainers_last_epoch(two_epoch_run, mnist_dir, tmp_
 
 def test_reads_a_training_state_file(two_epoch_run, mnist_dir, tmp_path):
     _, out = two_epoch_run
-    state = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
-    torch.save({"model": state, "centers": torch.zeros(10, 2), "epoch": 2, "args": {"holdout_classes": []}},
-               tmp_path / "state.pth")
-    model_state, centers, holdout = evaluate.read_checkpoint(tmp_path / "state.pth")
-    assert set(model_state) == set(state) and centers.shape == (10, 2) and holdout == []
+    state_path = out / "model" / "training_state.pth"
+    model_state, centers, holdout = evaluate.read_checkpoint(state_path)
+    per_epoch = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
+    assert all(torch.equal(model_state[name], per_epoch[name]) for name in per_epoch)
+    assert centers.shape == (10, 2) and holdout == []
+    evaluate.main([str(state_path), "--dataset_dir", str(mnist_dir), "--plot", str(tmp_path / "with_centres.png")])
+    assert (tmp_path / "with_centres.png").is_file()
 
 
 class NotTensors:
@@ -54,10 +56,10 @@ class NotTensors:
 
 @pytest.mark.parametrize("content, message", [
     (None, "no checkpoint file"),
-    (b"PK\x03\x04 truncated", "not a readable PyTorch checkpoint"),
+    (b"PK\x03\x04 truncated", "truncated or corrupt"),
     ({"weight": torch.zeros(2)}, "not a checkpoint of this project's Net"),
     ([1, 2, 3], "not a model's state_dict"),
-    (NotTensors(), "could run arbitrary code"),
+    (NotTensors(), "needs to run pickled Python code"),
 ])
 def test_bad_checkpoint_files(tmp_path, content, message, mnist_dir):
     path = tmp_path / "bad.pth"

@@ -164,7 +164,7 @@ def test_learns_real_mnist(tmp_path):
     chance is 10%."""
     result = run_script("--dataset_dir", REAL_MNIST_DIR, "--epochs", 2, "--lr", 0.01,
                         "--max_train_samples", 10000, "--max_test_samples", 2000, "--device", "cpu",
-                        *output_flags(tmp_path), timeout=300)
+                        *output_flags(tmp_path), timeout=900)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("Epoch:")]
     figures = [dict(part.rsplit(": ", 1) for part in line.split(", ")) for line in lines]
