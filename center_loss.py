@@ -20,8 +20,12 @@ class CenterLoss(nn.Module):
         self.size_average = size_average
         self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
 
-    def forward(self, label, feat):
-        """Labels first, as in the article: `centerloss(labels, features)`."""
+    def forward(self, label, feat, batch_class_counts=None):
+        """Labels first, as in the article: `centerloss(labels, features)`.
+
+        `batch_class_counts` (num_classes,): the n_j of the centre update, when this batch
+        is one process's part of a batch split across processes; by default, counted here.
+        """
         feat = feat.reshape(feat.size(0), -1)
         if feat.size(1) != self.feat_dim:
             raise ValueError(
@@ -41,27 +45,33 @@ class CenterLoss(nn.Module):
         # centres stay in the centres' precision.
         feat = feat.to(self.centers.dtype)
         batch_size = feat.size(0) if self.size_average else 1
-        return CenterLossFunction.apply(feat, label.long(), self.centers, batch_size)
+        label = label.long()
+        if batch_class_counts is None:
+            batch_class_counts = class_counts(label, self.num_classes, feat.dtype)
+        return CenterLossFunction.apply(feat, label, self.centers, batch_size, batch_class_counts)
+
+
+def class_counts(label, num_classes, dtype=torch.float32):
+    """How many items of each class `label` holds, without a host sync (unlike bincount)."""
+    counts = torch.zeros(num_classes, dtype=dtype, device=label.device)
+    return counts.index_add_(0, label, torch.ones_like(label, dtype=dtype))
 
 
 class CenterLossFunction(Function):
     @staticmethod
-    def forward(ctx, feat, label, centers, batch_size):
+    def forward(ctx, feat, label, centers, batch_size, batch_class_counts):
         centers_batch = centers.index_select(0, label)
-        ctx.save_for_backward(feat, label, centers_batch)
+        ctx.save_for_backward(feat, label, centers_batch, batch_class_counts)
         ctx.num_classes = centers.size(0)
         ctx.batch_size = batch_size
         return (feat - centers_batch).pow(2).sum() / 2.0 / batch_size
 
     @staticmethod
     def backward(ctx, grad_output):
-        feat, label, centers_batch = ctx.saved_tensors
+        feat, label, centers_batch, counts = ctx.saved_tensors
         diff = centers_batch - feat
-        # n_j: how many items of each class are in the batch.
-        counts = torch.zeros(ctx.num_classes, dtype=diff.dtype, device=diff.device)
-        counts.index_add_(0, label, torch.ones_like(label, dtype=diff.dtype))
         grad_centers = torch.zeros(ctx.num_classes, diff.size(1), dtype=diff.dtype, device=diff.device)
         grad_centers.index_add_(0, label, diff)
         grad_centers = grad_centers / (1 + counts).unsqueeze(1) / ctx.batch_size
         grad_feat = -grad_output * diff / ctx.batch_size
-        return grad_feat, None, grad_centers, None
+        return grad_feat, None, grad_centers, None, None

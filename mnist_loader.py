@@ -146,13 +146,15 @@ def read_split(dataset_dir, train, limit=None):
 
 def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_show=False,
                  device="cpu", seed=0, max_train_samples=None, max_test_samples=None,
-                 holdout_classes=(), show_path=DEFAULT_SHOW_PATH):
+                 holdout_classes=(), rank=0, world_size=1, show_path=DEFAULT_SHOW_PATH):
     """Return `(train_loader, test_loader, classes)` as in the article.
 
     The loaders yield normalised `(images, digits)` on `device`; the training one is
     shuffled every epoch from `seed`. `max_*_samples` keep the first N images of a split.
     The digits in `holdout_classes` are left out of the training split (after the first
     N are taken) and out of `classes`, the names of the digits a model is trained on.
+    Under distributed training, `rank` of `world_size` gets its share of each split (see
+    TensorLoader) and `train_batch_size` is the global batch.
     Raises `DatasetError` with a readable message when the data cannot be had.
     """
     generator = torch.Generator(device=device)
@@ -166,8 +168,8 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_sho
             images, labels = images[keep], labels[keep]
             if not len(labels):
                 raise DatasetError(f"no training image is left after holding out digits {list(holdout_classes)}")
-        loaders.append(TensorLoader(normalize(images, device), labels.to(device), batch_size,
-                                    shuffle=train, generator=generator if train else None))
+        loaders.append(TensorLoader(normalize(images, device), labels.to(device), batch_size, shuffle=train,
+                                    generator=generator if train else None, rank=rank, world_size=world_size))
     train_loader, test_loader = loaders
     if img_show:
         show_data(train_loader, show_path, show=True)

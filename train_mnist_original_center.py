@@ -21,10 +21,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.optim.lr_scheduler as lr_scheduler
+from torch.nn.parallel import DistributedDataParallel
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from center_loss import CenterLoss
+import distributed
+from center_loss import CenterLoss, class_counts
 from checkpointing import (TRAINING_STATE_NAME, CheckpointError, WriteError, atomic_write, load_module_state,
                            load_training_state, restore_rng_states, rng_states, save_checkpoint, save_figure,
                            save_training_state)
@@ -52,7 +54,9 @@ def parse_args(argv=None, defaults=None):
     parser.add_argument("--vis_img_path_temp", default=str(REPO_DIR / "outputs" / "visual" / "epoch_{}.png"),
                         help="per-epoch feature plot path; {} becomes the zero-padded epoch")
     parser.add_argument("--epochs", type=int, default=100, help="number of epochs")
-    parser.add_argument("--batch_size", type=int, default=128, help="training and test batch size")
+    parser.add_argument("--batch_size", type=int, default=128,
+                        help="training and test batch size; under torchrun the global training batch, "
+                             "split evenly across the processes")
     parser.add_argument("--lr", type=float, default=0.001, help="learning rate of the network (SGD)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum of the network")
     parser.add_argument("--weight_decay", type=float, default=5e-4, help="weight decay of the network")
@@ -176,7 +180,9 @@ def check_finite(first_bad_step, parameters, epoch, step, num_steps):
     """Raise NonFiniteError when a part of a step, or a weight after `step`, was not finite.
     Waits for the device: called once per epoch, and when a stop is asked for."""
     weights_finite = torch.stack([parameter.isfinite().all() for parameter in parameters]).all()
-    bad_steps = first_bad_step.tolist()
+    # Every rank stops together, on the first bad step of any of them.
+    bad_steps = distributed.min_across_ranks(torch.where(first_bad_step >= 0, first_bad_step, 2 ** 30)).tolist()
+    bad_steps = [step if step < 2 ** 30 else -1 for step in bad_steps]
     if max(bad_steps) >= 0:
         first = min(bad for bad in bad_steps if bad >= 0)
         raise NonFiniteError(epoch, first, num_steps,
@@ -189,6 +195,9 @@ def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, c
           progress=None, stop_requested=lambda: False):
     """One epoch. Returns the figures {acc, loss, center_loss} (means per image) and the
     features and digits of every training image in the order seen, on the host.
+
+    Under torchrun, `model` is the DistributedDataParallel-wrapped net: the figures are
+    those of all ranks together, the features those of all ranks, rank by rank.
 
     Raises NonFiniteError when a loss, a feature or a weight became NaN or infinite, and
     TrainingInterrupted after a step (not the last) at which `stop_requested()` is true.
@@ -218,11 +227,16 @@ def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, c
         targets = class_of_digit[digits]
         feat, log_probs = model(images)
         softmax_loss = nll_loss(log_probs, targets)
-        center = center_loss(targets, feat)
+        # Split across ranks, the centre update still divides by the class counts of the whole batch.
+        counts = distributed.sum_across_ranks(class_counts(targets, center_loss.num_classes)) \
+            if train_loader.world_size > 1 else None
+        center = center_loss(targets, feat, counts)
         loss = softmax_loss + loss_weight * center
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # The centres live outside DDP: average their gradients as DDP does the net's.
+        distributed.average_gradients(center_loss.parameters())
         for optimizer in optimizers:
             optimizer.step()
         finite = torch.stack((feat.isfinite().all(), softmax_loss.isfinite(), center.isfinite()))
@@ -240,9 +254,10 @@ def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, c
             raise TrainingInterrupted(progress)
     # The one host sync of the epoch: the figures are printed.
     check_finite(first_bad_step, parameters, epoch, num_steps, num_steps)
-    correct, loss_sum, center_sum = (sums / num_samples).tolist()
+    correct, loss_sum, center_sum = (distributed.sum_across_ranks(sums.clone())
+                                     / (num_samples * train_loader.world_size)).tolist()
     figures = {"acc": correct, "loss": loss_sum, "center_loss": center_sum}
-    return figures, features.cpu(), digits_seen.cpu()
+    return figures, distributed.gather_rows(features).cpu(), distributed.gather_rows(digits_seen).cpu()
 
 
 @torch.no_grad()
@@ -266,16 +281,21 @@ def embed(model, loader):
 @torch.no_grad()
 def test(model, center_loss, nll_loss, loss_weight, test_loader, class_of_digit):
     """Figures {acc, loss, center_loss} on the test images of the trained digits (means per
-    image of the training objective), and the features of all test images, on the device."""
+    image of the training objective), and the features and digits of all test images, on
+    the device (under torchrun: of all ranks' parts together)."""
     features, log_probs, digits = embed(model, test_loader)
     targets = class_of_digit[digits]
     seen = targets >= 0  # held-out digits have no class to be scored against
-    center = center_loss(targets[seen], features[seen])
-    loss = nll_loss(log_probs[seen], targets[seen]) + loss_weight * center
-    correct = (log_probs[seen].argmax(1) == targets[seen]).float().mean()
+    count = seen.sum()
+    center = center_loss(targets[seen], features[seen]) if count else features.new_zeros(())
+    loss = (nll_loss(log_probs[seen], targets[seen]) + loss_weight * center) if count else center
+    correct = (log_probs[seen].argmax(1) == targets[seen]).sum()
+    sums = distributed.sum_across_ranks(torch.stack([correct.float(), loss * count, center * count, count.float()]))
     # Host sync: the figures are printed.
-    acc, loss, center = torch.stack([correct, loss, center]).tolist()
-    return {"acc": acc, "loss": loss, "center_loss": center}, features
+    correct, loss, center, count = sums.tolist()
+    count = max(count, 1)
+    figures = {"acc": correct / count, "loss": loss / count, "center_loss": center / count}
+    return figures, distributed.gather_rows(features), distributed.gather_rows(digits)
 
 
 def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None,
@@ -408,8 +428,9 @@ class StopSignals:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, world_size=1):
         self.signum = None
+        self.world_size = world_size
 
     def __enter__(self):
         self.previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
@@ -428,12 +449,19 @@ class StopSignals:
                     f"training state; press Ctrl-C again to quit at once\n".encode())
 
     def requested(self):
+        """Whether to stop now; under torchrun, whether any rank was signalled, so that all
+        stop after the same step."""
+        if self.world_size > 1:
+            return distributed.any_rank(self.signum is not None)
         return self.signum is not None
 
-    def exit(self, message):
-        """Print `message` and end with the status a shell gives that signal (128 + its number)."""
-        print(message, file=sys.stderr, flush=True)
-        sys.exit(128 + self.signum)
+    def exit(self, message, show=True):
+        """Print `message` (when `show`) and end with the status a shell gives the signal
+        (128 + its number)."""
+        if show:
+            print(message, file=sys.stderr, flush=True)
+        distributed.teardown()
+        sys.exit(128 + (self.signum or signal.SIGTERM))
 
 
 def resume_hint(state_path):
@@ -455,22 +483,52 @@ def non_finite_message(error, args, last_good):
                       f"e.g. --resume {shlex.quote(str(last_good))} --{flag} {rate / 10:g}")
 
 
+def write_epoch_files(args, epoch, model, center_loss, features, digits, test_features, test_digits, class_digits,
+                      history, tensorboard):
+    """The files of one epoch: checkpoint, feature plot, history and curves, test features."""
+    unseen_digits = args.holdout_classes
+    save_checkpoint(epoch_path(args.model_path_temp, epoch), model.state_dict())
+    visualize(features, digits, epoch, epoch_path(args.vis_img_path_temp, epoch), center_loss.centers,
+              test_features, test_digits, class_digits, unseen_digits)
+    write_history(history["rows"], args.history_path)
+    save_checkpoint(Path(epoch_path(args.vis_img_path_temp, epoch)).parent / "test_features.pt", {
+        "features": torch.stack(history["test_features"]), "digits": test_digits,
+        "epochs": [row["epoch"] for row in history["rows"]], "unseen_digits": unseen_digits})
+    if tensorboard:
+        for name, value in history["rows"][-1].items():
+            if name != "epoch":
+                tensorboard.add_scalar(name, value, epoch)
+
+
+def say(message):
+    """Print on rank 0 only (every process when not distributed is rank 0)."""
+    if distributed.is_main_process():
+        print(message, flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     state = None
     if args.resume:
         resume_path, state = read_resume_state(args)
         args = resume_args(argv, args, state["args"])
-    device = pick_device(args.device)
+    rank, world_size, device = distributed.setup(pick_device(args.device))
+    if args.batch_size % world_size:
+        fail(f"--batch_size {args.batch_size} is the global batch and must be divisible by the "
+             f"{world_size} processes")
+    # The same seed on every rank: the same initial weights and centres, the same shuffling.
     torch.manual_seed(args.seed)
     try:
         train_loader, test_loader, classes = load_dataset(
-            args.dataset_dir, args.batch_size, args.batch_size, img_show=args.img_show,
+            args.dataset_dir, args.batch_size, args.batch_size, img_show=args.img_show and rank == 0,
             device=device, seed=args.seed, max_train_samples=args.max_train_samples,
-            max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes)
+            max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes,
+            rank=rank, world_size=world_size)
     except (DatasetError, WriteError) as error:
         fail(str(error))
-    tensorboard = open_tensorboard(args.tensorboard) if args.tensorboard else None
+    # Only rank 0 prints and writes files.
+    is_writer = rank == 0
+    tensorboard = open_tensorboard(args.tensorboard) if args.tensorboard and is_writer else None
 
     model = Net(num_classes=len(classes)).to(device)
     center_loss = CenterLoss(len(classes), 2).to(device)
@@ -479,12 +537,13 @@ def main(argv=None):
                                     weight_decay=args.weight_decay)
     optimizer_center = torch.optim.SGD(center_loss.parameters(), lr=args.center_lr)
     scheduler = lr_scheduler.StepLR(optimizer_net, step_size=args.step_size, gamma=args.gamma)
+    # Checkpoints take the plain model's weights (no `module.` prefix); training goes through DDP.
+    train_model = DistributedDataParallel(model) if world_size > 1 else model
     modules = {"model": model, "center_loss": center_loss}
     optimizers = {"net": optimizer_net, "center": optimizer_center}
     class_of_digit = digit_to_class(classes, device)
     class_digits = [int(name) for name in classes]
     unseen_digits = args.holdout_classes
-    test_digits = test_loader.labels.cpu()
     visual_dir = Path(epoch_path(args.vis_img_path_temp, 1)).parent
     state_path = training_state_path(args.model_path_temp)
     # The newest training state known to be good: the one to go back to.
@@ -494,28 +553,36 @@ def main(argv=None):
     if state is not None:
         history, first_epoch, progress = restore_training_state(
             state, modules, optimizers, scheduler, train_loader, args)
+        if progress is not None and world_size > 1:
+            fail(f"--resume: {resume_path} was stopped in the middle of epoch {first_epoch} by a single process; "
+                 f"finish that epoch without torchrun (add --epochs {first_epoch}), then resume under torchrun")
         last_good = resume_path
         where = f"epoch {first_epoch}" + (f" after step {progress['step']}" if progress else "")
-        print(f"Resuming from {resume_path} at {where}")
+        say(f"Resuming from {resume_path} at {where}")
         if first_epoch > args.epochs:
-            print(f"Nothing to train: the run has finished epoch {first_epoch - 1} and --epochs is {args.epochs}; "
-                  f"give a larger --epochs to train on")
+            say(f"Nothing to train: the run has finished epoch {first_epoch - 1} and --epochs is {args.epochs}; "
+                f"give a larger --epochs to train on")
             return
 
-    with StopSignals() as stop:
+    with StopSignals(world_size) as stop:
         try:
-            print(f"Training on {device}: {train_loader.num_samples} training and "
-                  f"{test_loader.num_samples} test images, {args.epochs} epochs"
-                  + (f", digits {unseen_digits} held out" if unseen_digits else ""), flush=True)
+            say(f"Training on {device}" + (f" x {world_size} processes" if world_size > 1 else "")
+                + f": {train_loader.num_samples * world_size} training and {test_loader.labels.size(0)} test "
+                f"images, {args.epochs} epochs" + (f", digits {unseen_digits} held out" if unseen_digits else ""))
             for epoch in range(first_epoch, args.epochs + 1):
                 started = time.perf_counter()
                 lr = optimizer_net.param_groups[0]["lr"]
                 rng_at_epoch_start = rng_states(train_loader.generator)
                 try:
                     train_figures, features, digits = train(
-                        model, center_loss, nll_loss, args.loss_weight, (optimizer_net, optimizer_center),
+                        train_model, center_loss, nll_loss, args.loss_weight, (optimizer_net, optimizer_center),
                         train_loader, class_of_digit, epoch, progress, stop.requested)
                 except TrainingInterrupted as interrupted:
+                    if world_size > 1:
+                        # Each rank holds only its part of the epoch: go back to the epoch's start.
+                        stop.exit(f"Stopped in epoch {epoch}; it starts again on resuming. "
+                                  f"{resume_hint(last_good) if last_good else 'No training state was saved yet.'}",
+                                  is_writer)
                     save_training_state(state_path, epoch - 1, modules, optimizers, scheduler, rng_at_epoch_start,
                                         vars(args), history, interrupted.progress)
                     stop.exit(f"Stopped in epoch {epoch} after step {interrupted.progress['step']} of "
@@ -525,11 +592,11 @@ def main(argv=None):
                 progress = None
                 # After the epoch's optimizer steps, as PyTorch >= 1.1 requires.
                 scheduler.step()
-                test_figures, test_features = test(model, center_loss, nll_loss, args.loss_weight, test_loader,
-                                                   class_of_digit)
-                retrieval = split_retrieval_metrics(test_features, test_loader.labels, unseen_digits)
-                test_features = test_features.cpu()
-                print(epoch_line(epoch, train_figures, test_figures, retrieval), flush=True)
+                test_figures, test_features, test_digits = test(model, center_loss, nll_loss, args.loss_weight,
+                                                                test_loader, class_of_digit)
+                retrieval = split_retrieval_metrics(test_features, test_digits, unseen_digits)
+                test_features, test_digits = test_features.cpu(), test_digits.cpu()
+                say(epoch_line(epoch, train_figures, test_figures, retrieval))
 
                 row = {"epoch": epoch, "lr": lr, "center_lr": optimizer_center.param_groups[0]["lr"]}
                 row.update({f"train_{name}": value for name, value in train_figures.items()})
@@ -538,29 +605,21 @@ def main(argv=None):
                 row["seconds"] = time.perf_counter() - started
                 history["rows"].append(row)
                 history["test_features"].append(test_features)
-
-                save_checkpoint(epoch_path(args.model_path_temp, epoch), model.state_dict())
-                visualize(features, digits, epoch, epoch_path(args.vis_img_path_temp, epoch), center_loss.centers,
-                          test_features, test_digits, class_digits, unseen_digits)
-                write_history(history["rows"], args.history_path)
-                save_checkpoint(visual_dir / "test_features.pt", {
-                    "features": torch.stack(history["test_features"]), "digits": test_digits,
-                    "epochs": [row["epoch"] for row in history["rows"]], "unseen_digits": unseen_digits})
-                if tensorboard:
-                    for name, value in row.items():
-                        if name != "epoch":
-                            tensorboard.add_scalar(name, value, epoch)
-                # Written last: a run killed before this line redoes the epoch and its files.
-                save_training_state(state_path, epoch, modules, optimizers, scheduler,
-                                    rng_states(train_loader.generator), vars(args), history)
+                if is_writer:
+                    write_epoch_files(args, epoch, model, center_loss, features, digits, test_features, test_digits,
+                                      class_digits, history, tensorboard)
+                    # Written last: a run killed before this line redoes the epoch and its files.
+                    save_training_state(state_path, epoch, modules, optimizers, scheduler,
+                                        rng_states(train_loader.generator), vars(args), history)
                 last_good = state_path
                 if stop.requested() and epoch < args.epochs:
-                    stop.exit(f"Stopped after epoch {epoch}. {resume_hint(state_path)}")
+                    stop.exit(f"Stopped after epoch {epoch}. {resume_hint(state_path)}", is_writer)
 
-            gif_path = visual_dir / "features.gif"
-            frames = write_feature_gif(torch.stack(history["test_features"]), test_digits, gif_path,
-                                       unseen_digits, [row["epoch"] for row in history["rows"]])
-            print(f"Wrote {frames} frames of test features to {gif_path}")
+            if is_writer:
+                gif_path = visual_dir / "features.gif"
+                frames = write_feature_gif(torch.stack(history["test_features"]), test_digits, gif_path,
+                                           unseen_digits, [row["epoch"] for row in history["rows"]])
+                say(f"Wrote {frames} frames of test features to {gif_path}")
             if tensorboard:
                 thumbnails = test_loader.images.cpu() * MNIST_STD + MNIST_MEAN
                 tensorboard.add_embedding(history["test_features"][-1], metadata=test_digits.tolist(),
@@ -568,9 +627,11 @@ def main(argv=None):
                 tensorboard.close()
         except KeyboardInterrupt:
             stop.exit("Stopped at once by a second signal; " + (
-                f"the last training state saved is {last_good}" if last_good else "no training state was saved"))
+                f"the last training state saved is {last_good}" if last_good else "no training state was saved"),
+                is_writer)
         except WriteError as error:
             fail(str(error))
+    distributed.teardown()
 
 
 if __name__ == "__main__":

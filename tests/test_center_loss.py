@@ -70,3 +70,18 @@ def test_label_out_of_range(bad_label):
 def test_label_count_mismatch():
     with pytest.raises(ValueError, match="2 labels for 3 features"):
         make_loss()(torch.tensor([0, 1]), FEATURES)
+
+
+def test_split_batch_with_whole_batch_counts_gives_the_whole_batch_gradient():
+    """As under DDP: two halves, each divided by its own size, their gradients averaged."""
+    from center_loss import class_counts
+    generator = torch.Generator().manual_seed(0)
+    feat = torch.randn(8, 2, generator=generator)
+    labels = torch.tensor([0, 1, 1, 2, 0, 0, 1, 2])
+    whole = make_loss()
+    whole(labels, feat).backward()
+    halves = make_loss()
+    counts = class_counts(labels, 3)
+    for part in (slice(0, 4), slice(4, 8)):
+        halves(labels[part], feat[part], counts).backward()
+    assert torch.allclose(halves.centers.grad / 2, whole.centers.grad, atol=1e-6)
