@@ -111,12 +111,12 @@ def interrupt_at_training_step(monkeypatch, step):
     forward = CenterLoss.forward
     calls = []
 
-    def forward_and_signal(self, label, feat):
+    def forward_and_signal(self, label, feat, *rest):
         if torch.is_grad_enabled():  # a training step, not a test pass
             calls.append(None)
             if len(calls) == step:
                 os.kill(os.getpid(), signal.SIGINT)
-        return forward(self, label, feat)
+        return forward(self, label, feat, *rest)
 
     monkeypatch.setattr(CenterLoss, "forward", forward_and_signal)
 
