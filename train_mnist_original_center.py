@@ -57,8 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--amp", action="store_true",
                         help="bfloat16 autocast for the forward pass and the loss, on CUDA or on a CPU "
                              "with native bf16 (AVX512-BF16 or AMX); off: float32 throughout")
-    parser.add_argument("--channels_last", action="store_true",
-                        help="keep the network's weights and activations in channels-last memory format")
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the network's weights and activations in channels-last memory format, "
+                             "in which the CPU's convolutions and pooling run faster")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network; the first epoch then includes the compile time")
     parser.add_argument("--img_show", action="store_true",
