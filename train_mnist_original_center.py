@@ -233,23 +233,22 @@ def visualize(feat, labels, epoch, path, centers=None):
 
 
 class Plotter:
-    """Writes the per-epoch feature plots. With `background` (on CUDA) they are drawn in a
-    worker thread, so the GPU does not wait for matplotlib; on a CPU the cores are busy
-    with training anyway, and the plot is drawn at once. At most one plot is pending;
-    its error, if any, is raised by the next `submit` or by `wait`."""
+    """Runs the per-epoch plotting. With `background` (on CUDA) it runs in a worker thread,
+    so the GPU does not wait for matplotlib; the caller passes copies of what training
+    goes on changing. On a CPU the cores are busy training anyway: it runs at once.
+    At most one call is pending; its error, if any, is raised by the next `submit` or
+    by `wait`."""
 
     def __init__(self, background):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plotter") if background else None
         self._pending = None
 
-    def submit(self, feat, labels, epoch, path, centers):
+    def submit(self, function, *args, **kwargs):
         self.wait()
         if self._executor is None:
-            visualize(feat, labels, epoch, path, centers)
+            function(*args, **kwargs)
         else:
-            # A copy of the centres: training goes on updating them in place.
-            self._pending = self._executor.submit(visualize, feat, labels, epoch, path,
-                                                  centers.detach().cpu().clone())
+            self._pending = self._executor.submit(function, *args, **kwargs)
 
     def wait(self):
         if self._pending is not None:
@@ -294,7 +293,8 @@ def main(argv=None):
         print(f"Epoch: {epoch:>3}, train acc: {train_acc:.4f}, train loss: {train_loss:.4f}, "
               f"test acc: {test_acc:.4f}, test loss: {test_loss:.4f}", flush=True)
         torch.save(model.state_dict(), epoch_path(args.model_path_temp, epoch))
-        plotter.submit(features, labels, epoch, epoch_path(args.vis_img_path_temp, epoch), center_loss.centers)
+        plotter.submit(visualize, features, labels, epoch, epoch_path(args.vis_img_path_temp, epoch),
+                       center_loss.centers.detach().cpu().clone())
     plotter.wait()
 
 

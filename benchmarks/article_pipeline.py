@@ -137,7 +137,7 @@ def visualize(feat, labels, epoch, path):
 
 def run_epoch(model, center_loss, nll_loss, loss_weight, optimizers, scheduler, loaders, epoch,
               model_path, plot_path, timer, device):
-    """One epoch of the article's main loop. Returns its figures as a dict."""
+    """One epoch of the article's main loop."""
     train_loader, test_loader = loaders
     train_acc, train_f1, train_loss, feat, labels = train(
         model, center_loss, nll_loss, loss_weight, optimizers, train_loader, timer, device)
@@ -149,4 +149,3 @@ def run_epoch(model, center_loss, nll_loss, loss_weight, optimizers, scheduler, 
         torch.save(model.state_dict(), model_path)
     with timer.part("plotting"):
         visualize(feat.data.cpu().numpy(), labels.data.cpu().numpy(), epoch, plot_path)
-    return {"train_acc": train_acc, "train_loss": train_loss, "test_acc": test_acc, "test_loss": test_loss}

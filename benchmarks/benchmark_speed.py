@@ -18,6 +18,8 @@ turns step by step, for speed-ups that a changing load blurs less than whole epo
 Prints a table and writes the same figures as JSON (--json).
 """
 import argparse
+import contextlib
+import io
 import json
 import os
 import resource
@@ -26,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -100,7 +101,7 @@ class PartTimer:
         self.seconds = dict.fromkeys(PARTS, 0.0)
         self._open = []  # per open part: [start, seconds taken by parts nested in it]
 
-    @contextmanager
+    @contextlib.contextmanager
     def part(self, name):
         frame = [time.perf_counter(), 0.0]
         self._open.append(frame)
@@ -191,7 +192,7 @@ def trainer_argv(args, out_dir, flags=(), max_train=None, max_test=None):
     return argv + list(flags)
 
 
-def run_article(args, out_dir, timer, log, figures):
+def run_article(args, out_dir, timer, log):
     settings = trainer.parse_args(trainer_argv(args, out_dir))  # the trainer's hyperparameters
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -201,15 +202,15 @@ def run_article(args, out_dir, timer, log, figures):
     loaders = (TimedLoader(train_loader, timer), TimedLoader(test_loader, timer))
     for epoch in range(1, args.epochs + 1):
         log.new_epoch()
-        figures.append(article.run_epoch(
+        article.run_epoch(
             model, center_loss, nll_loss, settings.loss_weight, optimizers, scheduler, loaders, epoch,
             trainer.epoch_path(settings.model_path_temp, epoch), trainer.epoch_path(settings.vis_img_path_temp, epoch),
-            timer, device))
+            timer, device)
     log.end_epoch()
     return train_loader.dataset.data.size(0)
 
 
-def run_project(args, out_dir, timer, log, figures, flags):
+def run_project(args, out_dir, timer, log, flags):
     """The trainer's own main(), with timers around the functions it calls."""
     num_train = []
 
@@ -220,19 +221,12 @@ def run_project(args, out_dir, timer, log, figures, flags):
 
     def train(*a, **k):
         log.new_epoch()  # main() calls train() first in every epoch
-        result = train_untimed(*a, **k)
-        figures.append({"train_acc": result[0], "train_loss": result[1]})
-        return result
-
-    def test(*a, **k):
-        result = test_untimed(*a, **k)
-        figures[-1].update(test_acc=result[0], test_loss=result[1])
-        return result
+        return train_timed(*a, **k)
 
     load_dataset_untimed = trainer.load_dataset
-    train_untimed = timer.timed("train_step", trainer.train)
-    test_untimed = timer.timed("eval", trainer.test)
-    trainer.load_dataset, trainer.train, trainer.test = load_dataset, train, test
+    train_timed = timer.timed("train_step", trainer.train)
+    trainer.load_dataset, trainer.train = load_dataset, train
+    trainer.test = timer.timed("eval", trainer.test)
     torch.save = timer.timed("checkpoint", torch.save)
     for method in ("submit", "wait"):
         setattr(trainer.Plotter, method, timer.timed("plotting", getattr(trainer.Plotter, method)))
@@ -243,6 +237,13 @@ def run_project(args, out_dir, timer, log, figures, flags):
     return num_train[0]
 
 
+def epoch_figures(output):
+    """The figures of each printed "Epoch: N, train acc: 0.1, ..." line, as {"train_acc": 0.1, ...}."""
+    return [{name.replace(" ", "_"): float(value) for name, value in (part.rsplit(": ", 1) for part in
+                                                                    line.split(", ")[1:])}
+            for line in output.splitlines() if line.startswith("Epoch:")]
+
+
 def worker(args):
     """Run one setting in this process; print its figures as one JSON line."""
     rss_after_imports = rss_mb()
@@ -250,14 +251,14 @@ def worker(args):
         torch.set_num_threads(args.threads)
     timer = PartTimer()
     log = EpochLog(timer)
-    figures = []
-    with tempfile.TemporaryDirectory(prefix="benchmark_") as out_dir:
+    output = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="benchmark_") as out_dir, contextlib.redirect_stdout(output):
         if args.worker == "article":
-            num_train = run_article(args, Path(out_dir), timer, log, figures)
+            num_train = run_article(args, Path(out_dir), timer, log)
         else:
-            num_train = run_project(args, Path(out_dir), timer, log, figures, project_flags(args.worker))
-    for epoch, epoch_figures in zip(log.epochs, figures):
-        epoch.update(epoch_figures)
+            num_train = run_project(args, Path(out_dir), timer, log, project_flags(args.worker))
+    for epoch, figures in zip(log.epochs, epoch_figures(output.getvalue())):
+        epoch.update(figures)
     print(json.dumps({"epochs": log.epochs, "train_images": num_train,
                       "rss_after_imports_mb": rss_after_imports, "peak_rss_mb": rss_mb()}))
 
