@@ -1,9 +1,10 @@
 """Time epochs of the article's pipeline and of this project's trainer on the same machine and data.
 
 Every run (the article's pipeline, the project with each choice of speed flags) goes in
-its own subprocess, so that their peak memories are separate. The runs take turns, one
-epoch each, round after round: on a machine shared with other work, every run then
-meets much the same load, and the ratios between them hold better. Each epoch is split
+its own subprocess, so that their peak memories are separate. The runs take turns of a
+few batches each (--turn_batches), round after round, on a clock that stops while a run
+waits: on a machine shared with other work, every run then meets much the same load,
+and the ratios between them hold better. Each epoch is split
 into train steps, data, evaluation (the test pass), metrics, plotting and checkpointing.
 The project is timed by running its own `main()`, with timers put around its `train()`,
 `test()`, `torch.save` and plotter, and around each batch its loaders hand out.
@@ -20,6 +21,7 @@ Prints a table and writes the same figures as JSON (--json).
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import resource
@@ -62,12 +64,15 @@ def parse_args(argv=None):
                              "and the later ones averaged")
     parser.add_argument("--settings", default=DEFAULT_SETTINGS,
                         help="comma-separated runs: 'article', 'project' (its defaults: fp32, channels-last), "
-                             "or the project with flags joined by '+' (amp, no-channels_last, compile, ...)")
+                             "or the project with flags joined by '+' (amp, no-channels_last, compile, ...); "
+                             "'' for none (with --full_mnist_epoch)")
     parser.add_argument("--full_mnist_epoch", action="store_true",
                         help="also run one epoch of the project (defaults) on all 60,000 + 10,000 images, "
                              "for its time and peak memory")
     parser.add_argument("--probe_rounds", type=int, default=10,
                         help="rounds of the step probe (one train step per setting each); 0: no probe")
+    parser.add_argument("--turn_batches", type=int, default=10,
+                        help="the runs take turns of this many batches each")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both pipelines run")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads of every run (torch.set_num_threads); 0: PyTorch's default")
@@ -94,22 +99,34 @@ def run_name(setting):
 
 
 class PartTimer:
-    """Wall time per named part of an epoch; time in a part nested in another counts once,
-    for the inner one."""
+    """Wall time per named part of an epoch, on a clock that stops while the run waits for
+    its turn; time in a part nested in another counts once, for the inner one."""
 
     def __init__(self):
         self.seconds = dict.fromkeys(PARTS, 0.0)
         self._open = []  # per open part: [start, seconds taken by parts nested in it]
+        self._waited = 0.0
+
+    def now(self):
+        return time.perf_counter() - self._waited
+
+    def wait_for_turn(self):
+        """Tell the parent process that this run is idle; go on when it says so."""
+        start = time.perf_counter()
+        print(READY, file=sys.stderr, flush=True)
+        if not sys.stdin.readline():
+            sys.exit("the benchmark's parent process has gone")
+        self._waited += time.perf_counter() - start
 
     @contextlib.contextmanager
     def part(self, name):
-        frame = [time.perf_counter(), 0.0]
+        frame = [self.now(), 0.0]
         self._open.append(frame)
         try:
             yield
         finally:
             self._open.pop()
-            elapsed = time.perf_counter() - frame[0]
+            elapsed = self.now() - frame[0]
             self.seconds[name] += elapsed - frame[1]
             if self._open:
                 self._open[-1][1] += elapsed
@@ -123,11 +140,13 @@ class PartTimer:
 
 
 class TimedLoader:
-    """A loader whose wait for each batch is timed as data; anything else is the loader's."""
+    """A loader whose wait for each batch is timed as data, and which hands the machine to
+    the next run every `turn_batches` batches; anything else is the loader's."""
 
-    def __init__(self, loader, timer):
+    def __init__(self, loader, timer, turn_batches):
         self.loader = loader
         self.timer = timer
+        self.turn_batches = turn_batches
 
     def __getattr__(self, name):
         return getattr(self.loader, name)
@@ -137,24 +156,19 @@ class TimedLoader:
 
     def __iter__(self):
         batches = iter(self.loader)
-        while True:
+        for count in itertools.count(1):
             with self.timer.part("data"):
                 batch = next(batches, None)
             if batch is None:
                 return
             yield batch
-
-
-def wait_for_turn():
-    """Tell the parent that this run is idle; go on when it says so."""
-    print(READY, file=sys.stderr, flush=True)
-    if not sys.stdin.readline():
-        sys.exit("the benchmark's parent process has gone")
+            if count % self.turn_batches == 0:
+                self.timer.wait_for_turn()
 
 
 class EpochLog:
-    """Per-epoch seconds of each part, from snapshots of the timer at each epoch's start;
-    between epochs the run waits for its turn."""
+    """Per-epoch seconds of each part, from snapshots of the timer at each epoch's start.
+    Every epoch starts with the run waiting for its turn."""
 
     def __init__(self, timer):
         self.timer = timer
@@ -163,23 +177,39 @@ class EpochLog:
 
     def new_epoch(self):
         self.end_epoch()
-        wait_for_turn()
-        self._start = (time.perf_counter(), dict(self.timer.seconds))
+        self.timer.wait_for_turn()
+        self._start = (self.timer.now(), dict(self.timer.seconds))
 
     def end_epoch(self):
         if self._start is None:
             return
         start, before = self._start
-        total = time.perf_counter() - start
+        total = self.timer.now() - start
         parts = {name: self.timer.seconds[name] - before[name] for name in PARTS}
         parts["other"] = total - sum(parts.values())
         self.epochs.append({"seconds": total, "parts": parts})
         self._start = None
 
 
-def rss_mb():
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class PeakMemory:
+    """Peak resident memory from now on: Linux's high-water mark, reset here, so that the
+    peak of importing torch does not hide the run's own."""
+
+    def __init__(self):
+        status = Path("/proc/self/status")
+        self.linux = status.exists()
+        if self.linux:
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak to the current RSS
+        self.start_mb = self.read("VmRSS")
+
+    def read(self, field):
+        if not self.linux:  # elsewhere: the peak since the process started (in KiB as on Linux)
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+        return int(line.split()[1]) / 1024  # kB
+
+    def peak_mb(self):
+        return self.read("VmHWM")
 
 
 def trainer_argv(args, out_dir, flags=(), max_train=None, max_test=None):
@@ -199,7 +229,7 @@ def run_article(args, out_dir, timer, log):
     train_loader, test_loader = article.load_dataset(args.dataset_dir, settings.batch_size,
                                                      args.max_train_samples, args.max_test_samples)
     model, center_loss, nll_loss, optimizers, scheduler = article.build(settings, device)
-    loaders = (TimedLoader(train_loader, timer), TimedLoader(test_loader, timer))
+    loaders = (TimedLoader(train_loader, timer, args.turn_batches), TimedLoader(test_loader, timer, args.turn_batches))
     for epoch in range(1, args.epochs + 1):
         log.new_epoch()
         article.run_epoch(
@@ -217,7 +247,8 @@ def run_project(args, out_dir, timer, log, flags):
     def load_dataset(*a, **k):
         train_loader, test_loader, classes = load_dataset_untimed(*a, **k)
         num_train.append(train_loader.num_samples)
-        return TimedLoader(train_loader, timer), TimedLoader(test_loader, timer), classes
+        return (TimedLoader(train_loader, timer, args.turn_batches),
+                TimedLoader(test_loader, timer, args.turn_batches), classes)
 
     def train(*a, **k):
         log.new_epoch()  # main() calls train() first in every epoch
@@ -246,7 +277,7 @@ def epoch_figures(output):
 
 def worker(args):
     """Run one setting in this process; print its figures as one JSON line."""
-    rss_after_imports = rss_mb()
+    memory = PeakMemory()
     if args.threads:
         torch.set_num_threads(args.threads)
     timer = PartTimer()
@@ -260,11 +291,11 @@ def worker(args):
     for epoch, figures in zip(log.epochs, epoch_figures(output.getvalue())):
         epoch.update(figures)
     print(json.dumps({"epochs": log.epochs, "train_images": num_train,
-                      "rss_after_imports_mb": rss_after_imports, "peak_rss_mb": rss_mb()}))
+                      "rss_after_imports_mb": memory.start_mb, "peak_rss_mb": memory.peak_mb()}))
 
 
 class Worker:
-    """One run in its own process, started at once and then driven an epoch at a time."""
+    """One run in its own process, started at once and then given turns of a few batches."""
 
     def __init__(self, args, setting):
         self.setting = setting
@@ -272,49 +303,42 @@ class Worker:
                    "--dataset_dir", args.dataset_dir, "--max_train_samples", str(args.max_train_samples),
                    "--max_test_samples", str(args.max_test_samples), "--device", args.device,
                    "--seed", str(args.seed), "--threads", str(args.threads),
+                   "--turn_batches", str(args.turn_batches),
                    "--epochs", "1" if setting == "full" else str(args.epochs)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, cwd=REPO_DIR)
         self.stderr = []
+        self.result = None
 
     def wait_until_idle(self):
+        """Returns True when the run waits for its next turn, False when it has ended."""
         for line in self.process.stderr:
             if line.rstrip("\n") == READY:
-                return
+                return True
             self.stderr.append(line)
-        self.fail()
+        out = self.process.stdout.read()
+        if self.process.wait() != 0:
+            sys.exit(f"error: the {self.setting} run failed:\n{''.join(self.stderr)[-3000:]}")
+        self.result = json.loads(out.strip().splitlines()[-1])
+        print(f"{self.setting}: done", flush=True)
+        return False
 
-    def run_epoch(self):
+    def take_turn(self):
         self.process.stdin.write("go\n")
         self.process.stdin.flush()
-        self.wait_until_idle()
-
-    def run_last_epoch(self):
-        """The last epoch; returns the run's figures."""
-        out, err = self.process.communicate("go\n")
-        self.stderr.append(err)
-        if self.process.returncode != 0:
-            self.fail()
-        return json.loads(out.strip().splitlines()[-1])
-
-    def fail(self):
-        self.process.kill()
-        sys.exit(f"error: the {self.setting} run failed:\n{''.join(self.stderr)[-3000:]}")
+        return self.wait_until_idle()
 
 
 def run_in_turns(args, settings):
-    """Start every run, then give each one epoch in turn, round after round."""
+    """Start every run, then give each a turn in a round, round after round, until all have
+    ended. Returns {setting: figures}."""
     workers = [Worker(args, setting) for setting in settings]
     for worker in workers:  # start-up: imports, data, model
         worker.wait_until_idle()
-    epochs = 1 if settings == ["full"] else args.epochs
-    for epoch in range(1, epochs + 1):
-        print(f"round {epoch} of {epochs}: {', '.join(settings)}", flush=True)
-        for worker in workers:
-            if epoch < epochs:
-                worker.run_epoch()
-            else:
-                yield worker.setting, worker.run_last_epoch()
+    running = workers
+    while running:
+        running = [worker for worker in running if worker.take_turn()]
+    return {worker.setting: worker.result for worker in workers}
 
 
 def matmul_peak_gflops(dtype, device, size=2048, repeats=10):
@@ -446,7 +470,7 @@ def main(argv=None):
     flops_per_image = train_step_flops_per_image()
     probe_settings = [s for s in settings if s != "article" and "compile" not in s]
     probe = step_probe(args, probe_settings, device) if args.probe_rounds and probe_settings else {}
-    runs = dict(run_in_turns(args, settings))
+    runs = run_in_turns(args, settings)
     if args.full_mnist_epoch:
         runs.update(run_in_turns(args, ["full"]))
     info["load_average_end"] = os.getloadavg()
