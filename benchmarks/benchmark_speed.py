@@ -9,7 +9,8 @@ into train steps, data, evaluation (the test pass), metrics, plotting and checkp
 The project is timed by running its own `main()`, with timers put around its `train()`,
 `test()`, `torch.save` and plotter, and around each batch its loaders hand out.
 
-The train step's FLOP rate is set against the machine's measured matrix-multiply peak.
+The train step's FLOP rate is set against the machine's measured matrix-multiply peak
+(in bfloat16 for --amp runs).
 A step probe runs the project's train step alone for each setting, the settings taking
 turns step by step, for speed-ups that a changing load blurs less than whole epochs.
 
@@ -71,7 +72,7 @@ def parse_args(argv=None):
                              "for its time and peak memory")
     parser.add_argument("--probe_rounds", type=int, default=10,
                         help="rounds of the step probe (one train step per setting each); 0: no probe")
-    parser.add_argument("--turn_batches", type=int, default=10,
+    parser.add_argument("--turn_batches", type=int, default=2,
                         help="the runs take turns of this many batches each")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both pipelines run")
     parser.add_argument("--threads", type=int, default=0,
@@ -341,20 +342,27 @@ def run_in_turns(args, settings):
     return {worker.setting: worker.result for worker in workers}
 
 
-def matmul_peak_gflops(dtype, device, size=2048, repeats=10):
-    """Best rate of a square torch.mm: the machine's practical matrix-multiply peak."""
-    a = torch.randn(size, size, dtype=dtype, device=device)
-    b = torch.randn(size, size, dtype=dtype, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first is a warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(a, b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
+def matmul_peak_gflops(dtype, device, repeats=10):
+    """The machine's practical matrix-multiply peak: the best rate of a 2048-square torch.mm
+    and of a 1x1 convolution, the same product through oneDNN or cuDNN (on an AMD CPU, MKL's
+    float32 torch.mm reaches about half of what oneDNN does)."""
+    a, b = (torch.randn(2048, 2048, dtype=dtype, device=device) for _ in range(2))
+    images = torch.randn(32, 1024, 16, 16, dtype=dtype, device=device).to(memory_format=torch.channels_last)
+    weight = torch.randn(1024, 1024, 1, 1, dtype=dtype, device=device).to(memory_format=torch.channels_last)
+    products = ((lambda: torch.mm(a, b), 2 * 2048 ** 3),
+                (lambda: torch.nn.functional.conv2d(images, weight), 2 * 32 * 16 * 16 * 1024 * 1024))
+    rates = []
+    for product, flops in products:
+        for attempt in range(repeats + 1):  # the first is a warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            product()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if attempt:
+                rates.append(flops / (time.perf_counter() - start) / 1e9)
+    return max(rates)
 
 
 def train_step_flops_per_image(batch_size=128):
