@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -72,6 +73,14 @@ def parse_args(argv=None, defaults=None):
                         help="use only the first N training images (quick runs, tests); default: all")
     parser.add_argument("--max_test_samples", type=int, default=None,
                         help="use only the first N test images; default: all")
+    parser.add_argument("--amp", action="store_true",
+                        help="bfloat16 autocast for the forward pass and the loss, on CUDA or on a CPU "
+                             "with native bf16 (AVX512-BF16 or AMX); off: float32 throughout")
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the network's weights and activations in channels-last memory format, "
+                             "in which the CPU's convolutions and pooling run faster")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network; the first epoch then includes the compile time")
     parser.add_argument("--holdout_classes", type=int, nargs="*", default=[], metavar="DIGIT",
                         help="digits left out of training, to see where never-seen classes land "
                              "(e.g. --holdout_classes 8 9); default: none")
@@ -118,6 +127,9 @@ def check_args(args):
     args.holdout_classes = sorted(set(args.holdout_classes))
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda was asked for, but CUDA is not available here (use --device cpu)")
+    if args.amp and not bf16_supported(pick_device(args.device)):
+        fail(f"--amp needs native bfloat16, which this {pick_device(args.device).type.upper()} lacks "
+             "(on a CPU: AVX512-BF16 or AMX); train in float32 without --amp")
     for name in ("model_path_temp", "vis_img_path_temp"):
         check_path_template(name, getattr(args, name))
     check_writable("history_path", Path(args.history_path).parent)
@@ -149,6 +161,26 @@ def pick_device(name):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def bf16_supported(device):
+    """Whether bfloat16 runs natively (fast) on `device`; emulated bf16 would be slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def speed_setup(model, device, channels_last=False):
+    """Apply the speed settings to `model` (in place) and to the backends."""
+    if device.type == "cuda":
+        # Inputs have a fixed shape, so cuDNN's autotuning pays off after the first batch.
+        torch.backends.cudnn.benchmark = True
+        # TF32 for the float32 matrix multiplies (cuDNN's convolutions use it by default).
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+    if channels_last:
+        # Only the weights: a 1-channel image has the same layout in both formats, and the
+        # convolutions follow the weights' format from the first layer on.
+        model.to(memory_format=torch.channels_last)
 
 
 def digit_to_class(classes, device):
@@ -192,12 +224,13 @@ def check_finite(first_bad_step, parameters, epoch, step, num_steps):
 
 
 def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, class_of_digit, epoch,
-          progress=None, stop_requested=lambda: False):
+          progress=None, stop_requested=lambda: False, amp=False):
     """One epoch. Returns the figures {acc, loss, center_loss} (means per image) and the
     features and digits of every training image in the order seen, on the host.
 
     Under torchrun, `model` is the DistributedDataParallel-wrapped net: the figures are
     those of all ranks together, the features those of all ranks, rank by rank.
+    With `amp`, the forward pass and the loss run under bfloat16 autocast.
 
     Raises NonFiniteError when a loss, a feature or a weight became NaN or infinite, and
     TrainingInterrupted after a step (not the last) at which `stop_requested()` is true.
@@ -225,13 +258,14 @@ def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, c
             tqdm(batches, desc=f"Epoch {epoch:>3}", total=num_steps, initial=progress["step"], leave=False,
                  disable=None), start=progress["step"] + 1):
         targets = class_of_digit[digits]
-        feat, log_probs = model(images)
-        softmax_loss = nll_loss(log_probs, targets)
         # Split across ranks, the centre update still divides by the class counts of the whole batch.
         counts = distributed.sum_across_ranks(class_counts(targets, center_loss.num_classes)) \
             if train_loader.world_size > 1 else None
-        center = center_loss(targets, feat, counts)
-        loss = softmax_loss + loss_weight * center
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            feat, log_probs = model(images)
+            softmax_loss = nll_loss(log_probs, targets)
+            center = center_loss(targets, feat, counts)
+            loss = softmax_loss + loss_weight * center
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,29 +295,32 @@ def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, c
 
 
 @torch.no_grad()
-def embed(model, loader):
+def embed(model, loader, amp=False):
     """Features, log-probabilities and labels of every image `loader` gives, in order, on
-    its device."""
+    its device (in float32, also under `amp`'s bfloat16 autocast)."""
     model.eval()
-    device = loader.labels.device
-    features = torch.empty(loader.num_samples, model.ip1.out_features, device=device)
-    log_probs = torch.empty(loader.num_samples, model.ip2.out_features, device=device)
-    labels = torch.empty(loader.num_samples, dtype=torch.long, device=device)
+    features = log_probs = None
+    labels = torch.empty(loader.num_samples, dtype=torch.long, device=loader.labels.device)
     start = 0
     for images, batch_labels in loader:
         end = start + images.size(0)
-        features[start:end], log_probs[start:end] = model(images)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+            batch_features, batch_log_probs = model(images)
+        if features is None:  # sized from the outputs: `model` may be a wrapped or compiled net
+            features = images.new_empty(loader.num_samples, batch_features.size(1))
+            log_probs = images.new_empty(loader.num_samples, batch_log_probs.size(1))
+        features[start:end], log_probs[start:end] = batch_features, batch_log_probs
         labels[start:end] = batch_labels
         start = end
     return features, log_probs, labels
 
 
 @torch.no_grad()
-def test(model, center_loss, nll_loss, loss_weight, test_loader, class_of_digit):
+def test(model, center_loss, nll_loss, loss_weight, test_loader, class_of_digit, amp=False):
     """Figures {acc, loss, center_loss} on the test images of the trained digits (means per
     image of the training objective), and the features and digits of all test images, on
     the device (under torchrun: of all ranks' parts together)."""
-    features, log_probs, digits = embed(model, test_loader)
+    features, log_probs, digits = embed(model, test_loader, amp)
     targets = class_of_digit[digits]
     seen = targets >= 0  # held-out digits have no class to be scored against
     count = seen.sum()
@@ -483,13 +520,39 @@ def non_finite_message(error, args, last_good):
                       f"e.g. --resume {shlex.quote(str(last_good))} --{flag} {rate / 10:g}")
 
 
+class Plotter:
+    """Runs the per-epoch plotting. With `background` (on CUDA) it runs in a worker thread,
+    so the GPU does not wait for matplotlib; the caller passes copies of what training
+    goes on changing. On a CPU the cores are busy training anyway: it runs at once.
+    At most one call is pending; its error, if any, is raised by the next `submit` or
+    by `wait`."""
+
+    def __init__(self, background):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plotter") if background else None
+        self._pending = None
+
+    def submit(self, function, *args, **kwargs):
+        self.wait()
+        if self._executor is None:
+            function(*args, **kwargs)
+        else:
+            self._pending = self._executor.submit(function, *args, **kwargs)
+
+    def wait(self):
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+
 def write_epoch_files(args, epoch, model, center_loss, features, digits, test_features, test_digits, class_digits,
-                      history, tensorboard):
+                      history, tensorboard, plotter):
     """The files of one epoch: checkpoint, feature plot, history and curves, test features."""
     unseen_digits = args.holdout_classes
     save_checkpoint(epoch_path(args.model_path_temp, epoch), model.state_dict())
-    visualize(features, digits, epoch, epoch_path(args.vis_img_path_temp, epoch), center_loss.centers,
-              test_features, test_digits, class_digits, unseen_digits)
+    # A copy of the centres: training goes on changing them while a background plot runs.
+    plotter.submit(visualize, features, digits, epoch, epoch_path(args.vis_img_path_temp, epoch),
+                   center_loss.centers.detach().cpu().clone(), test_features, test_digits, class_digits,
+                   unseen_digits)
     write_history(history["rows"], args.history_path)
     save_checkpoint(Path(epoch_path(args.vis_img_path_temp, epoch)).parent / "test_features.pt", {
         "features": torch.stack(history["test_features"]), "digits": test_digits,
@@ -537,8 +600,12 @@ def main(argv=None):
                                     weight_decay=args.weight_decay)
     optimizer_center = torch.optim.SGD(center_loss.parameters(), lr=args.center_lr)
     scheduler = lr_scheduler.StepLR(optimizer_net, step_size=args.step_size, gamma=args.gamma)
-    # Checkpoints take the plain model's weights (no `module.` prefix); training goes through DDP.
-    train_model = DistributedDataParallel(model) if world_size > 1 else model
+    speed_setup(model, device, channels_last=args.channels_last)
+    # Checkpoints take the plain model's weights (no `module.` prefix); the steps go through
+    # DDP and torch.compile when asked for.
+    step_model = DistributedDataParallel(model) if world_size > 1 else model
+    if args.compile:
+        step_model = torch.compile(step_model)
     modules = {"model": model, "center_loss": center_loss}
     optimizers = {"net": optimizer_net, "center": optimizer_center}
     class_of_digit = digit_to_class(classes, device)
@@ -564,6 +631,9 @@ def main(argv=None):
                 f"give a larger --epochs to train on")
             return
 
+    if args.compile:
+        say("torch.compile: the first epoch includes compiling the network")
+    plotter = Plotter(background=device.type == "cuda")
     with StopSignals(world_size) as stop:
         try:
             say(f"Training on {device}" + (f" x {world_size} processes" if world_size > 1 else "")
@@ -575,8 +645,8 @@ def main(argv=None):
                 rng_at_epoch_start = rng_states(train_loader.generator)
                 try:
                     train_figures, features, digits = train(
-                        train_model, center_loss, nll_loss, args.loss_weight, (optimizer_net, optimizer_center),
-                        train_loader, class_of_digit, epoch, progress, stop.requested)
+                        step_model, center_loss, nll_loss, args.loss_weight, (optimizer_net, optimizer_center),
+                        train_loader, class_of_digit, epoch, progress, stop.requested, amp=args.amp)
                 except TrainingInterrupted as interrupted:
                     if world_size > 1:
                         # Each rank holds only its part of the epoch: go back to the epoch's start.
@@ -592,8 +662,9 @@ def main(argv=None):
                 progress = None
                 # After the epoch's optimizer steps, as PyTorch >= 1.1 requires.
                 scheduler.step()
-                test_figures, test_features, test_digits = test(model, center_loss, nll_loss, args.loss_weight,
-                                                                test_loader, class_of_digit)
+                test_figures, test_features, test_digits = test(step_model, center_loss, nll_loss,
+                                                                args.loss_weight, test_loader, class_of_digit,
+                                                                amp=args.amp)
                 retrieval = split_retrieval_metrics(test_features, test_digits, unseen_digits)
                 test_features, test_digits = test_features.cpu(), test_digits.cpu()
                 say(epoch_line(epoch, train_figures, test_figures, retrieval))
@@ -607,7 +678,7 @@ def main(argv=None):
                 history["test_features"].append(test_features)
                 if is_writer:
                     write_epoch_files(args, epoch, model, center_loss, features, digits, test_features, test_digits,
-                                      class_digits, history, tensorboard)
+                                      class_digits, history, tensorboard, plotter)
                     # Written last: a run killed before this line redoes the epoch and its files.
                     save_training_state(state_path, epoch, modules, optimizers, scheduler,
                                         rng_states(train_loader.generator), vars(args), history)
@@ -615,6 +686,7 @@ def main(argv=None):
                 if stop.requested() and epoch < args.epochs:
                     stop.exit(f"Stopped after epoch {epoch}. {resume_hint(state_path)}", is_writer)
 
+            plotter.wait()
             if is_writer:
                 gif_path = visual_dir / "features.gif"
                 frames = write_feature_gif(torch.stack(history["test_features"]), test_digits, gif_path,
@@ -631,6 +703,8 @@ def main(argv=None):
                 is_writer)
         except WriteError as error:
             fail(str(error))
+        finally:
+            plotter.wait()
     distributed.teardown()
 
 
