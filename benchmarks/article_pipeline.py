@@ -3,7 +3,8 @@
 Per image and per epoch, torchvision's MNIST decodes a PIL image that a DataLoader turns
 into a tensor with ToTensor + Normalize; every prediction is taken out one by one with
 `int(p.argmax())` into Python lists that sklearn's `classification_report` summarises
-at the end of the epoch; a pyplot scatter and a checkpoint are written every epoch.
+at the end of the epoch; a pyplot plot of the features and a checkpoint are written
+every epoch; the test pass is written in the same style.
 The network, the losses and the optimisers are the project's: the recipe is the same,
 only the code around it is the article's.
 

@@ -2,20 +2,21 @@
 
 Every run (the article's pipeline, the project with each choice of speed flags) goes in
 its own subprocess, so that their peak memories are separate. The runs take turns of a
-few batches each (--turn_batches), round after round, on a clock that stops while a run
+few batches each (--turn_batches), round after round, on clocks that stop while a run
 waits: on a machine shared with other work, every run then meets much the same load,
-and the ratios between them hold better. Each epoch is split
-into train steps, data, evaluation (the test pass), metrics, plotting and checkpointing.
-The project is timed by running its own `main()`, with timers put around its `train()`,
-`test()`, `torch.save` and plotter, and around each batch its loaders hand out.
+and the ratios between them hold better.
 
-The train step's FLOP rate is set against the machine's measured matrix-multiply peak
-(in bfloat16 for --amp runs).
-A step probe runs the project's train step alone for each setting, the settings taking
-turns step by step, for speed-ups that a changing load blurs less than whole epochs.
+Each epoch is split into train steps, data, evaluation (the test pass), metrics,
+plotting and checkpointing. The project is timed by running its own `main()`, with
+timers around its `train()`, `test()`, `torch.save` and plotter, and around each batch
+its loaders hand out; its metrics are sums on the device inside `train()` and `test()`,
+so they count as train step and evaluation. The train step's FLOP rate is set against
+the machine's measured matrix-multiply peak (bfloat16's for --amp runs). A step probe
+times the project's train step alone for each setting, the settings taking turns step
+by step, for speed-ups that a changing load blurs less than whole epochs.
 
     python3 benchmarks/benchmark_speed.py                      # 10,000 + 2,000 real images
-    python3 benchmarks/benchmark_speed.py --full_mnist_epoch   # plus one full-MNIST epoch
+    python3 benchmarks/benchmark_speed.py --full_mnist_epoch   # and one epoch of all of MNIST
 
 Prints a table and writes the same figures as JSON (--json).
 """
@@ -43,6 +44,7 @@ sys.path.insert(0, str(REPO_DIR))
 import article_pipeline as article  # noqa: E402  (after the path is set)
 import train_mnist_original_center as trainer  # noqa: E402
 from center_loss import CenterLoss  # noqa: E402
+from mnist_loader import TensorLoader  # noqa: E402
 from mnist_net import Net  # noqa: E402
 
 PARTS = ("train_step", "data", "eval", "metrics", "plotting", "checkpoint", "other")
@@ -50,7 +52,7 @@ PARTS = ("train_step", "data", "eval", "metrics", "plotting", "checkpoint", "oth
 OUTSIDE_NETWORK = ("data", "metrics", "plotting", "checkpoint")
 DEFAULT_SETTINGS = "article,project,no-channels_last,amp,compile"
 PROJECT_FLAGS = {"amp", "channels_last", "no-channels_last", "compile"}
-READY = "@@ready"  # a worker's line on stderr: it has finished an epoch (or its start-up) and waits
+READY = "@@ready"  # a run's line on stderr: it waits for its next turn
 
 
 def parse_args(argv=None):
@@ -95,7 +97,7 @@ def project_flags(setting):
 
 
 def run_name(setting):
-    return {"article": "article", "project": "project", "full": "project, full MNIST"}.get(
+    return {"article": "article", "project": "project", "full": "project, all of MNIST"}.get(
         setting) or " ".join(["project", *project_flags(setting)])
 
 
@@ -197,8 +199,7 @@ class PeakMemory:
     peak of importing torch does not hide the run's own."""
 
     def __init__(self):
-        status = Path("/proc/self/status")
-        self.linux = status.exists()
+        self.linux = Path("/proc/self/status").exists()
         if self.linux:
             Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak to the current RSS
         self.start_mb = self.read("VmRSS")
@@ -383,7 +384,6 @@ def train_step_flops_per_image(batch_size=128):
 def step_probe(args, settings, device, batch_size=128):
     """Train-step images per second of each project setting (compiling aside), the settings
     taking one step each in turn, `--probe_rounds` times; the median step counts."""
-    from mnist_loader import TensorLoader  # noqa: PLC0415  (only the probe needs it)
     batch = TensorLoader(torch.randn(batch_size, 1, 28, 28, device=device),
                          torch.arange(batch_size, device=device) % 10, batch_size)
     steps = {}
@@ -499,9 +499,9 @@ def main(argv=None):
           f"load average {info['load_average_start'][0]:.1f} -> {info['load_average_end'][0]:.1f}; "
           f"matmul peak {', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peak.items())}; "
           f"train step {flops_per_image / 1e9:.3f} GFLOP per image")
-    print(f"{args.max_train_samples} training and {args.max_test_samples} test images; seconds per epoch, "
-          "the mean of the epochs after the first; out% = data + metrics + plotting + checkpoint; "
-          "/art = epoch vs the article's\n")
+    print(f"{args.max_train_samples} training and {args.max_test_samples} test images (all of MNIST: 60000 and "
+          "10000); seconds per epoch, the mean of the epochs after the first; "
+          "out% = data + metrics + plotting + checkpoint; /art = epoch vs the article's\n")
     print_tables(rows, probe, flops_per_image, peak)
     result = {"machine": info, "config": {key: getattr(args, key) for key in (
         "dataset_dir", "max_train_samples", "max_test_samples", "epochs", "device", "threads", "seed")},
