@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 
 from plots import write_feature_gif
-from train_mnist_original_center import fail
+from train_mnist_original_center import HelpFormatter, fail
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("features", help="the test_features.pt a training run wrote")
     parser.add_argument("--out", default=None, help="GIF path; default: features.gif beside the input")
     parser.add_argument("--seconds_per_frame", type=float, default=0.4, help="display time of each epoch")

@@ -23,7 +23,7 @@ from metrics import split_retrieval_metrics
 from mnist_loader import DatasetError, TensorLoader, normalize, read_split
 from mnist_net import Net
 from plots import draw_decision_regions, draw_features
-from train_mnist_original_center import REPO_DIR, digit_to_class, embed, fail, pick_device
+from train_mnist_original_center import REPO_DIR, HelpFormatter, digit_to_class, embed, fail, pick_device
 
 
 def read_checkpoint(path):
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Evaluate a trained checkpoint: accuracy, per-class report, retrieval metrics "
                     "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help="a per-epoch .pth (state_dict) or training-state file of the trainer")
     parser.add_argument("--dataset_dir", default=str(REPO_DIR / "datasets"),
                         help="MNIST folder, as for the trainer")
@@ -58,8 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--holdout_classes", type=int, nargs="*", default=None, metavar="DIGIT",
                         help="digits held out in training; read from a training-state file, "
                              "needed for a state_dict trained with held-out digits; default: none")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--plot", default=None, help="write the test-feature plot to this PNG")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file; default: none")
+    parser.add_argument("--plot", default=None, help="write the test-feature plot to this PNG; default: none")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to evaluate; auto takes CUDA when available")
     parser.add_argument("--batch_size", type=int, default=1024, help="evaluation batch size")

@@ -42,11 +42,18 @@ LOSS_PARTS = ("features", "softmax loss", "centre loss")
 FIXED_ON_RESUME = ("seed", "batch_size", "max_train_samples", "holdout_classes")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """States each flag's default, unless its help already says it in words."""
+
+    def _get_help_string(self, action):
+        return action.help if "default:" in action.help else super()._get_help_string(action)
+
+
 def parse_args(argv=None, defaults=None):
     """The settings; `defaults` (a resumed run's) replace the built-in defaults."""
     parser = argparse.ArgumentParser(
         description="Train LeNets++ on MNIST with softmax + Center Loss (Wen et al., ECCV 2016).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--dataset_dir", default=str(REPO_DIR / "datasets"),
                         help="folder with MNIST (downloaded there when missing); may also hold "
                              "the four IDX files directly, plain or .gz")

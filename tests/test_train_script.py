@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from PIL import Image
 from matplotlib.figure import Figure
 
-from conftest import REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_script
+from conftest import REAL_MNIST_DIR, make_mnist, output_flags, run_script
 import train_mnist_original_center as trainer
 
 class ArticleNet(nn.Module):
