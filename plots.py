@@ -79,6 +79,8 @@ def plot_curves(history, path):
     """Loss and accuracy against epoch, training and test, from the history rows."""
     epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(11, 4.5), dpi=100)
+    # Fixed margins: tight_layout would draw the figure twice, every epoch.
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.2)
     loss_ax, acc_ax = fig.subplots(1, 2)
     for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
         loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], "-o", color=color, markersize=3,
@@ -98,7 +100,6 @@ def plot_curves(history, path):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, linewidth=0.3)
         ax.legend(fontsize="small")
-    fig.tight_layout()
     save_figure(fig, path)
 
 
