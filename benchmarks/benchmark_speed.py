@@ -264,8 +264,13 @@ def run_project(args, out_dir, timer, log, flags):
     trainer.split_retrieval_metrics = timer.timed("metrics", trainer.split_retrieval_metrics)
     for name in ("save_checkpoint", "save_training_state"):
         setattr(trainer, name, timer.timed("checkpoint", getattr(trainer, name)))
-    for name in ("write_history", "write_feature_gif"):  # the CSV with its curves plot; the GIF at the end
-        setattr(trainer, name, timer.timed("plotting", getattr(trainer, name)))
+    trainer.write_history = timer.timed("plotting", trainer.write_history)  # the CSV and its curves plot
+
+    def write_feature_gif(*a, **k):
+        log.end_epoch()  # the animation is drawn once, after the last epoch: not part of an epoch
+        return gif_untimed(*a, **k)
+
+    gif_untimed, trainer.write_feature_gif = trainer.write_feature_gif, write_feature_gif
     for method in ("submit", "wait"):
         setattr(trainer.Plotter, method, timer.timed("plotting", getattr(trainer.Plotter, method)))
     full = args.worker == "full"
