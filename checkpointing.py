@@ -79,7 +79,11 @@ def save_checkpoint(path, obj):
 def save_figure(fig, path):
     """Save a matplotlib Figure through `atomic_write`, in the format of the path's suffix."""
     image = io.BytesIO()
-    fig.savefig(image, format=Path(path).suffix.lstrip(".") or "png")
+    image_format = Path(path).suffix.lstrip(".").lower() or "png"
+    # PNGs are written every epoch: light compression saved 0.01-0.03 s a figure here,
+    # for files about a fifth larger.
+    options = {"pil_kwargs": {"compress_level": 1}} if image_format == "png" else {}
+    fig.savefig(image, format=image_format, **options)
     atomic_write(path, image.getvalue())
 
 
