@@ -5,29 +5,24 @@
 - `load_checkpoint` opens a file with `torch.load(..., weights_only=True)`, so a file
   that would run pickled code is refused, and says in one line what is wrong with a
   missing, truncated or corrupt one (`CheckpointError`).
-- `save_training_state` / `load_training_state` keep everything a run needs to go on
-  exactly where it stopped, in plain types that load with `weights_only=True`.
+- `load_module_state` loads a state_dict, naming the first layer that does not fit.
 """
 import io
 import os
-import random
 import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-TRAINING_STATE_NAME = "training_state.pth"
-TRAINING_STATE_FORMAT = "mnist-center-loss-training-state"
-TRAINING_STATE_VERSION = 1
+from errors import UserError
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint could not be read or does not fit; the message is one line."""
 
 
-class WriteError(Exception):
+class WriteError(UserError):
     """A file could not be written; the previous version of it is intact."""
 
 
@@ -118,70 +113,6 @@ def short_reason(error):
         text = unpickler.group(1)
     text = text.splitlines()[0].split(". ")[0] if text else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def rng_states(loader_generator):
-    """Every random state a run draws from, in types `weights_only=True` loads."""
-    numpy_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
-        "python": random.getstate(),
-        "loader": loader_generator.get_state(),
-        "loader_device": loader_generator.device.type,
-    }
-
-
-def restore_rng_states(states, loader_generator):
-    """Put back what `rng_states` took. Returns False when the loader's generator could
-    not be restored because the run was saved on another kind of device."""
-    torch.set_rng_state(states["torch"])
-    if torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if states["loader_device"] != loader_generator.device.type:
-        return False
-    loader_generator.set_state(states["loader"])
-    return True
-
-
-def save_training_state(path, epoch, modules, optimizers, scheduler, rng, args, history, partial_epoch=None):
-    """Write one file that lets a run continue exactly: the state of `modules` and
-    `optimizers` (dicts name -> object), the scheduler, the random states, the settings,
-    the per-epoch history, and `partial_epoch` (the progress of an unfinished epoch)."""
-    save_checkpoint(path, {
-        "format": TRAINING_STATE_FORMAT,
-        "version": TRAINING_STATE_VERSION,
-        "epoch": epoch,
-        "modules": {name: module.state_dict() for name, module in modules.items()},
-        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
-        "scheduler": scheduler.state_dict(),
-        "rng": rng,
-        "args": args,
-        "history": history,
-        "partial_epoch": partial_epoch,
-    })
-
-
-def load_training_state(path):
-    """Read a training state written by `save_training_state`; `CheckpointError` when the
-    file is broken or is not one (another program's checkpoint, a per-epoch model file)."""
-    state = load_checkpoint(path)
-    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-        if isinstance(state, dict) and state and all(isinstance(value, torch.Tensor) for value in state.values()):
-            kind = "a model's state_dict (such as a per-epoch epoch_NNN.pth)"
-        else:
-            kind = "a checkpoint of another program"
-        raise CheckpointError(f"{path} is {kind}, not a training state of this trainer; "
-                              f"resume from the {TRAINING_STATE_NAME} beside the per-epoch models")
-    if state.get("version") != TRAINING_STATE_VERSION:
-        raise CheckpointError(f"{path} is a training state of version {state.get('version')}; "
-                              f"this trainer reads version {TRAINING_STATE_VERSION}")
-    return state
 
 
 def load_module_state(module, saved, name):

@@ -1,13 +1,18 @@
 """Distributed data-parallel training with PyTorch's own engine, when torchrun starts us.
 
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE in each process's environment; without
-them everything here is a no-op, and the trainer runs as a single process.
+them everything here is a no-op, and the trainer runs as a single process. The process of
+rank 0 is the main process: the only one that prints and writes files.
 """
 import datetime
 import os
+import sys
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from center_loss import class_counts
 
 # A Gloo group for the small host-side flags (a stop asked for) when the main group is NCCL.
 _host_group = None
@@ -21,11 +26,25 @@ def launched_by_torchrun():
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def setup(device):
-    """Join the process group when launched by torchrun: NCCL on CUDA, Gloo on CPU.
-    Returns (rank, world_size, device), the device being this rank's GPU on CUDA."""
+def rank_and_world_size():
+    """This process's rank and the number of processes (0 and 1 without torchrun)."""
     if not launched_by_torchrun():
-        return 0, 1, device
+        return 0, 1
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def is_main_process():
+    return rank_and_world_size()[0] == 0
+
+
+def setup(device):
+    """Join the process group when launched by torchrun: NCCL on CUDA, Gloo on CPU; the
+    other processes than the main one print nothing from here on. Returns the device,
+    this rank's GPU on CUDA."""
+    if not launched_by_torchrun():
+        return device
+    if not is_main_process():
+        sys.stdout = open(os.devnull, "w")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
@@ -34,11 +53,12 @@ def setup(device):
     if device.type == "cuda":
         global _host_group
         _host_group = dist.new_group(backend="gloo")
-    return dist.get_rank(), dist.get_world_size(), device
+    return device
 
 
-def is_main_process():
-    return not dist.is_initialized() or dist.get_rank() == 0
+def wrap(model):
+    """The model that the training steps go through: under torchrun, DDP around `model`."""
+    return DistributedDataParallel(model) if dist.is_initialized() else model
 
 
 def teardown():
@@ -60,6 +80,14 @@ def sum_across_ranks(tensor):
     if dist.is_initialized():
         dist.all_reduce(tensor)
     return tensor
+
+
+def batch_class_counts(labels, num_classes):
+    """Under torchrun, how many items of each class the whole batch, every rank's part of it,
+    holds (for the centre update); None in a single process."""
+    if not dist.is_initialized():
+        return None
+    return sum_across_ranks(class_counts(labels, num_classes))
 
 
 def average_gradients(parameters):

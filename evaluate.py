@@ -4,9 +4,10 @@ Reports classification accuracy with a per-class report, and the retrieval quali
 2-D features (Precision@1, R-Precision, MAP@R; "A Metric Learning Reality Check",
 Musgrave et al. 2020), overall and, for a model trained with held-out digits, among the
 seen and among the unseen digits. Optionally writes the figures as JSON and a plot of the
-test features over the classifier's decision regions.
+test features over the classifier's decision regions. The run.json of the run that wrote
+the checkpoint gives the dataset folder and the held-out digits; flags given win.
 
-    python evaluate.py outputs/model/epoch_100.pth --dataset_dir datasets --json eval.json --plot eval.png
+    python evaluate.py outputs/model/epoch_100.pth --json eval.json --plot eval.png
 """
 import argparse
 import json
@@ -17,13 +18,16 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report
 
-from checkpointing import (TRAINING_STATE_FORMAT, CheckpointError, WriteError, atomic_write, load_checkpoint,
-                           load_training_state, save_figure)
-from metrics import split_retrieval_metrics
-from mnist_loader import DatasetError, TensorLoader, normalize, read_split
+from checkpointing import CheckpointError, atomic_write, load_checkpoint, save_figure
+from cli import HelpFormatter
+from devices import pick_device
+from errors import UserError
+from metrics import embed, split_retrieval_metrics
+from mnist_loader import REPO_DIR, TensorLoader, digit_to_class, normalize, read_split
 from mnist_net import Net
 from plots import draw_decision_regions, draw_features
-from train_mnist_original_center import REPO_DIR, HelpFormatter, digit_to_class, embed, fail, pick_device
+from run_folder import find_run_file
+from training_state import TRAINING_STATE_FORMAT, load_training_state
 
 
 def read_checkpoint(path):
@@ -51,25 +55,25 @@ def parse_args(argv=None):
                     "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
         formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help="a per-epoch .pth (state_dict) or training-state file of the trainer")
-    parser.add_argument("--dataset_dir", default=str(REPO_DIR / "datasets"),
-                        help="MNIST folder, as for the trainer")
+    parser.add_argument("--dataset_dir", default=None,
+                        help="MNIST folder, as for the trainer; default: the run's, from its run.json, "
+                             f"else {REPO_DIR / 'datasets'}")
     parser.add_argument("--max_test_samples", type=int, default=None,
                         help="use only the first N test images; default: all")
     parser.add_argument("--holdout_classes", type=int, nargs="*", default=None, metavar="DIGIT",
-                        help="digits held out in training; read from a training-state file, "
-                             "needed for a state_dict trained with held-out digits; default: none")
+                        help="digits held out in training; default: the run's, from its run.json or "
+                             "training state, else none")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file; default: none")
     parser.add_argument("--plot", default=None, help="write the test-feature plot to this PNG; default: none")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to evaluate; auto takes CUDA when available")
+    parser.add_argument("--device", default="auto",
+                        help="where to evaluate: auto (the current accelerator, else the CPU) or a PyTorch "
+                             "device name (cpu, cuda, cuda:1, mps)")
     parser.add_argument("--batch_size", type=int, default=1024, help="evaluation batch size")
     args = parser.parse_args(argv)
     if args.max_test_samples is not None and args.max_test_samples < 1:
-        fail(f"--max_test_samples must be at least 1, got {args.max_test_samples}")
+        raise UserError(f"--max_test_samples must be at least 1, got {args.max_test_samples}")
     if args.batch_size < 1:
-        fail(f"--batch_size must be at least 1, got {args.batch_size}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda was asked for, but CUDA is not available here (use --device cpu)")
+        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     return args
 
 
@@ -77,7 +81,7 @@ def plot_evaluation(features, digits, classifier_weight, class_digits, centers, 
     fig = Figure(figsize=(8, 7), dpi=100)
     fig.subplots_adjust(left=0.1, right=0.8)
     ax = fig.add_subplot()
-    draw_features(ax, features, digits, centers, unseen_digits=unseen_digits)
+    draw_features(ax, features, digits, centers, unseen_digits)
     draw_decision_regions(ax, classifier_weight, class_digits)
     ax.set_title(title)
     save_figure(fig, path)
@@ -101,37 +105,37 @@ def evaluate(model, test_loader, class_digits, unseen_digits):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """Evaluate a checkpoint; returns its figures (the JSON's content)."""
     try:
+        args = parse_args(argv)
         state, centers, stored_holdout = read_checkpoint(args.checkpoint)
-    except CheckpointError as error:
-        fail(str(error))
-    num_classes = state["ip2.weight"].shape[0]
-    holdout = sorted(set(args.holdout_classes if args.holdout_classes is not None else stored_holdout or []))
-    class_digits = [digit for digit in range(10) if digit not in holdout]
-    if len(class_digits) != num_classes:
-        fail(f"the checkpoint classifies {num_classes} digits, but {len(class_digits)} remain after holding out "
-             f"{holdout}; pass --holdout_classes with the {10 - num_classes} digits held out in training")
-    device = pick_device(args.device)
-    try:
-        images, digits = read_split(args.dataset_dir, train=False, limit=args.max_test_samples)
-    except DatasetError as error:
-        fail(str(error))
-    test_loader = TensorLoader(normalize(images, device), digits.to(device), args.batch_size)
-    model = Net(num_classes=num_classes).to(device)
-    model.load_state_dict(state)
+        run = find_run_file(args.checkpoint) or {}
+        num_classes = state["ip2.weight"].shape[0]
+        holdout = args.holdout_classes if args.holdout_classes is not None else run.get("holdout_classes",
+                                                                                          stored_holdout)
+        holdout = sorted(set(holdout or []))
+        class_digits = [digit for digit in range(10) if digit not in holdout]
+        if len(class_digits) != num_classes:
+            raise UserError(f"the checkpoint classifies {num_classes} digits, but {len(class_digits)} remain after "
+                            f"holding out {holdout}; pass --holdout_classes with the {10 - num_classes} digits "
+                            f"held out in training")
+        device = pick_device(args.device)
+        dataset_dir = args.dataset_dir or run.get("dataset_dir") or str(REPO_DIR / "datasets")
+        images, digits = read_split(dataset_dir, train=False, limit=args.max_test_samples)
+        test_loader = TensorLoader(normalize(images, device), digits.to(device), args.batch_size)
+        model = Net(num_classes=num_classes).to(device)
+        model.load_state_dict(state)
 
-    figures, features, report_text = evaluate(model, test_loader, class_digits, holdout)
-    figures["checkpoint"] = str(args.checkpoint)
-    print(f"Checkpoint {args.checkpoint}: {figures['num_test_images']} test images"
-          + (f", digits {holdout} held out in training" if holdout else ""))
-    print(report_text)
-    print(f"accuracy: {figures['accuracy']:.4f}")
-    for prefix, label in (("", "all test digits"), ("seen_", "seen digits"), ("unseen_", "unseen digits")):
-        if prefix + "map_at_r" in figures:
-            print(f"retrieval, {label}: Precision@1 {figures[prefix + 'precision_at_1']:.4f}, "
-                  f"R-Precision {figures[prefix + 'r_precision']:.4f}, MAP@R {figures[prefix + 'map_at_r']:.4f}")
-    try:
+        figures, features, report_text = evaluate(model, test_loader, class_digits, holdout)
+        figures["checkpoint"] = str(args.checkpoint)
+        print(f"Checkpoint {args.checkpoint}: {figures['num_test_images']} test images"
+              + (f", digits {holdout} held out in training" if holdout else ""))
+        print(report_text)
+        print(f"accuracy: {figures['accuracy']:.4f}")
+        for prefix, label in (("", "all test digits"), ("seen_", "seen digits"), ("unseen_", "unseen digits")):
+            if prefix + "map_at_r" in figures:
+                print(f"retrieval, {label}: Precision@1 {figures[prefix + 'precision_at_1']:.4f}, "
+                      f"R-Precision {figures[prefix + 'r_precision']:.4f}, MAP@R {figures[prefix + 'map_at_r']:.4f}")
         if args.json:
             atomic_write(args.json, json.dumps(figures, indent=2).encode())
             print(f"Wrote {args.json}")
@@ -139,8 +143,9 @@ def main(argv=None):
             plot_evaluation(features, test_loader.labels, state["ip2.weight"], class_digits, centers, holdout,
                             f"{Path(args.checkpoint).name}: test features and decision regions", args.plot)
             print(f"Wrote {args.plot}")
-    except WriteError as error:
-        fail(str(error))
+        return figures
+    except UserError as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ torchvision's `MNIST` class finds (or downloads) and parses the IDX files; after
 that, every epoch is a `randperm` on the device and tensor indexing: no DataLoader
 workers, no PIL image per sample per epoch.
 """
+import copy
 import gzip
 import io
 import math
@@ -17,6 +18,7 @@ from torchvision.datasets import MNIST
 from torchvision.utils import make_grid, save_image
 
 from checkpointing import atomic_write
+from errors import UserError
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -27,7 +29,7 @@ REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SHOW_PATH = REPO_DIR / "outputs" / "visual" / "train_batch.png"
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """MNIST could not be found, downloaded or read; the message says where and what."""
 
 
@@ -70,6 +72,19 @@ class TensorLoader:
 
     def __len__(self):
         return math.ceil(self.num_samples / self.batch_size)
+
+    def to(self, device):
+        """This loader with its tensors on `device`; a shuffling generator not yet drawn from
+        is made anew there with the same seed (a generator lives on one device)."""
+        device = torch.device(device)
+        if self.labels.device == device:
+            return self
+        moved = copy.copy(self)
+        moved.images, moved.labels = self.images.to(device), self.labels.to(device)
+        if self.generator is not None:
+            moved.generator = torch.Generator(device=device)
+            moved.generator.manual_seed(self.generator.initial_seed())
+        return moved
 
     def __iter__(self):
         if self.shuffle:
@@ -175,6 +190,13 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_sho
         show_data(train_loader, show_path, show=True)
     classes = tuple(name for digit, name in enumerate(CLASSES) if digit not in holdout_classes)
     return train_loader, test_loader, classes
+
+
+def digit_to_class(classes, device):
+    """Lookup tensor: digit -> index of its class in the model's outputs, -1 if held out."""
+    lookup = torch.full((10,), -1, dtype=torch.long)
+    lookup[[int(name) for name in classes]] = torch.arange(len(classes))
+    return lookup.to(device)
 
 
 def display_available():

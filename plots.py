@@ -25,11 +25,10 @@ def as_numpy(values):
     return torch.as_tensor(values).detach().cpu().numpy()
 
 
-def draw_features(ax, feat, digits, centers=None, center_digits=None, unseen_digits=()):
+def draw_features(ax, feat, digits, centers=None, unseen_digits=()):
     """Scatter 2-D features on `ax`, coloured by digit, with the centres and a legend.
 
-    Held-out (unseen) digits are drawn as crosses, the others as dots. `center_digits[k]`
-    is the digit of centre k (default: k). The axes are fitted to the data, never
+    Held-out (unseen) digits are drawn as crosses, the others as dots. The axes are fitted to the data, never
     clipping a point; equal scales keep the angles between classes true, since the
     bias-free classifier separates them by angle.
     """

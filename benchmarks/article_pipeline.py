@@ -9,7 +9,10 @@ The network, the losses and the optimisers are the project's: the recipe is the 
 only the code around it is the article's.
 
 The functions take a `timer` whose `part(name)` is a context manager adding the time
-spent inside to `name`, and loaders whose waits are timed as data (see benchmark_speed.py).
+spent inside to `name` (see benchmark_speed.py), with the benchmark's parts: "train"
+(the training steps with their data: the wait for each batch and its copy to the device),
+"eval" (the test pass with its data), "metrics" (the per-image predictions taken out,
+the losses read, sklearn's report) and "files" (checkpoint and feature plot).
 """
 from pathlib import Path
 
@@ -67,6 +70,17 @@ def build(args, device):
     return model, center_loss, nll_loss, (optimizer_net, optimizer_center), scheduler
 
 
+def timed_batches(loader, timer, part):
+    """The batches of `loader`, the wait for each one timed as `part`."""
+    batches = iter(loader)
+    while True:
+        with timer.part(part):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
 def report(label_list, pred_list):
     """Accuracy and macro F1 from sklearn, as the article prints them each epoch."""
     scores = classification_report(label_list, pred_list, digits=4, output_dict=True, zero_division=0)
@@ -79,10 +93,9 @@ def train(model, center_loss, nll_loss, loss_weight, optimizers, train_loader, t
     ip1_loader, idx_loader = [], []
     pred_list, label_list = [], []
     train_loss = 0.0
-    for images, labels in train_loader:
-        with timer.part("data"):
+    for images, labels in timed_batches(train_loader, timer, "train"):
+        with timer.part("train"):
             images, labels = images.to(device), labels.to(device)
-        with timer.part("train_step"):
             ip1, log_probs = model(images)
             loss = nll_loss(log_probs, labels) + loss_weight * center_loss(labels, ip1)
             for optimizer in optimizers:
@@ -110,10 +123,9 @@ def test(model, center_loss, nll_loss, loss_weight, test_loader, timer, device):
     pred_list, label_list = [], []
     test_loss = 0.0
     with torch.no_grad():
-        for images, labels in test_loader:
-            with timer.part("data"):
-                images, labels = images.to(device), labels.to(device)
+        for images, labels in timed_batches(test_loader, timer, "eval"):
             with timer.part("eval"):
+                images, labels = images.to(device), labels.to(device)
                 ip1, log_probs = model(images)
                 loss = nll_loss(log_probs, labels) + loss_weight * center_loss(labels, ip1)
             with timer.part("metrics"):
@@ -138,7 +150,8 @@ def visualize(feat, labels, epoch, path):
 
 def run_epoch(model, center_loss, nll_loss, loss_weight, optimizers, scheduler, loaders, epoch,
               model_path, plot_path, timer, device):
-    """One epoch of the article's main loop."""
+    """One epoch of the article's main loop; returns its figures (train_acc, train_f1,
+    train_loss, test_acc, test_f1, test_loss), as printed."""
     train_loader, test_loader = loaders
     train_acc, train_f1, train_loss, feat, labels = train(
         model, center_loss, nll_loss, loss_weight, optimizers, train_loader, timer, device)
@@ -146,7 +159,8 @@ def run_epoch(model, center_loss, nll_loss, loss_weight, optimizers, scheduler, 
     test_acc, test_f1, test_loss = test(model, center_loss, nll_loss, loss_weight, test_loader, timer, device)
     print(f"Epoch: {epoch}, train acc: {train_acc:.4f}, train f1: {train_f1:.4f}, train loss: {train_loss:.4f}, "
           f"test acc: {test_acc:.4f}, test f1: {test_f1:.4f}, test loss: {test_loss:.4f}", flush=True)
-    with timer.part("checkpoint"):
+    with timer.part("files"):
         torch.save(model.state_dict(), model_path)
-    with timer.part("plotting"):
         visualize(feat.data.cpu().numpy(), labels.data.cpu().numpy(), epoch, plot_path)
+    return {"train_acc": train_acc, "train_f1": train_f1, "train_loss": train_loss,
+            "test_acc": test_acc, "test_f1": test_f1, "test_loss": test_loss}

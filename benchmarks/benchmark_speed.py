@@ -1,19 +1,37 @@
 """Time epochs of the article's pipeline and of this project's trainer on the same machine and data.
 
 Every run (the article's pipeline, the project with each choice of speed flags) goes in
-its own subprocess, so that their peak memories are separate. The runs take turns of a
-few batches each (--turn_batches), round after round, on clocks that stop while a run
-waits: on a machine shared with other work, every run then meets much the same load,
-and the ratios between them hold better.
+its own worker subprocess, so that their peak memories are separate. The runs take
+turns of one epoch each, round after round: on a machine shared with other work, every
+run then meets much the same load, and the ratios between them hold better.
 
-Each epoch is split into train steps, data, evaluation (the test pass), metrics,
-plotting and checkpointing. The project is timed by running its own `main()`, with
-timers around its `train()`, `test()`, `torch.save` and plotter, and around each batch
-its loaders hand out; its metrics are sums on the device inside `train()` and `test()`,
-so they count as train step and evaluation. The train step's FLOP rate is set against
-the machine's measured matrix-multiply peak (bfloat16's for --amp runs). A step probe
-times the project's train step alone for each setting, the settings taking turns step
-by step, for speed-ups that a changing load blurs less than whole epochs.
+Each epoch is split into the same parts for both pipelines:
+
+    train    the training steps with their data (the article: waiting for each batch of
+             its DataLoader, and its copy to the device; the project: its tensor indexing)
+    eval     the test pass, with its data
+    metrics  the figures of the epoch (the article: predictions taken out one by one,
+             sklearn's report; the project: the retrieval metrics)
+    files    checkpoint, feature plot (the project also: history CSV and curves, test
+             features, training state)
+    other    the rest of the epoch (the article: the scheduler step, its printed line;
+             the project: 0, its epoch being exactly the four parts above)
+
+"Outside the network" is metrics + files; the data loading counts in train for both.
+
+The project is run as a user runs it: a worker calls the trainer's `main()` for epoch k
+with `--epochs k` (and `--resume auto` after the first), in the same run folder, and
+takes every figure from the History that `main()` returns: the last record's times are
+the epoch's parts, its losses and accuracies the epoch's figures. Loading the data,
+building the model and resuming, before the epoch, and the features GIF, after it, are
+not part of the epoch (`--compile` compiles again in each `main()`, from the process's
+and inductor's caches after the first). The article's pipeline is timed by its own timer
+hooks (article_pipeline.py).
+
+The train part's FLOP rate is set against the machine's measured matrix-multiply peak
+(bfloat16's for --amp runs). A step probe times the project's train step alone for each
+setting, the settings taking turns step by step, for speed-ups that a changing load
+blurs less than whole epochs.
 
     python3 benchmarks/benchmark_speed.py                      # 10,000 + 2,000 real images
     python3 benchmarks/benchmark_speed.py --full_mnist_epoch   # and one epoch of all of MNIST
@@ -22,8 +40,6 @@ Prints a table and writes the same figures as JSON (--json).
 """
 import argparse
 import contextlib
-import io
-import itertools
 import json
 import os
 import resource
@@ -44,12 +60,16 @@ sys.path.insert(0, str(REPO_DIR))
 import article_pipeline as article  # noqa: E402  (after the path is set)
 import train_mnist_original_center as trainer  # noqa: E402
 from center_loss import CenterLoss  # noqa: E402
-from mnist_loader import TensorLoader  # noqa: E402
+from devices import bf16_supported, speed_setup  # noqa: E402
+from mnist_loader import TensorLoader, digit_to_class, read_split  # noqa: E402
 from mnist_net import Net  # noqa: E402
+from run_folder import RunPaths  # noqa: E402
 
-PARTS = ("train_step", "data", "eval", "metrics", "plotting", "checkpoint", "other")
-# What the issue's 3% budget covers: everything that is not the network.
-OUTSIDE_NETWORK = ("data", "metrics", "plotting", "checkpoint")
+PARTS = ("train", "eval", "metrics", "files", "other")
+# What the issue's 3% budget covers: everything that is not the network (the data
+# loading is inside "train", for both pipelines).
+OUTSIDE_NETWORK = ("metrics", "files")
+FIGURES = ("train_acc", "train_loss", "test_acc", "test_loss")
 DEFAULT_SETTINGS = "article,project,no-channels_last,amp,compile"
 PROJECT_FLAGS = {"amp", "channels_last", "no-channels_last", "compile"}
 READY = "@@ready"  # a run's line on stderr: it waits for its next turn
@@ -74,20 +94,24 @@ def parse_args(argv=None):
                              "for its time and peak memory")
     parser.add_argument("--probe_rounds", type=int, default=10,
                         help="rounds of the step probe (one train step per setting each); 0: no probe")
-    parser.add_argument("--turn_batches", type=int, default=2,
-                        help="the runs take turns of this many batches each")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both pipelines run")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads of every run (torch.set_num_threads); 0: PyTorch's default")
     parser.add_argument("--seed", type=int, default=1, help="seed of both pipelines")
     parser.add_argument("--json", default=str(REPO_DIR / "outputs" / "benchmark_speed.json"),
                         help="where the figures are written as JSON")
+    parser.add_argument("--keep_runs", metavar="DIR", default=None,
+                        help="keep each run's folder (checkpoints, plots; the project's history.csv and "
+                             "training state) in DIR/<setting>, each new or empty; default: temporary "
+                             "folders, deleted")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one setting, write JSON
     args = parser.parse_args(argv)
     args.settings = [name.strip() for name in args.settings.split(",") if name.strip()]
     for name in args.settings:
         if name not in ("article", "project") and not set(name.split("+")) <= PROJECT_FLAGS:
             parser.error(f"unknown setting {name!r} in --settings")
+    if args.epochs < 1:
+        parser.error("--epochs must be at least 1")
     return args
 
 
@@ -101,97 +125,33 @@ def run_name(setting):
         setting) or " ".join(["project", *project_flags(setting)])
 
 
+def wait_for_turn():
+    """Tell the parent process that this run is idle; go on when it says so."""
+    print(READY, file=sys.stderr, flush=True)
+    if not sys.stdin.readline():
+        sys.exit("the benchmark's parent process has gone")
+
+
 class PartTimer:
-    """Wall time per named part of an epoch, on a clock that stops while the run waits for
-    its turn; time in a part nested in another counts once, for the inner one."""
+    """Wall time per named part of an epoch; time in a part nested in another counts once,
+    for the inner one."""
 
     def __init__(self):
         self.seconds = dict.fromkeys(PARTS, 0.0)
         self._open = []  # per open part: [start, seconds taken by parts nested in it]
-        self._waited = 0.0
-
-    def now(self):
-        return time.perf_counter() - self._waited
-
-    def wait_for_turn(self):
-        """Tell the parent process that this run is idle; go on when it says so."""
-        start = time.perf_counter()
-        print(READY, file=sys.stderr, flush=True)
-        if not sys.stdin.readline():
-            sys.exit("the benchmark's parent process has gone")
-        self._waited += time.perf_counter() - start
 
     @contextlib.contextmanager
     def part(self, name):
-        frame = [self.now(), 0.0]
+        frame = [time.perf_counter(), 0.0]
         self._open.append(frame)
         try:
             yield
         finally:
             self._open.pop()
-            elapsed = self.now() - frame[0]
+            elapsed = time.perf_counter() - frame[0]
             self.seconds[name] += elapsed - frame[1]
             if self._open:
                 self._open[-1][1] += elapsed
-
-    def timed(self, name, function):
-        """`function`, with each call timed as `name`."""
-        def timed_function(*args, **kwargs):
-            with self.part(name):
-                return function(*args, **kwargs)
-        return timed_function
-
-
-class TimedLoader:
-    """A loader whose wait for each batch is timed as data, and which hands the machine to
-    the next run every `turn_batches` batches; anything else is the loader's."""
-
-    def __init__(self, loader, timer, turn_batches):
-        self.loader = loader
-        self.timer = timer
-        self.turn_batches = turn_batches
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        batches = iter(self.loader)
-        for count in itertools.count(1):
-            with self.timer.part("data"):
-                batch = next(batches, None)
-            if batch is None:
-                return
-            yield batch
-            if count % self.turn_batches == 0:
-                self.timer.wait_for_turn()
-
-
-class EpochLog:
-    """Per-epoch seconds of each part, from snapshots of the timer at each epoch's start.
-    Every epoch starts with the run waiting for its turn."""
-
-    def __init__(self, timer):
-        self.timer = timer
-        self.epochs = []
-        self._start = None
-
-    def new_epoch(self):
-        self.end_epoch()
-        self.timer.wait_for_turn()
-        self._start = (self.timer.now(), dict(self.timer.seconds))
-
-    def end_epoch(self):
-        if self._start is None:
-            return
-        start, before = self._start
-        total = self.timer.now() - start
-        parts = {name: self.timer.seconds[name] - before[name] for name in PARTS}
-        parts["other"] = total - sum(parts.values())
-        self.epochs.append({"seconds": total, "parts": parts})
-        self._start = None
 
 
 class PeakMemory:
@@ -215,99 +175,83 @@ class PeakMemory:
 
 
 def trainer_argv(args, out_dir, flags=(), max_train=None, max_test=None):
-    argv = ["--dataset_dir", args.dataset_dir, "--epochs", str(args.epochs), "--device", args.device,
-            "--seed", str(args.seed),
-            "--model_path_temp", str(out_dir / "model_{}.pth"), "--vis_img_path_temp", str(out_dir / "plot_{}.png"),
-            "--history_path", str(out_dir / "history.csv")]
+    """The trainer's command line for a run in `out_dir`, without --epochs."""
+    argv = ["--dataset_dir", args.dataset_dir, "--device", args.device, "--seed", str(args.seed),
+            "--out_dir", str(out_dir)]
     for name, limit in (("--max_train_samples", max_train), ("--max_test_samples", max_test)):
         if limit is not None:
             argv += [name, str(limit)]
     return argv + list(flags)
 
 
-def run_article(args, out_dir, timer, log):
+def run_article(args, out_dir):
+    """The article's pipeline, one epoch per turn. Returns (epochs, training images)."""
     settings = trainer.parse_args(trainer_argv(args, out_dir))  # the trainer's hyperparameters
+    paths = RunPaths.from_settings(settings)
+    for folder in (paths.model(1).parent, paths.visual(1).parent):
+        folder.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    train_loader, test_loader = article.load_dataset(args.dataset_dir, settings.batch_size,
-                                                     args.max_train_samples, args.max_test_samples)
+    loaders = article.load_dataset(args.dataset_dir, settings.batch_size, args.max_train_samples,
+                                   args.max_test_samples)
     model, center_loss, nll_loss, optimizers, scheduler = article.build(settings, device)
-    loaders = (TimedLoader(train_loader, timer, args.turn_batches), TimedLoader(test_loader, timer, args.turn_batches))
+    epochs = []
     for epoch in range(1, args.epochs + 1):
-        log.new_epoch()
-        article.run_epoch(
-            model, center_loss, nll_loss, settings.loss_weight, optimizers, scheduler, loaders, epoch,
-            trainer.epoch_path(settings.model_path_temp, epoch), trainer.epoch_path(settings.vis_img_path_temp, epoch),
-            timer, device)
-    log.end_epoch()
-    return train_loader.dataset.data.size(0)
+        wait_for_turn()
+        timer = PartTimer()
+        start = time.perf_counter()
+        figures = article.run_epoch(model, center_loss, nll_loss, settings.loss_weight, optimizers, scheduler,
+                                    loaders, epoch, paths.model(epoch), paths.visual(epoch), timer, device)
+        seconds = time.perf_counter() - start
+        parts = dict(timer.seconds, other=seconds - sum(timer.seconds.values()))
+        epochs.append({"epoch": epoch, "seconds": seconds, "parts": parts, **figures})
+    return epochs, len(loaders[0].dataset)
 
 
-def run_project(args, out_dir, timer, log, flags):
-    """The trainer's own main(), with timers around the functions it calls."""
-    num_train = []
-
-    def load_dataset(*a, **k):
-        train_loader, test_loader, classes = load_dataset_untimed(*a, **k)
-        num_train.append(train_loader.num_samples)
-        return (TimedLoader(train_loader, timer, args.turn_batches),
-                TimedLoader(test_loader, timer, args.turn_batches), classes)
-
-    def train(*a, **k):
-        log.new_epoch()  # main() calls train() first in every epoch
-        return train_timed(*a, **k)
-
-    load_dataset_untimed = trainer.load_dataset
-    train_timed = timer.timed("train_step", trainer.train)
-    trainer.load_dataset, trainer.train = load_dataset, train
-    trainer.test = timer.timed("eval", trainer.test)
-    trainer.split_retrieval_metrics = timer.timed("metrics", trainer.split_retrieval_metrics)
-    for name in ("save_checkpoint", "save_training_state"):
-        setattr(trainer, name, timer.timed("checkpoint", getattr(trainer, name)))
-    trainer.write_history = timer.timed("plotting", trainer.write_history)  # the CSV and its curves plot
-
-    def write_feature_gif(*a, **k):
-        log.end_epoch()  # the animation is drawn once, after the last epoch: not part of an epoch
-        return gif_untimed(*a, **k)
-
-    gif_untimed, trainer.write_feature_gif = trainer.write_feature_gif, write_feature_gif
-    for method in ("submit", "wait"):
-        setattr(trainer.Plotter, method, timer.timed("plotting", getattr(trainer.Plotter, method)))
-    full = args.worker == "full"
-    trainer.main(trainer_argv(args, out_dir, flags, None if full else args.max_train_samples,
-                              None if full else args.max_test_samples))
-    log.end_epoch()
-    return num_train[0]
-
-
-def epoch_figures(output):
-    """The figures of each printed "Epoch: N, train acc: 0.1, ..." line, as {"train_acc": 0.1, ...}."""
-    return [{name.replace(" ", "_"): float(value) for name, value in (part.rsplit(": ", 1) for part in
-                                                                    line.split(", ")[1:])}
-            for line in output.splitlines() if line.startswith("Epoch:")]
+def run_project(args, out_dir, setting):
+    """The trainer's own main(), one epoch per turn: epoch k is `main()` with --epochs k,
+    resuming the run in `out_dir` after the first. Returns (epochs, training images)."""
+    full = setting == "full"
+    max_train, max_test = (None, None) if full else (args.max_train_samples, args.max_test_samples)
+    argv = trainer_argv(args, out_dir, project_flags(setting), max_train, max_test)
+    epochs = []
+    for epoch in range(1, args.epochs + 1):
+        wait_for_turn()
+        history = trainer.main(argv + ["--epochs", str(epoch)] + (["--resume", "auto"] if epoch > 1 else []))
+        record = history.records[-1]
+        if record.epoch != epoch:
+            sys.exit(f"the trainer's last record is of epoch {record.epoch}, not {epoch}")
+        times = record.times
+        parts = {"train": times.train, "eval": times.test, "metrics": times.metrics, "files": times.files,
+                 "other": 0.0}
+        epochs.append({"epoch": epoch, "seconds": sum(parts.values()), "parts": parts,
+                       "train_acc": record.train.acc, "train_loss": record.train.loss,
+                       "test_acc": record.test.acc, "test_loss": record.test.loss,
+                       "history_row": record.row()})
+    # The trainer trains on every image it reads (no digit is held out here).
+    return epochs, read_split(args.dataset_dir, True, max_train)[1].numel()
 
 
 def worker(args):
-    """Run one setting in this process; print its figures as one JSON line."""
+    """Run one setting in this process, one epoch per turn; print its figures as one JSON line."""
     memory = PeakMemory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    timer = PartTimer()
-    log = EpochLog(timer)
-    output = io.StringIO()
-    with tempfile.TemporaryDirectory(prefix="benchmark_") as out_dir, contextlib.redirect_stdout(output):
+    with contextlib.ExitStack() as stack:
+        out_dir = (Path(args.keep_runs) / args.worker if args.keep_runs
+                   else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="benchmark_"))))
+        # The runs' own lines go to stderr, which the parent reads as the run goes.
+        stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         if args.worker == "article":
-            num_train = run_article(args, Path(out_dir), timer, log)
+            epochs, num_train = run_article(args, out_dir)
         else:
-            num_train = run_project(args, Path(out_dir), timer, log, project_flags(args.worker))
-    for epoch, figures in zip(log.epochs, epoch_figures(output.getvalue())):
-        epoch.update(figures)
-    print(json.dumps({"epochs": log.epochs, "train_images": num_train,
+            epochs, num_train = run_project(args, out_dir, args.worker)
+    print(json.dumps({"epochs": epochs, "train_images": num_train,
                       "rss_after_imports_mb": memory.start_mb, "peak_rss_mb": memory.peak_mb()}))
 
 
 class Worker:
-    """One run in its own process, started at once and then given turns of a few batches."""
+    """One run in its own process, started at once and then given turns of one epoch."""
 
     def __init__(self, args, setting):
         self.setting = setting
@@ -315,8 +259,9 @@ class Worker:
                    "--dataset_dir", args.dataset_dir, "--max_train_samples", str(args.max_train_samples),
                    "--max_test_samples", str(args.max_test_samples), "--device", args.device,
                    "--seed", str(args.seed), "--threads", str(args.threads),
-                   "--turn_batches", str(args.turn_batches),
                    "--epochs", "1" if setting == "full" else str(args.epochs)]
+        if args.keep_runs:
+            command += ["--keep_runs", args.keep_runs]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, cwd=REPO_DIR)
         self.stderr = []
@@ -342,10 +287,15 @@ class Worker:
 
 
 def run_in_turns(args, settings):
-    """Start every run, then give each a turn in a round, round after round, until all have
-    ended. Returns {setting: figures}."""
+    """Start every run, then give each a turn of one epoch in a round, round after round,
+    until all have ended. Returns {setting: figures}."""
+    if args.keep_runs:
+        for setting in settings:
+            folder = Path(args.keep_runs) / setting
+            if folder.exists() and any(folder.iterdir()):
+                sys.exit(f"error: --keep_runs: {folder} is not empty; give a new folder")
     workers = [Worker(args, setting) for setting in settings]
-    for worker in workers:  # start-up: imports, data, model
+    for worker in workers:  # start-up: imports (the article: also its data and model)
         worker.wait_until_idle()
     running = workers
     while running:
@@ -388,7 +338,8 @@ def train_step_flops_per_image(batch_size=128):
 
 def step_probe(args, settings, device, batch_size=128):
     """Train-step images per second of each project setting (compiling aside), the settings
-    taking one step each in turn, `--probe_rounds` times; the median step counts."""
+    taking one step each in turn, `--probe_rounds` times; the median step counts. Each step
+    is the trainer's `train()` on a one-batch loader."""
     batch = TensorLoader(torch.randn(batch_size, 1, 28, 28, device=device),
                          torch.arange(batch_size, device=device) % 10, batch_size)
     steps = {}
@@ -396,14 +347,16 @@ def step_probe(args, settings, device, batch_size=128):
         options = trainer.parse_args(trainer_argv(args, REPO_DIR / "outputs", project_flags(setting)))
         torch.manual_seed(args.seed)
         model, center_loss, nll_loss, optimizers, _ = article.build(options, device)  # the same recipe
-        trainer.speed_setup(model, device, channels_last=options.channels_last)
+        speed_setup(model, device, channels_last=options.channels_last)
         steps[setting] = (model, center_loss, nll_loss, options.loss_weight, optimizers, options.amp)
-    class_of_digit = trainer.digit_to_class(range(10), device)
+    class_of_digit = digit_to_class([str(digit) for digit in range(10)], device)
     seconds = {setting: [] for setting in steps}
     for _ in range(args.probe_rounds + 1):  # the first round warms up
-        for setting, (model, center_loss, nll_loss, loss_weight, optimizers, amp) in steps.items():
+        for setting, (model, center_loss, nll_loss, loss_weight, (net_optimizer, center_optimizer), amp) \
+                in steps.items():
             start = time.perf_counter()
-            trainer.train(model, center_loss, nll_loss, loss_weight, optimizers, batch, class_of_digit, 0, amp=amp)
+            trainer.train(model, batch, nll_loss, loss_weight, center_loss, net_optimizer, center_optimizer, 1,
+                          class_of_digit, amp=amp)
             seconds[setting].append(time.perf_counter() - start)
     return {setting: batch_size / statistics.median(times[1:]) for setting, times in seconds.items()}
 
@@ -415,16 +368,16 @@ def summarize(setting, run, flops_per_image, peak_gflops, baselines):
     parts = {part: sum(e["parts"][part] for e in steady) / len(steady) for part in PARTS}
     epoch_s = sum(e["seconds"] for e in steady) / len(steady)
     images = run["train_images"]
-    rate = flops_per_image * images / parts["train_step"] / 1e9
+    rate = flops_per_image * images / parts["train"] / 1e9
     peak = peak_gflops["bfloat16" if "amp" in setting else "float32"]
     row = {
         "run": run_name(setting), "epoch_s": epoch_s, "parts_s": parts,
         "outside_network_fraction": sum(parts[p] for p in OUTSIDE_NETWORK) / epoch_s,
-        "images_per_s": images / epoch_s, "train_step_images_per_s": images / parts["train_step"],
+        "images_per_s": images / epoch_s, "train_step_images_per_s": images / parts["train"],
         "train_step_gflops": rate, "matmul_peak_gflops": peak, "fraction_of_peak": rate / peak,
         "first_epoch_s": epochs[0]["seconds"], "peak_rss_mb": run["peak_rss_mb"],
         "rss_after_imports_mb": run["rss_after_imports_mb"],
-        "final": {key: epochs[-1][key] for key in ("train_acc", "train_loss", "test_acc", "test_loss")},
+        "final": {key: epochs[-1][key] for key in FIGURES},
     }
     if setting != "full":
         if "article" in baselines:
@@ -437,15 +390,14 @@ def summarize(setting, run, flops_per_image, peak_gflops, baselines):
 
 
 def print_tables(rows, probe, flops_per_image, peak_gflops):
-    print(f"{'run':<28}{'epoch s':>8}{'step':>8}{'data':>7}{'eval':>7}{'metric':>7}{'plot':>6}"
-          f"{'ckpt':>6}{'other':>6}{'out%':>6}{'img/s':>6}{'GFLOP/s':>8}{'%peak':>6}{'MiB':>6}{'/art':>6}")
+    print(f"{'run':<28}{'epoch s':>8}{'train':>8}{'eval':>7}{'metric':>7}{'files':>7}{'other':>6}"
+          f"{'out%':>6}{'img/s':>6}{'GFLOP/s':>8}{'%peak':>6}{'MiB':>6}{'/art':>6}")
     for row in rows:
         p = row["parts_s"]
-        print(f"{row['run']:<28}{row['epoch_s']:>8.2f}{p['train_step']:>8.2f}{p['data']:>7.2f}{p['eval']:>7.2f}"
-              f"{p['metrics']:>7.2f}{p['plotting']:>6.2f}{p['checkpoint']:>6.2f}{p['other']:>6.2f}"
-              f"{100 * row['outside_network_fraction']:>6.1f}{row['images_per_s']:>6.0f}"
-              f"{row['train_step_gflops']:>8.1f}{100 * row['fraction_of_peak']:>6.0f}{row['peak_rss_mb']:>6.0f}"
-              f"{row.get('ratio_to_article', float('nan')):>6.2f}")
+        print(f"{row['run']:<28}{row['epoch_s']:>8.2f}{p['train']:>8.2f}{p['eval']:>7.2f}{p['metrics']:>7.2f}"
+              f"{p['files']:>7.2f}{p['other']:>6.2f}{100 * row['outside_network_fraction']:>6.1f}"
+              f"{row['images_per_s']:>6.0f}{row['train_step_gflops']:>8.1f}{100 * row['fraction_of_peak']:>6.0f}"
+              f"{row['peak_rss_mb']:>6.0f}{row.get('ratio_to_article', float('nan')):>6.2f}")
     for row in rows:
         if "compile_s" in row:
             print(f"{row['run']}: first epoch {row['first_epoch_s']:.1f} s, of which compiling about "
@@ -466,7 +418,7 @@ def machine_info(device):
                 if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_supported": trainer.bf16_supported(device), "load_average_start": os.getloadavg()}
+            "bf16_supported": bf16_supported(device), "load_average_start": os.getloadavg()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -505,8 +457,11 @@ def main(argv=None):
           f"matmul peak {', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peak.items())}; "
           f"train step {flops_per_image / 1e9:.3f} GFLOP per image")
     print(f"{args.max_train_samples} training and {args.max_test_samples} test images (all of MNIST: 60000 and "
-          "10000); seconds per epoch, the mean of the epochs after the first; "
-          "out% = data + metrics + plotting + checkpoint; /art = epoch vs the article's\n")
+          "10000), the runs taking turns epoch by epoch; seconds per epoch, the mean of the epochs after the "
+          "first; train = the training steps with their data loading (for both pipelines), eval = the test "
+          "pass, files = checkpoint + plots (+ the project's history and training state), other = the "
+          "article's rest of the epoch (0 for the project, whose epoch is its four timed parts); "
+          "out% = metrics + files; /art = epoch vs the article's\n")
     print_tables(rows, probe, flops_per_image, peak)
     result = {"machine": info, "config": {key: getattr(args, key) for key in (
         "dataset_dir", "max_train_samples", "max_test_samples", "epochs", "device", "threads", "seed")},

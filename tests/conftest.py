@@ -1,5 +1,5 @@
 """Shared fixtures: small MNIST-format IDX files, written here and read back through
-torchvision's real MNIST class by the code under test."""
+torchvision's real MNIST class by the code under test; runs of the trainer on them."""
 import gzip
 import struct
 import subprocess
@@ -8,9 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
+
+import train_mnist_original_center as trainer  # noqa: E402  (after the path is set)
+from checkpointing import load_checkpoint  # noqa: E402
+from training_state import load_training_state  # noqa: E402
 
 REAL_MNIST_DIR = REPO_DIR.parent / "shared" / "mnist"
 
@@ -68,16 +73,104 @@ def run_script(*args, script="train_mnist_original_center.py", timeout=120):
 
 
 def output_flags(folder):
-    """Flags that send every output of the trainer into `folder`."""
-    return ["--model_path_temp", folder / "model" / "epoch_{}.pth",
-            "--vis_img_path_temp", folder / "visual" / "epoch_{}.png",
-            "--history_path", folder / "history.csv"]
+    """The flags that send every output of the trainer into `folder` (as strings)."""
+    return ["--out_dir", str(folder)]
+
+
+def trainer_flags(mnist_dir, folder, *flags):
+    """A quick run of the trainer on the small MNIST, on the CPU, writing into `folder`."""
+    return ["--dataset_dir", str(mnist_dir), "--batch_size", "64", "--lr", "0.01", "--device", "cpu",
+            *output_flags(folder), *map(str, flags)]
 
 
 @pytest.fixture(scope="session")
 def two_epoch_run(mnist_dir, tmp_path_factory):
-    """A 2-epoch run of the trainer on the small MNIST: (CompletedProcess, output folder)."""
+    """A 2-epoch run of the trainer on the small MNIST, from the command line:
+    (CompletedProcess, output folder)."""
     out = tmp_path_factory.mktemp("run")
-    result = run_script("--dataset_dir", mnist_dir, "--epochs", 2, "--batch_size", 64, "--lr", 0.01,
-                        "--device", "cpu", *output_flags(out))
+    result = run_script(*trainer_flags(mnist_dir, out, "--epochs", 2))
     return result, out
+
+
+@pytest.fixture(scope="session")
+def holdout_run(mnist_dir, tmp_path_factory):
+    """A 3-epoch run with digits 8 and 9 held out: its output folder."""
+    out = tmp_path_factory.mktemp("holdout")
+    trainer.main(trainer_flags(mnist_dir, out, "--epochs", 3, "--holdout_classes", 9, 8))
+    return out
+
+
+# 32 images in batches of 4: 8 steps an epoch, enough to stop in the middle of one.
+SMALL_RUN = ["--max_train_samples", "32", "--max_test_samples", "16", "--batch_size", "4", "--lr", "0.01",
+             "--device", "cpu"]
+
+
+def small_run_flags(mnist_dir, folder, epochs=4):
+    return ["--dataset_dir", str(mnist_dir), *SMALL_RUN, "--epochs", str(epochs), *output_flags(folder)]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread here (and OMP_NUM_THREADS=1 for subprocesses): the runs compared
+    bit for bit all use the same, and such small steps run faster without handing work
+    between threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def reference_run(mnist_dir, tmp_path_factory):
+    """The folder of an uninterrupted 4-epoch small run, on one thread."""
+    folder = tmp_path_factory.mktemp("reference")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer.main(small_run_flags(mnist_dir, folder))
+    finally:
+        torch.set_num_threads(threads)
+    return folder
+
+
+def stop_message(argv):
+    """Run the trainer's main() in this process; the message or status it stopped with."""
+    with pytest.raises(SystemExit) as stop:
+        trainer.main(argv)
+    return stop.value.code
+
+
+def assert_same_run(folder, reference, epochs=4):
+    """Same weights, centres, optimizer states, metrics and per-epoch files as the reference."""
+    state = load_training_state(folder / "training_state.pth")
+    expected = load_training_state(reference / "training_state.pth")
+    assert state["epoch"] == expected["epoch"] == epochs and state["partial_epoch"] is None
+    # Every metric of every epoch, but the time it took.
+    untimed = [[{k: v for k, v in record.items() if k not in ("seconds", "times")}
+                for record in saved["history"]["records"]] for saved in (state, expected)]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == epochs
+    assert_equal(state["history"]["test_features"], expected["history"]["test_features"])
+    assert_equal(load_checkpoint(folder / "test_features.pt"), load_checkpoint(reference / "test_features.pt"))
+    for part in ("modules", "optimizers"):
+        for name in expected[part]:
+            assert_equal(state[part][name], expected[part][name])
+    for epoch in range(1, epochs + 1):
+        assert_equal(load_checkpoint(folder / "model" / f"epoch_{epoch:03d}.pth"),
+                     load_checkpoint(reference / "model" / f"epoch_{epoch:03d}.pth"))
+        assert (folder / "visual" / f"epoch_{epoch:03d}.png").read_bytes() == \
+               (reference / "visual" / f"epoch_{epoch:03d}.png").read_bytes()
+
+
+def assert_equal(value, expected):
+    if isinstance(expected, dict):
+        assert value.keys() == expected.keys()
+        for key in expected:
+            assert_equal(value[key], expected[key])
+    elif isinstance(expected, (list, tuple)):
+        assert len(value) == len(expected)
+        for item, expected_item in zip(value, expected):
+            assert_equal(item, expected_item)
+    elif isinstance(expected, torch.Tensor):
+        assert torch.equal(value, expected)
+    else:
+        assert value == expected

@@ -1,15 +1,13 @@
-"""The pieces under every saved file: atomic writes, safe loading, random states."""
+"""The pieces under every saved file: atomic writes, safe loading, fitting a state_dict."""
 import errno
 import os
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from checkpointing import (CheckpointError, WriteError, atomic_write, load_checkpoint, load_training_state,
-                           restore_rng_states, rng_states, save_checkpoint)
+from checkpointing import CheckpointError, WriteError, atomic_write, load_checkpoint, load_module_state, save_checkpoint
+from mnist_net import Net
 
 
 def leftovers(folder):
@@ -94,28 +92,11 @@ def test_broken_files_give_one_line(tmp_path, damage):
     assert ("no checkpoint file" if damage == "missing" else "truncated or corrupt") in message
 
 
-@pytest.mark.parametrize("content, expected", [
-    ({"conv.weight": torch.zeros(1)}, "a model's state_dict"),
-    ({"state_dict": {}, "epoch": 3}, "a checkpoint of another program"),
-    ({"format": "mnist-center-loss-training-state", "version": 99}, "version 99"),
-])
-def test_files_that_are_no_training_state(tmp_path, content, expected):
-    path = tmp_path / "other.pth"
-    torch.save(content, path)
-    with pytest.raises(CheckpointError, match=expected):
-        load_training_state(path)
-
-
-def test_random_states_survive_a_weights_only_round_trip(tmp_path):
-    generator = torch.Generator()
-    generator.manual_seed(5)
-    torch.randperm(10, generator=generator)
-    save_checkpoint(tmp_path / "rng.pth", rng_states(generator))
-
-    def draws():
-        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(),
-                torch.randperm(10, generator=generator).tolist())
-
-    expected = draws()
-    assert restore_rng_states(load_checkpoint(tmp_path / "rng.pth"), generator)
-    assert draws() == expected
+def test_load_module_state_names_the_layer_that_does_not_fit():
+    state = Net().state_dict()
+    state["ip1.weight"] = torch.zeros(2, 10)
+    with pytest.raises(CheckpointError, match=r"the checkpoint's model does not fit: ip1.weight has shape \(2, 10\)"):
+        load_module_state(Net(), state, "model")
+    del state["ip1.weight"]
+    with pytest.raises(CheckpointError, match=r"missing: \['ip1.weight'\]"):
+        load_module_state(Net(), state, "model")

@@ -59,7 +59,7 @@ def test_ranks_hold_identical_weights_and_centres(two_ranks):
 def test_only_rank_0_prints_and_writes(two_ranks):
     result, out = two_ranks
     assert result.stdout.count("Epoch:   1,") == 1
-    assert "x 2 processes: 1024 training and 200 test images" in result.stdout
+    assert "Start training on cpu x 2 processes: 1024 training and 200 test images" in result.stdout
     assert len(history(out)) == 3
     # A plain state_dict: no `module.` prefix, loads without any distributed set-up.
     state = torch.load(out / "model" / "epoch_003.pth", weights_only=True)

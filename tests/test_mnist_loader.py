@@ -133,3 +133,32 @@ def test_unshuffled_parts_cover_the_split(mnist_dir):
     parts = [TensorLoader(test_loader.images, test_loader.labels, 8, rank=rank, world_size=3) for rank in range(3)]
     labels = torch.cat([torch.cat([batch[1] for batch in part]) for part in parts])
     assert torch.equal(labels, test_loader.labels)
+
+
+def test_holdout_removes_digits_from_the_training_split(mnist_dir):
+    train_loader, test_loader, classes = load_dataset(mnist_dir, holdout_classes=[8, 9])
+    assert classes == tuple("01234567")
+    assert not torch.isin(train_loader.labels, torch.tensor([8, 9])).any()
+    assert torch.isin(test_loader.labels, torch.tensor([8, 9])).any()
+    assert train_loader.num_samples == 240  # 300 images, every digit 30 times
+
+
+def test_digit_to_class_skips_the_held_out_digits():
+    from mnist_loader import digit_to_class
+    assert digit_to_class(("0", "1", "3"), "cpu").tolist() == [0, 1, -1, 2, -1, -1, -1, -1, -1, -1]
+
+
+def test_moving_a_loader_leaves_the_original_as_it_was(mnist_dir):
+    train_loader, test_loader, _ = load_dataset(mnist_dir, 64, seed=4)
+    assert train_loader.to("cpu") is train_loader
+    moved = test_loader.to("meta")  # a device of its own, without an accelerator
+    assert moved.images.device.type == "meta" and moved.num_samples == test_loader.num_samples
+    assert test_loader.images.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_loader_moved_to_cuda_shuffles_as_one_made_there(mnist_dir):
+    moved = load_dataset(mnist_dir, 64, seed=4)[0].to("cuda")
+    made_there = load_dataset(mnist_dir, 64, seed=4, device="cuda")[0]
+    for (images, labels), (expected_images, expected_labels) in zip(moved, made_there, strict=True):
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)

@@ -1,0 +1,87 @@
+"""The files a run writes after each epoch, and once at its end.
+
+Each epoch: the model's state_dict, the feature plot (through the plotter), the history
+CSV with its curves, the test features of every epoch so far, and TensorBoard scalars
+when asked for. At the end: the animation of the test features. Every file is written
+atomically (see checkpointing.py).
+"""
+import torch
+
+import distributed
+from background_plotter import Plotter
+from checkpointing import atomic_write, save_checkpoint
+from errors import UserError
+from mnist_loader import MNIST_MEAN, MNIST_STD
+from plots import plot_curves, write_feature_gif
+from run_folder import RunPaths, write_run_file
+
+
+class EpochFiles:
+    """The files of one run, in its folder (see run_folder.py). Only the main process
+    writes them, and nothing is written on a dry run (`writes`)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.paths = RunPaths.from_settings(settings)
+        self.writes = distributed.is_main_process() and not settings.dry_run
+        self.plotter = self.tensorboard = None
+        if self.writes:
+            self.paths.check()
+
+    def start(self, classes, device, world_size):
+        """Write run.json and open TensorBoard; plots are drawn in the background on CUDA."""
+        self.plotter = Plotter(background=device.type == "cuda")
+        if self.writes:
+            write_run_file(self.paths, self.settings, classes, device, world_size, resumed=bool(self.settings.resume))
+            if self.settings.tensorboard:
+                self.tensorboard = open_tensorboard(self.settings.tensorboard)
+
+    def write_epoch(self, record, model, history, plot):
+        if self.writes:
+            write_epoch_files(self.paths, record, model, history, self.settings.holdout_classes, self.plotter, plot,
+                              self.tensorboard)
+
+    def finish(self, history, test_loader):
+        """After the last epoch: wait for the last plot, write the animation (and the
+        TensorBoard embedding, with the test images as thumbnails)."""
+        self.plotter.wait()
+        if self.writes and history.records:
+            thumbnails = test_loader.images.cpu() * MNIST_STD + MNIST_MEAN if self.tensorboard else None
+            frames = write_run_end(self.paths, history, self.settings.holdout_classes, self.tensorboard, thumbnails)
+            print(f"Wrote {frames} frames of test features to {self.paths.gif}")
+
+
+def write_epoch_files(paths, record, model, history, unseen_digits, plotter, plot, tensorboard=None):
+    """Write the files of the epoch of `record` (the last one of `history`). `plot` is a
+    function that draws the epoch's feature plot; the plotter runs it."""
+    save_checkpoint(paths.model(record.epoch), model.state_dict())
+    plotter.submit(plot)
+    atomic_write(paths.history, history.csv_text().encode())
+    plot_curves([record.row() for record in history.records], paths.curves)
+    save_checkpoint(paths.test_features, {
+        "features": torch.stack(history.test_features), "digits": history.test_digits,
+        "epochs": [record.epoch for record in history.records], "unseen_digits": unseen_digits})
+    if tensorboard:
+        for name, value in record.row().items():
+            if name != "epoch":
+                tensorboard.add_scalar(name, value, record.epoch)
+
+
+def write_run_end(paths, history, unseen_digits, tensorboard=None, test_images=None):
+    """The animation of the test features over the epochs, and for TensorBoard the last
+    epoch's features with the images (`test_images`, in 0-1); returns the number of frames."""
+    if tensorboard:
+        tensorboard.add_embedding(history.test_features[-1], metadata=history.test_digits.tolist(),
+                                  label_img=test_images, global_step=history.records[-1].epoch, tag="test_features")
+        tensorboard.close()
+    return write_feature_gif(torch.stack(history.test_features), history.test_digits, paths.gif, unseen_digits,
+                             [record.epoch for record in history.records])
+
+
+def open_tensorboard(log_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package, which is not installed: "
+                        "pip install tensorboard") from None
+    return SummaryWriter(log_dir)

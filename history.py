@@ -1,0 +1,150 @@
+"""The records a run keeps: the sums of the epoch under way, and one record per epoch.
+
+They are plain dataclasses; `as_saved()` / `from_saved()` turn them into the dicts of
+tensors and numbers that a training state holds (loadable with `weights_only=True`).
+"""
+import csv
+import dataclasses
+import io
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class EpochProgress:
+    """The epoch under way, kept on the device: the features and digits of the images seen
+    so far, in the order seen, and the sums of correct answers, loss and centre-loss part."""
+    features: torch.Tensor
+    digits: torch.Tensor
+    correct: torch.Tensor
+    loss_sum: torch.Tensor
+    center_loss_sum: torch.Tensor
+    step: int = 0
+
+    @classmethod
+    def start(cls, num_samples, feat_dim, device):
+        zero = torch.zeros((), device=device)
+        return cls(torch.empty(num_samples, feat_dim, device=device),
+                   torch.empty(num_samples, dtype=torch.long, device=device), zero, zero.clone(), zero.clone())
+
+    def add(self, step, start, features, digits, correct, loss, center_loss):
+        """Record one step's batch, which starts at item `start` of the epoch."""
+        end = start + digits.size(0)
+        self.features[start:end] = features.detach()
+        self.digits[start:end] = digits
+        self.correct = self.correct + correct.float()
+        self.loss_sum = self.loss_sum + loss.detach() * digits.size(0)
+        self.center_loss_sum = self.center_loss_sum + center_loss.detach() * digits.size(0)
+        self.step = step
+        return end
+
+    def as_saved(self):
+        return {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+
+    @classmethod
+    def from_saved(cls, saved, device):
+        return cls(**{name: value.to(device) if torch.is_tensor(value) else value for name, value in saved.items()})
+
+
+@dataclass
+class LossMetrics:
+    """Means per image over one split: accuracy, total loss and its centre-loss part."""
+    acc: float
+    loss: float
+    center_loss: float
+
+
+@dataclass
+class EpochTimes:
+    """Seconds of each part of an epoch, each ending where the host waits for the device
+    anyway: the training steps (with their data), the test pass, the retrieval metrics,
+    and the files (checkpoint, plots, history, training state)."""
+    train: float = 0.0
+    test: float = 0.0
+    metrics: float = 0.0
+    files: float = 0.0
+
+
+class EpochClock:
+    """Times the parts of an epoch into an EpochTimes: `lap(part)` ends a part."""
+
+    def __init__(self):
+        self.times = EpochTimes()
+        self.last = time.perf_counter()
+
+    def lap(self, part):
+        now = time.perf_counter()
+        setattr(self.times, part, getattr(self.times, part) + now - self.last)
+        self.last = now
+        return self.times
+
+    def seconds(self):
+        """Training, test pass and metrics so far."""
+        return self.times.train + self.times.test + self.times.metrics
+
+
+@dataclass
+class EpochRecord:
+    """The metrics of one epoch: one line on the screen, one row of history.csv."""
+    epoch: int
+    lr: float
+    center_lr: float
+    train: LossMetrics
+    test: LossMetrics
+    # Retrieval quality of the test features: precision_at_1, r_precision, map_at_r, and
+    # with held-out digits the same prefixed seen_ and unseen_ (see metrics.py).
+    retrieval: dict
+    seconds: float  # training, test pass and metrics; the CSV's last column
+    times: EpochTimes = field(default_factory=EpochTimes)
+
+    def row(self):
+        """The flat CSV row, in the column order of history.csv."""
+        row = {"epoch": self.epoch, "lr": self.lr, "center_lr": self.center_lr}
+        row.update({f"train_{name}": value for name, value in dataclasses.asdict(self.train).items()})
+        row.update({f"test_{name}": value for name, value in dataclasses.asdict(self.test).items()})
+        row.update(self.retrieval)
+        row["seconds"] = self.seconds
+        return row
+
+    def line(self):
+        line = (f"Epoch: {self.epoch:>3}, train acc: {self.train.acc:.4f}, train loss: {self.train.loss:.4f}, "
+                f"test acc: {self.test.acc:.4f}, test loss: {self.test.loss:.4f}, "
+                f"test MAP@R: {self.retrieval['map_at_r']:.4f}")
+        if "unseen_map_at_r" in self.retrieval:
+            line += f", unseen MAP@R: {self.retrieval['unseen_map_at_r']:.4f}"
+        return line
+
+
+@dataclass
+class History:
+    """Every finished epoch's record and test features (for the animation), and the digits
+    of the test images, on the host."""
+    records: list = field(default_factory=list)
+    test_features: list = field(default_factory=list)
+    test_digits: torch.Tensor = None
+
+    def add(self, record, test_features, test_digits):
+        self.records.append(record)
+        self.test_features.append(test_features)
+        self.test_digits = test_digits
+
+    def as_saved(self):
+        return {"records": [dataclasses.asdict(record) for record in self.records],
+                "test_features": self.test_features, "test_digits": self.test_digits}
+
+    @classmethod
+    def from_saved(cls, saved):
+        records = [EpochRecord(**{**record, "train": LossMetrics(**record["train"]),
+                                  "test": LossMetrics(**record["test"]), "times": EpochTimes(**record["times"])})
+                   for record in saved["records"]]
+        return cls(records, list(saved["test_features"]), saved["test_digits"])
+
+    def csv_text(self):
+        text = io.StringIO()
+        rows = [record.row() for record in self.records]
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return text.getvalue()

@@ -1,0 +1,134 @@
+"""A run's folder: where each of its files goes, and its settings file, run.json.
+
+    OUT_DIR/run.json              the run described: settings, data, classes, versions, device, commit
+    OUT_DIR/model/epoch_NNN.pth   the model's state_dict after each epoch (--model_path_temp)
+    OUT_DIR/visual/epoch_NNN.png  the 2-D features after each epoch (--vis_img_path_temp)
+    OUT_DIR/history.csv           one row of metrics per epoch, and its curves, history.png
+    OUT_DIR/training_state.pth    everything --resume needs
+    OUT_DIR/test_features.pt      the test features of every epoch, and features.gif from them
+"""
+import datetime
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+
+from checkpointing import atomic_write
+from errors import UserError
+from training_state import TRAINING_STATE_NAME
+
+RUN_FILE = "run.json"
+REPO_DIR = Path(__file__).resolve().parent
+
+
+def epoch_path(template, epoch):
+    return Path(template.format(f"{epoch:03d}"))
+
+
+@dataclass
+class RunPaths:
+    out_dir: Path
+    model_path_temp: str
+    vis_img_path_temp: str
+
+    @classmethod
+    def from_settings(cls, settings):
+        """The paths of a run with these settings; the article's templates, when given, win."""
+        out_dir = Path(settings.out_dir)
+        return cls(out_dir, settings.model_path_temp or str(out_dir / "model" / "epoch_{}.pth"),
+                   settings.vis_img_path_temp or str(out_dir / "visual" / "epoch_{}.png"))
+
+    def model(self, epoch):
+        return epoch_path(self.model_path_temp, epoch)
+
+    def visual(self, epoch):
+        return epoch_path(self.vis_img_path_temp, epoch)
+
+    def __post_init__(self):
+        self.run_file = self.out_dir / RUN_FILE
+        self.history = self.out_dir / "history.csv"
+        self.curves = self.out_dir / "history.png"  # the history's curves
+        self.training_state = self.out_dir / TRAINING_STATE_NAME
+        self.test_features = self.out_dir / "test_features.pt"
+        self.gif = self.out_dir / "features.gif"
+        self.train_batch = self.visual(1).parent / "train_batch.png"  # with --img_show
+
+    def check(self):
+        """Raise UserError, before any training, when an output path cannot be used."""
+        check_writable("out_dir", self.out_dir)
+        for name, template in (("model_path_temp", self.model_path_temp), ("vis_img_path_temp", self.vis_img_path_temp)):
+            if "{}" not in template:
+                raise UserError(f"--{name} must contain {{}} for the epoch number, got {template!r}")
+            try:
+                folder = epoch_path(template, 1).parent
+            except (IndexError, KeyError, ValueError) as error:
+                raise UserError(f"--{name} is not a valid path template ({error}): {template!r}") from None
+            check_writable(name, folder)
+
+
+def check_writable(name, folder):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UserError(f"--{name}: cannot write to the folder {folder} ({error.strerror or error})") from None
+
+
+def git_commit():
+    """The commit of this checkout (with '+changes' when files differ from it), or None."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True,
+                                timeout=10)
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_DIR,
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
+
+
+def write_run_file(paths, settings, classes, device, world_size, resumed=False):
+    """Write run.json: everything needed to evaluate or resume the run. A resumed run keeps
+    the start time and adds the time of this resume."""
+    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    previous = read_run_file(paths.out_dir) if resumed else None
+    run = {
+        "settings": vars(settings),
+        "dataset_dir": str(Path(settings.dataset_dir).resolve()),
+        "classes": [int(name) for name in classes],
+        "holdout_classes": list(settings.holdout_classes),
+        "training_state": str(paths.training_state.resolve()),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": str(device),
+        "processes": world_size,
+        "git_commit": git_commit(),
+        "started": previous["started"] if previous else now,
+        "resumed": (previous or {}).get("resumed", []) + ([now] if resumed else []),
+    }
+    atomic_write(paths.run_file, (json.dumps(run, indent=2) + "\n").encode())
+
+
+def read_run_file(folder):
+    """The run.json in `folder` as a dict, or None when there is none."""
+    path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is not a readable run file ({error})") from None
+
+
+def find_run_file(checkpoint):
+    """The run.json of the run that wrote `checkpoint` (in its folder or the one above), or None."""
+    for folder in (Path(checkpoint).parent, Path(checkpoint).parent.parent):
+        run = read_run_file(folder)
+        if run is not None:
+            return run
+    return None

@@ -1,0 +1,58 @@
+"""Stopping a run cleanly on Ctrl-C (SIGINT) or SIGTERM.
+
+Inside `with StopSignals() as stop:` a first signal only asks training to stop: the step
+under way finishes, the training state is saved, and the run ends with the status a shell
+gives that signal (128 + its number). A second signal stops at once (KeyboardInterrupt).
+"""
+import os
+import signal
+
+import distributed
+
+
+class RunStopped(Exception):
+    """The run ends early on a signal; `str()` is the one-line message, `exit_status` the status."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.exit_status = 128 + (signum or signal.SIGTERM)
+
+
+class TrainingInterrupted(Exception):
+    """A stop was asked for during an epoch; `progress` holds the epoch up to its last step."""
+
+    def __init__(self, progress):
+        super().__init__(f"stopped after step {progress.step}")
+        self.progress = progress
+
+
+class StopSignals:
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self.previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write, not print: the handler may run while the program is printing.
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after the current step to save the "
+                    f"training state; press Ctrl-C again to quit at once\n".encode())
+
+    def requested(self):
+        """Whether to stop now; under torchrun, whether any rank was signalled, so that all
+        stop after the same step."""
+        return distributed.any_rank(self.signum is not None)
+
+    def stopped(self, message):
+        """The `RunStopped` to raise, with `message`."""
+        return RunStopped(message, self.signum)

@@ -1,0 +1,23 @@
+import pytest
+from PIL import Image
+
+import animate
+from conftest import run_script
+
+
+def test_remakes_the_gif_of_a_run(two_epoch_run, tmp_path):
+    _, out = two_epoch_run
+    result = run_script(out / "test_features.pt", "--out", tmp_path / "again.gif", script="animate.py")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "again.gif") as gif:
+        assert gif.n_frames == 2
+
+
+def test_a_file_that_is_no_test_features_is_one_line(two_epoch_run, tmp_path):
+    _, out = two_epoch_run
+    for path in (out / "model" / "epoch_001.pth", tmp_path / "missing.pt"):
+        with pytest.raises(SystemExit) as stop:
+            animate.main([str(path), "--out", str(tmp_path / "x.gif")])
+        message = str(stop.value.code)
+        assert message.startswith("error: ") and "\n" not in message
+    assert not (tmp_path / "x.gif").exists()

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from devices import bf16_supported, pick_device, speed_setup
+from errors import UserError
+from mnist_net import Net
+
+
+def test_auto_takes_the_current_accelerator_or_the_cpu():
+    expected = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    assert pick_device("auto").type == expected.type
+
+
+@pytest.mark.parametrize("name", ["cpu", "CPU".lower()])
+def test_cpu_by_name(name):
+    assert pick_device(name) == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_an_absent_device_is_one_line(name):
+    with pytest.raises(UserError, match=f"--device {name} was asked for, but this machine has no cuda device"):
+        pick_device(name)
+
+
+def test_an_unknown_device_name():
+    with pytest.raises(UserError, match="no device name PyTorch knows"):
+        pick_device("gpu0")
+
+
+def test_bf16_on_the_cpu_follows_onednn():
+    assert bf16_supported(torch.device("cpu")) == (
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_cuda_setup_turns_on_autotuning_and_tf32(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    before = torch.backends.cuda.matmul.fp32_precision
+    try:
+        speed_setup(Net(), torch.device("cuda"))
+        assert torch.backends.cudnn.benchmark
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = before
+
+
+def test_channels_last_setup_keeps_the_weights():
+    model = Net()
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    speed_setup(model, torch.device("cpu"), channels_last=True)
+    assert model.conv2_1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())

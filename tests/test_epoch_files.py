@@ -1,0 +1,75 @@
+"""The files of each epoch and of a run's end, as a 2-epoch run writes them."""
+import csv
+
+import pytest
+import torch
+from PIL import Image
+
+import train_mnist_original_center as trainer
+from checkpointing import load_checkpoint
+from conftest import output_flags, trainer_flags
+from epoch_files import EpochFiles
+
+
+def test_history_csv_and_curves(two_epoch_run):
+    result, out = two_epoch_run
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert list(rows[0]) == ["epoch", "lr", "center_lr", "train_acc", "train_loss", "train_center_loss", "test_acc",
+                             "test_loss", "test_center_loss", "precision_at_1", "r_precision", "map_at_r", "seconds"]
+    assert float(rows[0]["lr"]) == 0.01 and float(rows[0]["center_lr"]) == 0.5
+    # The CSV holds the same metrics as the printed lines.
+    printed = [line for line in result.stdout.splitlines() if line.startswith("Epoch:")][1]
+    assert f"test acc: {float(rows[1]['test_acc']):.4f}" in printed
+    assert f"train loss: {float(rows[1]['train_loss']):.4f}" in printed
+    assert 0 < float(rows[1]["train_center_loss"]) < float(rows[1]["train_loss"])
+    assert (out / "history.png").stat().st_size > 0
+
+
+def test_holdout_history_and_test_features(holdout_run):
+    state = torch.load(holdout_run / "model" / "epoch_003.pth", weights_only=True)
+    assert state["ip2.weight"].shape == (8, 2)
+    with open(holdout_run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    for prefix in ("seen_", "unseen_"):
+        for name in ("precision_at_1", "r_precision", "map_at_r"):
+            assert 0.0 <= float(rows[-1][prefix + name]) <= 1.0
+    saved = load_checkpoint(holdout_run / "test_features.pt")
+    assert saved["unseen_digits"] == [8, 9] and saved["epochs"] == [1, 2, 3]
+    assert saved["features"].shape == (3, 100, 2) and saved["digits"].shape == (100,)
+
+
+def test_feature_gif_at_the_end(two_epoch_run):
+    _, out = two_epoch_run
+    with Image.open(out / "features.gif") as gif:
+        assert gif.n_frames == 2 and gif.size == (512, 448)
+
+
+def test_nothing_is_written_on_a_dry_run(tmp_path):
+    settings = trainer.parse_args([*output_flags(tmp_path / "run"), "--dry_run", "--device", "cpu"])
+    files = EpochFiles(settings)
+    assert not files.writes and not (tmp_path / "run").exists()
+
+
+def test_tensorboard_missing_gives_a_clear_message(monkeypatch, mnist_dir, tmp_path):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(SystemExit) as stop:
+        trainer.main(trainer_flags(mnist_dir, tmp_path, "--tensorboard", tmp_path / "tb"))
+    assert "pip install tensorboard" in str(stop.value.code)
+
+
+def test_tensorboard_logs(mnist_dir, tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional tensorboard package is not installed")
+    trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64,
+                               "--tensorboard", tmp_path / "tb"))
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tb").rglob("projector_config.pbtxt"))

@@ -1,0 +1,48 @@
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from plots import DIGIT_COLORS, draw_decision_regions, draw_features, plot_curves, write_feature_gif
+
+
+def test_axes_hold_every_point_and_centre():
+    feat = torch.tensor([[0.0, 0.0], [250.0, -3.0], [-7.0, 90.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 9, 3])
+    centers = torch.tensor([[-400.0, 2.0]] + [[0.0, 0.0]] * 9)
+    ax = Figure().add_subplot()
+    draw_features(ax, feat, labels, centers)
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert x0 <= -400 and x1 >= 250 and y0 <= -3 and y1 >= 90
+
+
+def test_unseen_digits_are_crosses_in_the_legend():
+    ax = Figure().add_subplot()
+    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_digits=[8, 9])
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "8 (unseen)" in labels and "9 (unseen)" in labels and "7" in labels
+
+
+def test_decision_regions_are_wedges_of_the_classifier():
+    ax = Figure().add_subplot()
+    ax.plot([-1, 1], [-1, 1])
+    weight = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # class 0 right of the y axis, class 1 left
+    draw_decision_regions(ax, weight, [3, 5], resolution=20)
+    image = ax.get_images()[0].get_array()
+    assert (np.asarray(image[:, -1]) == 0).all() and (np.asarray(image[:, 0]) == 1).all()
+    assert ax.get_images()[0].get_cmap().colors == [DIGIT_COLORS[3], DIGIT_COLORS[5]]
+
+
+def test_curves_plot(tmp_path):
+    rows = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "train_center_loss": 0.1 / e,
+             "test_center_loss": 0.1 / e, "train_acc": 0.5, "test_acc": 0.4, "map_at_r": 0.3} for e in (1, 2, 3)]
+    plot_curves(rows, tmp_path / "curves.png")
+    with Image.open(tmp_path / "curves.png") as image:
+        assert image.size == (1100, 450)
+
+
+def test_feature_gif_has_a_frame_per_epoch(tmp_path):
+    features = torch.randn(3, 30, 2) * torch.tensor([1.0, 10.0, 100.0]).view(3, 1, 1)
+    frames = write_feature_gif(features, torch.arange(30) % 10, tmp_path / "f.gif", epochs=[4, 5, 6])
+    with Image.open(tmp_path / "f.gif") as gif:
+        assert frames == gif.n_frames == 3 and gif.size == (512, 448)

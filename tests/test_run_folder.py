@@ -1,0 +1,62 @@
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from errors import UserError
+from run_folder import RunPaths, find_run_file, read_run_file, write_run_file
+
+
+def settings(tmp_path, **changes):
+    values = dict(out_dir=str(tmp_path / "run"), model_path_temp=None, vis_img_path_temp=None,
+                  dataset_dir=str(tmp_path / "data"), holdout_classes=[8, 9], epochs=3)
+    values.update(changes)
+    return SimpleNamespace(**values)
+
+
+def test_the_layout_of_a_run(tmp_path):
+    paths = RunPaths.from_settings(settings(tmp_path))
+    run = tmp_path / "run"
+    assert (paths.model(7), paths.visual(12)) == (run / "model" / "epoch_007.pth", run / "visual" / "epoch_012.png")
+    assert (paths.run_file, paths.history, paths.curves, paths.training_state, paths.test_features, paths.gif) == (
+        run / "run.json", run / "history.csv", run / "history.png", run / "training_state.pth",
+        run / "test_features.pt", run / "features.gif")
+
+
+def test_the_articles_templates_win(tmp_path):
+    paths = RunPaths.from_settings(settings(tmp_path, model_path_temp=str(tmp_path / "m{}.pth")))
+    assert paths.model(3) == tmp_path / "m003.pth" and paths.visual(3) == tmp_path / "run" / "visual" / "epoch_003.png"
+
+
+@pytest.mark.parametrize("template, message", [
+    ("model.pth", "must contain {}"),
+    ("model_{}_{}.pth", "is not a valid path template"),
+])
+def test_bad_templates(tmp_path, template, message):
+    with pytest.raises(UserError, match=message):
+        RunPaths.from_settings(settings(tmp_path, model_path_temp=str(tmp_path / template))).check()
+
+
+def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
+    paths = RunPaths.from_settings(settings(tmp_path))
+    write_run_file(paths, settings(tmp_path), ("0", "1", "2", "3", "4", "5", "6", "7"), torch.device("cpu"), 1)
+    run = read_run_file(paths.out_dir)
+    assert run["settings"]["epochs"] == 3 and run["holdout_classes"] == [8, 9] and run["classes"] == list(range(8))
+    assert run["torch"] == torch.__version__ and run["device"] == "cpu" and run["resumed"] == []
+    assert run["dataset_dir"] == str((tmp_path / "data").resolve())
+    assert run["git_commit"] is None or len(run["git_commit"].split("+")[0]) == 40
+    write_run_file(paths, settings(tmp_path, epochs=5), ("0", "1"), torch.device("cpu"), 1, resumed=True)
+    again = read_run_file(paths.out_dir)
+    assert again["started"] == run["started"] and len(again["resumed"]) == 1 and again["settings"]["epochs"] == 5
+
+
+def test_a_checkpoint_finds_its_run_file(tmp_path):
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"holdout_classes": [3]}))
+    assert find_run_file(tmp_path / "run" / "model" / "epoch_001.pth") == {"holdout_classes": [3]}
+    assert find_run_file(tmp_path / "run" / "training_state.pth") == {"holdout_classes": [3]}
+    assert find_run_file(tmp_path / "elsewhere.pth") is None
+    (tmp_path / "run" / "run.json").write_text("{ not json")
+    with pytest.raises(UserError, match="is not a readable run file"):
+        find_run_file(tmp_path / "run" / "model" / "epoch_001.pth")

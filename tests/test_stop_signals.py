@@ -1,0 +1,132 @@
+"""A run stopped by a signal saves its state and resumes bit for bit (on CPU, same seed)."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import torch
+from PIL import Image
+
+import train_mnist_original_center as trainer
+from center_loss import CenterLoss
+from checkpointing import load_checkpoint
+from conftest import REPO_DIR, assert_same_run, small_run_flags, stop_message
+from training_state import load_training_state
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SCRIPT = str(REPO_DIR / "train_mnist_original_center.py")
+
+
+def interrupt_at_training_step(monkeypatch, step):
+    """Send this process SIGINT during the `step`-th training step from the run's start."""
+    forward = CenterLoss.forward
+    calls = []
+
+    def forward_and_signal(self, label, feat, *rest):
+        if torch.is_grad_enabled():  # a training step, not a test pass
+            calls.append(None)
+            if len(calls) == step:
+                os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, label, feat, *rest)
+
+    monkeypatch.setattr(CenterLoss, "forward", forward_and_signal)
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(mnist_dir, tmp_path, reference_run, monkeypatch, capfd):
+    interrupt_at_training_step(monkeypatch, 8 + 3)  # epoch 2, step 3
+    code = stop_message(small_run_flags(mnist_dir, tmp_path))
+    assert code == 128 + signal.SIGINT
+    err = capfd.readouterr().err
+    assert "SIGINT: stopping after the current step" in err
+    state_path = tmp_path / "training_state.pth"
+    assert "Stopped in epoch 2 after step 3 of 8" in err and f"--resume {state_path}" in err
+    state = load_training_state(state_path)
+    assert state["epoch"] == 1 and state["partial_epoch"]["step"] == 3
+    assert not (tmp_path / "model" / "epoch_002.pth").exists()
+    monkeypatch.undo()
+    trainer.main(small_run_flags(mnist_dir, tmp_path) + ["--resume", "auto"])
+    assert "Resuming from" in capfd.readouterr().out
+    assert_same_run(tmp_path, reference_run)
+
+
+@contextmanager
+def running(argv):
+    """The trainer in a subprocess with piped output, killed if a test leaves it running."""
+    process = subprocess.Popen([sys.executable, SCRIPT, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=REPO_DIR, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    watchdog = threading.Timer(300, process.kill)
+    watchdog.start()
+    try:
+        yield process
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def wait_for(stream, text):
+    for line in stream:
+        if text in line:
+            return line
+    raise AssertionError(f"the run ended without printing {text!r}")
+
+
+def test_sigterm_to_a_running_trainer_saves_and_resumes_exactly(mnist_dir, tmp_path, reference_run):
+    with running(small_run_flags(mnist_dir, tmp_path)) as process:
+        wait_for(process.stdout, "Epoch:   1")
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=120)
+        err = process.stderr.read()
+    assert code == 128 + signal.SIGTERM, err
+    assert "SIGTERM: stopping after the current step" in err
+    # Where it stops depends on the timing; the message and the resumed run do not.
+    assert "Stopped " in err and f"--resume {tmp_path / 'training_state.pth'}" in err and "Traceback" not in err
+    trainer.main(small_run_flags(mnist_dir, tmp_path) + ["--resume", "auto"])
+    assert_same_run(tmp_path, reference_run)
+
+
+def test_a_second_ctrl_c_quits_at_once(mnist_dir, tmp_path):
+    # One step of 32 images takes long enough for the second signal to land inside it.
+    argv = small_run_flags(mnist_dir, tmp_path) + ["--batch_size", "32"]
+    with running(argv) as process:
+        wait_for(process.stdout, "Start training")
+        process.send_signal(signal.SIGINT)
+        wait_for(process.stderr, "stopping after the current step")
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+        err = process.stderr.read()
+    assert code == 128 + signal.SIGINT, err
+    assert "Stopped at once by a second signal; no training state was saved" in err and "Traceback" not in err
+    assert not (tmp_path / "training_state.pth").exists()
+
+
+def assert_files_whole(folder):
+    for path in [*(folder / "model").glob("*.pth"), folder / "training_state.pth"]:
+        if path.exists():
+            load_checkpoint(path)
+    for path in (folder / "visual").glob("*.png"):
+        with Image.open(path) as image:
+            image.load()
+
+
+def test_sigkill_at_any_moment_leaves_whole_files_and_resume_is_exact(mnist_dir, tmp_path, reference_run):
+    state_path = tmp_path / "training_state.pth"
+    # Killed as an epoch's files are being written, a little later, and in the next epoch's steps.
+    for delay in (0.0, 0.1, 0.4):
+        resume = ["--resume", "auto"] if state_path.exists() else []
+        if resume and load_training_state(state_path)["epoch"] == 4:
+            break  # a fast machine finished the run before a kill
+        with running(small_run_flags(mnist_dir, tmp_path) + resume) as process:
+            wait_for(process.stdout, "Epoch:")
+            time.sleep(delay)
+            process.kill()
+        assert_files_whole(tmp_path)
+    resume = ["--resume", "auto"] if state_path.exists() else []
+    trainer.main(small_run_flags(mnist_dir, tmp_path) + resume)
+    assert_same_run(tmp_path, reference_run)

@@ -1,0 +1,136 @@
+"""The training state: its file, the random states, and a resumed run that is bit for bit
+the run that was never stopped (on CPU, same seed)."""
+import errno
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train_mnist_original_center as trainer
+from checkpointing import CheckpointError, save_checkpoint
+from conftest import REPO_DIR, assert_same_run, small_run_flags, stop_message
+from training_state import load_training_state, restore_rng_states, rng_states
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("content, expected", [
+    ({"conv.weight": torch.zeros(1)}, "a model's state_dict"),
+    ({"state_dict": {}, "epoch": 3}, "a checkpoint of another program"),
+    ({"format": "mnist-center-loss-training-state", "version": 99}, "version 99"),
+])
+def test_files_that_are_no_training_state(tmp_path, content, expected):
+    path = tmp_path / "other.pth"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=expected):
+        load_training_state(path)
+
+
+def test_random_states_survive_a_weights_only_round_trip(tmp_path):
+    generator = torch.Generator()
+    generator.manual_seed(5)
+    torch.randperm(10, generator=generator)
+    save_checkpoint(tmp_path / "rng.pth", rng_states(generator))
+
+    def draws():
+        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(),
+                torch.randperm(10, generator=generator).tolist())
+
+    expected = draws()
+    assert restore_rng_states(torch.load(tmp_path / "rng.pth", weights_only=True), generator)
+    assert draws() == expected
+
+
+def test_resume_after_two_epochs_is_the_uninterrupted_run(mnist_dir, tmp_path, reference_run, capsys):
+    trainer.main(small_run_flags(mnist_dir, tmp_path, epochs=2))
+    capsys.readouterr()
+    history = trainer.main(["--resume", str(tmp_path / "training_state.pth"), "--epochs", "4"])
+    out = capsys.readouterr().out
+    assert f"Resuming from {tmp_path / 'training_state.pth'} at epoch 3" in out
+    assert [line[:10] for line in out.splitlines() if line.startswith("Epoch:")] == ["Epoch:   3", "Epoch:   4"]
+    assert [record.epoch for record in history.records] == [1, 2, 3, 4]
+    assert_same_run(tmp_path, reference_run)
+
+
+def test_resume_takes_a_runs_folder_and_updates_its_run_file(mnist_dir, tmp_path, reference_run):
+    import json
+    trainer.main(small_run_flags(mnist_dir, tmp_path, epochs=2))
+    started = json.loads((tmp_path / "run.json").read_text())["started"]
+    trainer.main(["--resume", str(tmp_path), "--epochs", "4"])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["started"] == started and len(run["resumed"]) == 1 and run["settings"]["epochs"] == 4
+    assert_same_run(tmp_path, reference_run)
+
+
+def test_full_disk_stops_cleanly_and_keeps_the_last_state(mnist_dir, tmp_path, monkeypatch):
+    trainer.main(small_run_flags(mnist_dir, tmp_path, epochs=1))
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=2) + ["--resume", "auto"])
+    assert message.startswith("error: could not write ") and "No space left on device" in message
+    assert "\n" not in message
+    # Everything as it was: no new, half-written or leftover temporary file.
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+def test_resume_auto_without_a_state(mnist_dir, tmp_path):
+    message = stop_message(small_run_flags(mnist_dir, tmp_path) + ["--resume", "auto"])
+    assert f"there is no training_state.pth in {tmp_path}" in message
+
+
+def test_a_finished_run_has_nothing_to_train(reference_run, capsys):
+    history = trainer.main(["--resume", str(reference_run / "training_state.pth")])
+    assert "Nothing to train: the run has finished epoch 4 and --epochs is 4" in capsys.readouterr().out
+    assert len(history.records) == 4
+
+
+@pytest.mark.parametrize("centers, expected", [
+    (torch.zeros(12, 2), "has 12 classes and 2-D features, this one 10 classes and 2-D features"),
+    (torch.zeros(10, 3), "has 10 classes and 3-D features, this one 10 classes and 2-D features"),
+])
+def test_resume_refuses_another_model(centers, expected, reference_run, tmp_path):
+    state = load_training_state(reference_run / "training_state.pth")
+    state["modules"]["center_loss"]["centers"] = centers
+    save_checkpoint(tmp_path / "other.pth", state)
+    assert expected in stop_message(["--resume", str(tmp_path / "other.pth"), "--epochs", "5",
+                                     "--out_dir", str(tmp_path / "out")])
+
+
+def test_resume_refuses_another_layer_shape(reference_run, tmp_path):
+    state = load_training_state(reference_run / "training_state.pth")
+    state["modules"]["model"]["ip1.weight"] = torch.zeros(2, 10)
+    save_checkpoint(tmp_path / "other.pth", state)
+    message = stop_message(["--resume", str(tmp_path / "other.pth"), "--epochs", "5",
+                            "--out_dir", str(tmp_path / "out")])
+    assert "ip1.weight has shape (2, 10) there, (2, 1152) here" in message
+
+
+def test_resume_keeps_the_data_order(reference_run):
+    message = stop_message(["--resume", str(reference_run / "training_state.pth"), "--epochs", "5",
+                            "--batch_size", "8"])
+    assert "--batch_size 8 differs from the run's 4" in message
+
+
+def test_resume_refuses_a_model_file_and_pickled_code(reference_run, tmp_path):
+    message = stop_message(["--resume", str(reference_run / "model" / "epoch_004.pth")])
+    assert "is a model's state_dict" in message and "training_state.pth" in message
+    torch.save({"format": "mnist-center-loss-training-state", "hook": print}, tmp_path / "evil.pth")
+    assert "refused to load" in stop_message(["--resume", str(tmp_path / "evil.pth")])
+
+
+def test_a_truncated_state_gives_one_line_from_the_command_line(reference_run, tmp_path):
+    data = (reference_run / "training_state.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[:len(data) // 3])
+    result = subprocess.run([sys.executable, str(REPO_DIR / "train_mnist_original_center.py"), "--resume",
+                             str(tmp_path / "cut.pth")], capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert f"the checkpoint {tmp_path / 'cut.pth'} is truncated or corrupt" in result.stderr

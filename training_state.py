@@ -1,0 +1,229 @@
+"""The training state: one file from which a stopped run goes on exactly where it was.
+
+It holds the weights, the centres, both optimizers, the schedule, every random state, the
+settings, the history and, for a run stopped in the middle of an epoch, that epoch's
+progress; all in plain types that load with `weights_only=True`. `resume` puts it back.
+"""
+import random
+import shlex
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from checkpointing import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
+from errors import UserError
+from history import EpochProgress, History
+
+TRAINING_STATE_NAME = "training_state.pth"
+TRAINING_STATE_FORMAT = "mnist-center-loss-training-state"
+TRAINING_STATE_VERSION = 2
+# Settings that fix the order of the training data: a resumed run keeps them.
+FIXED_ON_RESUME = ("seed", "batch_size", "max_train_samples", "holdout_classes")
+
+
+def rng_states(loader_generator):
+    """Every random state a run draws from, in types `weights_only=True` loads."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "python": random.getstate(),
+        "loader": loader_generator.get_state(),
+        "loader_device": loader_generator.device.type,
+    }
+
+
+def restore_rng_states(states, loader_generator):
+    """Put back what `rng_states` took. Returns False when the loader's generator could
+    not be restored because the run was saved on another kind of device."""
+    torch.set_rng_state(states["torch"])
+    if torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if states["loader_device"] != loader_generator.device.type:
+        return False
+    loader_generator.set_state(states["loader"])
+    return True
+
+
+def save_training_state(path, epoch, modules, optimizers, scheduler, rng, settings, history, progress=None):
+    """Write the state after `epoch` (with `progress`: in the middle of epoch + 1):
+    `modules` and `optimizers` are dicts name -> object, `settings` a dict, `rng` from
+    `rng_states`, `history` a History."""
+    save_checkpoint(path, {
+        "format": TRAINING_STATE_FORMAT,
+        "version": TRAINING_STATE_VERSION,
+        "epoch": epoch,
+        "modules": {name: module.state_dict() for name, module in modules.items()},
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+        "args": settings,
+        "history": history.as_saved(),
+        "partial_epoch": progress.as_saved() if progress is not None else None,
+    })
+
+
+def load_training_state(path):
+    """Read a training state written by `save_training_state`; `CheckpointError` when the
+    file is broken or is not one (another program's checkpoint, a per-epoch model file)."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+        if isinstance(state, dict) and state and all(isinstance(value, torch.Tensor) for value in state.values()):
+            kind = "a model's state_dict (such as a per-epoch epoch_NNN.pth)"
+        else:
+            kind = "a checkpoint of another program"
+        raise CheckpointError(f"{path} is {kind}, not a training state of this trainer; "
+                              f"resume from the {TRAINING_STATE_NAME} of the run's folder")
+    if state.get("version") != TRAINING_STATE_VERSION:
+        raise CheckpointError(f"{path} is a training state of version {state.get('version')}; "
+                              f"this trainer reads version {TRAINING_STATE_VERSION}")
+    return state
+
+
+def resume_path(resume, out_dir):
+    """The training state that `--resume` names: 'auto' (the one in `out_dir`), a run's
+    folder, or the file itself."""
+    path = Path(out_dir) / TRAINING_STATE_NAME if resume == "auto" else Path(resume)
+    if path.is_dir():
+        path = path / TRAINING_STATE_NAME
+    if resume == "auto" and not path.is_file():
+        raise UserError(f"--resume auto: there is no {TRAINING_STATE_NAME} in {path.parent} (the --out_dir), "
+                        f"so there is no run to continue there; start one without --resume, or give "
+                        f"--resume PATH")
+    return path
+
+
+def resumed_settings(parser, argv, saved):
+    """The settings of a resumed run: those it was started with (`saved`), but for the
+    flags given now in `argv`, parsed by the trainer's `parser`."""
+    known = vars(parser.parse_args([]))
+    saved = {name: value for name, value in saved.items() if name in known and name != "resume"}
+    parser.set_defaults(**saved)
+    resumed = parser.parse_args(argv)
+    changed = [name for name, value in saved.items() if getattr(resumed, name) != value and name != "epochs"]
+    for name in changed:
+        if name in FIXED_ON_RESUME:
+            raise UserError(f"--resume: --{name} {getattr(resumed, name)} differs from the run's {saved[name]}; "
+                            f"it fixes the order of the training data, so a resumed run keeps it (start a new "
+                            f"run to change it)")
+    if changed:
+        print("Resuming with changed settings: "
+              + ", ".join(f"--{name} {getattr(resumed, name)} (was {saved[name]})" for name in changed))
+    return resumed
+
+
+def resume(state, modules, optimizers, scheduler, train_loader, settings):
+    """Load a training state into this run's objects (dicts name -> object, as saved).
+    Returns (history, first epoch to train, progress of the interrupted epoch or None)."""
+    saved_centers = state["modules"]["center_loss"]["centers"].shape
+    centers = modules["center_loss"].centers.shape
+    if saved_centers != centers:
+        raise UserError(f"--resume: the run in the checkpoint has {saved_centers[0]} classes and "
+                        f"{saved_centers[1]}-D features, this one {centers[0]} classes and {centers[1]}-D "
+                        f"features; resume with the settings the run was started with")
+    for name, module in modules.items():
+        try:
+            load_module_state(module, state["modules"][name], name)
+        except CheckpointError as error:
+            raise UserError(f"--resume: {error}") from None
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    scheduler.load_state_dict(state["scheduler"])
+    apply_changed_rates(settings, state["args"], optimizers, scheduler)
+
+    progress = state["partial_epoch"]
+    device = train_loader.labels.device
+    if progress is not None:
+        if progress["features"].size(0) != train_loader.num_samples:
+            raise UserError(f"--resume: the interrupted epoch had {progress['features'].size(0)} training "
+                            f"images, this run has {train_loader.num_samples}; resume with the same data")
+        progress = EpochProgress.from_saved(progress, device)
+    if not restore_rng_states(state["rng"], train_loader.generator):
+        # Another kind of device draws other numbers: the shuffling cannot go on where it was.
+        train_loader.generator.manual_seed(settings.seed + state["epoch"])
+        print(f"Note: the run was saved on {state['rng']['loader_device']}; on {device.type} its shuffling "
+              f"order is reseeded" + (" and the interrupted epoch starts again" if progress else ""))
+        progress = None
+    return History.from_saved(state["history"]), state["epoch"] + 1, progress
+
+
+def apply_changed_rates(settings, saved, optimizers, scheduler):
+    """Rates given anew on resume win over those restored with the optimizers."""
+    if (settings.lr, settings.step_size, settings.gamma) != (saved["lr"], saved["step_size"], saved["gamma"]):
+        # The rate the schedule gives now, had the run used these settings from its start.
+        lr = settings.lr * settings.gamma ** (scheduler.last_epoch // settings.step_size)
+        scheduler.base_lrs, scheduler.step_size, scheduler.gamma = [settings.lr], settings.step_size, settings.gamma
+        for group in optimizers["net"].param_groups:
+            group.update(lr=lr, initial_lr=settings.lr)
+    for group in optimizers["net"].param_groups:
+        group.update(momentum=settings.momentum, weight_decay=settings.weight_decay)
+    for group in optimizers["center"].param_groups:
+        group["lr"] = settings.center_lr
+
+
+def seed_all(seed):
+    """Seed every generator a run may draw from: torch's (CPU and accelerators), NumPy's, Python's."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class StateKeeper:
+    """Saves a run's training state after each epoch and when it is stopped in one, and
+    puts back the state that --resume names. Only the main process writes (`writes`);
+    `last_good` is the newest state known to be good: the one to go back to."""
+
+    def __init__(self, path, modules, optimizers, scheduler, settings, loader_generator, writes, command):
+        self.path, self.modules, self.optimizers, self.scheduler = path, modules, optimizers, scheduler
+        self.settings, self.loader_generator, self.writes, self.command = settings, loader_generator, writes, command
+        self.last_good = None
+        # The random states at the start of the epoch under way: where an interrupted epoch restarts.
+        self.epoch_start_rng = rng_states(loader_generator)
+
+    def resume(self, train_loader):
+        """Load the state of `settings.resume`; returns (history, first epoch, progress or None)."""
+        path = Path(self.settings.resume)
+        state = load_training_state(path)
+        history, first_epoch, progress = resume(state, self.modules, self.optimizers, self.scheduler, train_loader,
+                                                self.settings)
+        if progress is not None and train_loader.world_size > 1:
+            raise UserError(f"--resume: {path} was stopped in the middle of epoch {first_epoch} by a single "
+                            f"process; finish that epoch without torchrun (add --epochs {first_epoch}), then "
+                            f"resume under torchrun")
+        self.last_good = path
+        where = f"epoch {first_epoch}" + (f" after step {progress.step}" if progress else "")
+        print(f"Resuming from {path} at {where}")
+        if first_epoch > self.settings.epochs:
+            print(f"Nothing to train: the run has finished epoch {first_epoch - 1} and --epochs is "
+                  f"{self.settings.epochs}; give a larger --epochs to train on")
+        self.epoch_start_rng = rng_states(self.loader_generator)
+        return history, first_epoch, progress
+
+    def save(self, epoch, history):
+        """The state after `epoch`, written last of the epoch's files: a run killed before
+        this redoes the epoch and its files."""
+        self.epoch_start_rng = rng_states(self.loader_generator)
+        if self.writes:
+            save_training_state(self.path, epoch, self.modules, self.optimizers, self.scheduler, self.epoch_start_rng,
+                                vars(self.settings), history)
+        self.last_good = self.path
+
+    def save_interrupted(self, epoch, num_steps, history, progress):
+        """Save the state of `epoch`, stopped after `progress.step`; returns the message to show."""
+        if self.writes and not torch.distributed.is_initialized():
+            # Under torchrun each rank holds only its part of the epoch: it starts again.
+            save_training_state(self.path, epoch - 1, self.modules, self.optimizers, self.scheduler,
+                                self.epoch_start_rng, vars(self.settings), history, progress)
+            return f"Stopped in epoch {epoch} after step {progress.step} of {num_steps}. {self.resume_hint(self.path)}"
+        saved = self.resume_hint() if self.last_good else "No training state was saved yet."
+        return f"Stopped in epoch {epoch}; it starts again on resuming. {saved}"
+
+    def resume_hint(self, path=None):
+        path = path or self.last_good
+        return f"The training state is in {path}; to go on, run: {self.command} --resume {shlex.quote(str(path))}"
