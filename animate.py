@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 from checkpointing import load_checkpoint
-from cli import HelpFormatter
+import cli
 from errors import UserError
 from plots import write_feature_gif
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=HelpFormatter)
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("features", help="the test_features.pt a training run wrote")
     parser.add_argument("--out", default=None, help="GIF path; default: features.gif beside the input")
     parser.add_argument("--seconds_per_frame", type=float, default=0.4, help="display time of each epoch")

@@ -1,5 +1,7 @@
 """What the scripts' command lines share."""
 import argparse
+import os
+import signal
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -7,3 +9,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         return action.help if "default:" in action.help else super()._get_help_string(action)
+
+
+def exit_on_signals(message):
+    """Until main() sets its own handlers: Ctrl-C or SIGTERM ends the program at once with
+    `message` on one line, instead of a traceback from inside an import."""
+    def stop(signum, frame):
+        os.write(2, f"Stopped by {signal.Signals(signum).name} {message}\n".encode())
+        os._exit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)

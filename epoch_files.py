@@ -13,7 +13,7 @@ from checkpointing import atomic_write, save_checkpoint
 from errors import UserError
 from mnist_loader import MNIST_MEAN, MNIST_STD
 from plots import plot_curves, write_feature_gif
-from run_folder import RunPaths, write_run_file
+from run_folder import RunLock, RunPaths, write_run_file
 
 
 class EpochFiles:
@@ -24,9 +24,15 @@ class EpochFiles:
         self.settings = settings
         self.paths = RunPaths.from_settings(settings)
         self.writes = distributed.is_main_process() and not settings.dry_run
-        self.plotter = self.tensorboard = None
+        self.plotter = self.tensorboard = self.lock = None
         if self.writes:
-            self.paths.check()
+            self.paths.check(settings.epochs)
+            self.lock = RunLock(self.paths.out_dir)  # held until close(), or the process's end
+            try:
+                self.paths.claim(settings.epochs, resuming=bool(settings.resume), overwrite=settings.overwrite)
+            except UserError:
+                self.close()
+                raise
 
     def start(self, classes, device, world_size):
         """Write run.json and open TensorBoard; plots are drawn in the background on CUDA."""
@@ -35,6 +41,11 @@ class EpochFiles:
             write_run_file(self.paths, self.settings, classes, device, world_size, resumed=bool(self.settings.resume))
             if self.settings.tensorboard:
                 self.tensorboard = open_tensorboard(self.settings.tensorboard)
+
+    def close(self):
+        if self.lock:
+            self.lock.release()
+            self.lock = None
 
     def write_epoch(self, record, model, history, plot):
         if self.writes:

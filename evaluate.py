@@ -11,33 +11,42 @@ the checkpoint gives the dataset folder and the held-out digits; flags given win
 """
 import argparse
 import json
+import math
+import signal
 import sys
 from pathlib import Path
+
+import cli
+
+if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
+    cli.exit_on_signals("before the evaluation began; nothing was written")
 
 import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report
 
-from checkpointing import CheckpointError, atomic_write, load_checkpoint, save_figure
-from cli import HelpFormatter
+from checkpointing import CheckpointError, atomic_write, load_checkpoint, load_module_state, save_figure
 from devices import pick_device
 from errors import UserError
 from metrics import embed, split_retrieval_metrics
 from mnist_loader import REPO_DIR, TensorLoader, digit_to_class, normalize, read_split
 from mnist_net import Net
 from plots import draw_decision_regions, draw_features
-from run_folder import find_run_file
+from run_folder import check_image_format, find_run_file
 from training_state import TRAINING_STATE_FORMAT, load_training_state
 
 
 def read_checkpoint(path):
     """The model's state_dict, the centres (or None) and the held-out digits (or None) of
-    a per-epoch `state_dict` file or of a training state; `CheckpointError` otherwise."""
+    a per-epoch `state_dict` file or of a training state; `CheckpointError` when it is
+    none, or holds a tensor of the wrong shape, a value that is no tensor, or a weight
+    that is NaN or infinite (such a model's figures would mean nothing)."""
     content = load_checkpoint(path)
+    centers = holdout = None
     if isinstance(content, dict) and content.get("format") == TRAINING_STATE_FORMAT:
-        content = load_training_state(path)
-        modules = content["modules"]
-        return modules["model"], modules["center_loss"]["centers"], content["args"].get("holdout_classes")
+        state = load_training_state(path)
+        content, centers = state["modules"].get("model"), state["modules"].get("center_loss", {}).get("centers")
+        holdout = state["args"].get("holdout_classes")
     if not isinstance(content, dict):
         raise CheckpointError(f"{path} holds a {type(content).__name__}, not a model's state_dict")
     expected = set(Net().state_dict())
@@ -46,14 +55,37 @@ def read_checkpoint(path):
         raise CheckpointError(f"{path} is not a checkpoint of this project's Net "
                               f"(missing {', '.join(missing[:4]) or 'nothing'}{', ...' if len(missing) > 4 else ''}; "
                               f"unexpected {', '.join(map(str, unexpected[:4])) or 'nothing'})")
-    return content, None, None
+    for name, value in content.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
+    classifier = content["ip2.weight"]
+    model = Net(num_classes=classifier.shape[0] if classifier.dim() == 2 else 10)
+    load_module_state(model, content, f"model in {path}")
+    for name, value in [*content.items(), ("centres", centers if centers is not None else torch.zeros(()))]:
+        if not value.isfinite().all():
+            raise CheckpointError(f"{path}: {name} holds NaN or infinite values; a model trained into them "
+                                  f"gives no meaningful figures")
+    return model, centers, holdout
+
+
+def json_ready(figures):
+    """`figures` with every undefined (NaN) figure as null, its reason under "undefined":
+    JSON has no NaN."""
+    ready = {key: value for key, value in figures.items()}
+    undefined = [key for key, value in figures.items() if isinstance(value, float) and not math.isfinite(value)]
+    for key in undefined:
+        ready[key] = None
+    if undefined:
+        ready["undefined"] = {key: "no test image of these digits has another of its digit to retrieve"
+                              for key in undefined}
+    return ready
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Evaluate a trained checkpoint: accuracy, per-class report, retrieval metrics "
                     "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
-        formatter_class=HelpFormatter)
+        formatter_class=cli.HelpFormatter)
     parser.add_argument("checkpoint", help="a per-epoch .pth (state_dict) or training-state file of the trainer")
     parser.add_argument("--dataset_dir", default=None,
                         help="MNIST folder, as for the trainer; default: the run's, from its run.json, "
@@ -106,14 +138,19 @@ def evaluate(model, test_loader, class_digits, unseen_digits):
 
 def main(argv=None):
     """Evaluate a checkpoint; returns its figures (the JSON's content)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here a Ctrl-C is caught below
     try:
         args = parse_args(argv)
-        state, centers, stored_holdout = read_checkpoint(args.checkpoint)
+        if args.plot:
+            check_image_format("--plot", args.plot)
+        model, centers, stored_holdout = read_checkpoint(args.checkpoint)
         run = find_run_file(args.checkpoint) or {}
-        num_classes = state["ip2.weight"].shape[0]
+        num_classes = model.ip2.weight.shape[0]
         holdout = args.holdout_classes if args.holdout_classes is not None else run.get("holdout_classes",
                                                                                           stored_holdout)
         holdout = sorted(set(holdout or []))
+        if any(not 0 <= digit <= 9 for digit in holdout):
+            raise UserError(f"--holdout_classes takes digits 0-9, got {holdout}")
         class_digits = [digit for digit in range(10) if digit not in holdout]
         if len(class_digits) != num_classes:
             raise UserError(f"the checkpoint classifies {num_classes} digits, but {len(class_digits)} remain after "
@@ -123,8 +160,7 @@ def main(argv=None):
         dataset_dir = args.dataset_dir or run.get("dataset_dir") or str(REPO_DIR / "datasets")
         images, digits = read_split(dataset_dir, train=False, limit=args.max_test_samples)
         test_loader = TensorLoader(normalize(images, device), digits.to(device), args.batch_size)
-        model = Net(num_classes=num_classes).to(device)
-        model.load_state_dict(state)
+        model = model.to(device)
 
         figures, features, report_text = evaluate(model, test_loader, class_digits, holdout)
         figures["checkpoint"] = str(args.checkpoint)
@@ -137,15 +173,17 @@ def main(argv=None):
                 print(f"retrieval, {label}: Precision@1 {figures[prefix + 'precision_at_1']:.4f}, "
                       f"R-Precision {figures[prefix + 'r_precision']:.4f}, MAP@R {figures[prefix + 'map_at_r']:.4f}")
         if args.json:
-            atomic_write(args.json, json.dumps(figures, indent=2).encode())
+            atomic_write(args.json, json.dumps(json_ready(figures), indent=2, allow_nan=False).encode())
             print(f"Wrote {args.json}")
         if args.plot:
-            plot_evaluation(features, test_loader.labels, state["ip2.weight"], class_digits, centers, holdout,
+            plot_evaluation(features, test_loader.labels, model.ip2.weight.detach(), class_digits, centers, holdout,
                             f"{Path(args.checkpoint).name}: test features and decision regions", args.plot)
             print(f"Wrote {args.plot}")
         return figures
     except UserError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("Stopped by SIGINT (Ctrl-C); every file is either whole or as it was before")
 
 
 if __name__ == "__main__":

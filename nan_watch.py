@@ -1,9 +1,11 @@
-"""Watching a run for NaN and infinite values without a host sync per step.
+"""Watching a run for NaN, infinite and blown-up values, without a host sync per step.
 
 During an epoch, `NanWatch.step` notes on the device the first step at which each part
-of the loss went bad; `NanWatch.check` reads that once (when the epoch's metrics are
-read anyway) and raises `NonFiniteError`, whose message says what went bad, where, the
-likely cause and what to do.
+of a training step went bad (a feature NaN, infinite or beyond FEATURE_NORM_LIMIT in
+norm; a loss NaN or infinite) and the largest feature norm up to that step. `NanWatch.check` reads that
+once (when the epoch's metrics are read anyway) and raises `NonFiniteError`. `advice`
+turns the error and the evidence into a message: what went bad, the likely cause, and a
+resume from the last state known to be good, with the setting to change.
 """
 import shlex
 
@@ -12,51 +14,88 @@ import torch
 import distributed
 from errors import UserError
 
-# The parts of a training step watched for NaN and infinite values.
+# The parts of a training step watched.
 LOSS_PARTS = ("features", "softmax loss", "centre loss")
+# A 2-D feature of a healthy run stays within a few hundred of the origin; far beyond
+# that the next steps overflow, and a state holding such weights cannot be resumed from.
+FEATURE_NORM_LIMIT = 1e6
 NEVER = 2 ** 30  # "no bad step" in a minimum over ranks
 
 
 class NonFiniteError(UserError):
-    """`parts` (of LOSS_PARTS, or "weights") became NaN or infinite at `step` of `epoch`."""
+    """`parts` went bad `where` ("in epoch 3 at step 5 of 8"); the evidence for the advice:
+    whether the network's weights and the centres are still finite, the largest feature norm."""
 
-    def __init__(self, epoch, step, num_steps, parts):
-        names = [f"the {part}" for part in parts]
-        names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-        super().__init__(f"{names} became NaN or infinite in epoch {epoch} at step {step} of {num_steps}")
-        self.parts = parts
+    def __init__(self, parts, where, network_finite=True, centers_finite=True, max_feature_norm=None):
+        troubles = [f"the {part} blew up (NaN, infinite or a norm over {FEATURE_NORM_LIMIT:g})"
+                    if part.endswith("features") else f"the {part} became NaN or infinite" for part in parts]
+        super().__init__(" and ".join(troubles) + f" {where}")
+        self.parts, self.network_finite, self.centers_finite = parts, network_finite, centers_finite
+        self.max_feature_norm = max_feature_norm
 
 
 class NanWatch:
     def __init__(self, device):
-        # For each of LOSS_PARTS, the first step at which it was not finite (NEVER: none).
+        # For each of LOSS_PARTS, the first step at which it went bad (NEVER: none).
         self.first_bad_step = torch.full((len(LOSS_PARTS),), NEVER, device=device)
+        self.max_feature_norm = torch.zeros((), device=device)
 
     def step(self, step, features, softmax_loss, center_loss):
-        finite = torch.stack((features.isfinite().all(), softmax_loss.isfinite(), center_loss.isfinite()))
-        self.first_bad_step = torch.where(finite, self.first_bad_step, self.first_bad_step.clamp(max=step))
+        norm = features.detach().float().norm(dim=1).max().nan_to_num(nan=torch.inf)
+        # The evidence of the first bad step, not of the steps that went on from it.
+        went_bad = self.first_bad_step.min() < NEVER
+        self.max_feature_norm = torch.where(went_bad, self.max_feature_norm, torch.maximum(self.max_feature_norm, norm))
+        good = torch.stack((norm <= FEATURE_NORM_LIMIT, softmax_loss.isfinite(), center_loss.isfinite()))
+        self.first_bad_step = torch.where(good, self.first_bad_step, self.first_bad_step.clamp(max=step))
 
-    def check(self, parameters, epoch, step, num_steps):
-        """Raise NonFiniteError when a part of a step, or a weight after `step`, was not finite.
-        Waits for the device."""
-        weights_finite = torch.stack([parameter.isfinite().all() for parameter in parameters]).all()
+    def check(self, network, centers, epoch, step, num_steps):
+        """Raise NonFiniteError when a part of a step went bad, or a weight (of the `network`'s
+        parameters or the `centers`) is not finite after `step`. Waits for the device."""
+        finite = torch.stack([torch.stack([p.isfinite().all() for p in network]).all(), centers.isfinite().all()])
         # Every rank stops together, on the first bad step of any of them.
         bad_steps = distributed.min_across_ranks(self.first_bad_step.clone()).tolist()
+        network_finite, centers_finite = finite.tolist()
+        evidence = dict(network_finite=network_finite, centers_finite=centers_finite,
+                        max_feature_norm=self.max_feature_norm.item())
         first = min(bad_steps)
         if first < NEVER:
-            raise NonFiniteError(epoch, first, num_steps,
-                                 [part for part, bad in zip(LOSS_PARTS, bad_steps) if bad == first])
-        if not weights_finite:
-            raise NonFiniteError(epoch, step, num_steps, ["weights"])
+            parts = [part for part, bad in zip(LOSS_PARTS, bad_steps) if bad == first]
+            raise NonFiniteError(parts, f"in epoch {epoch} at step {first} of {num_steps}", **evidence)
+        if not (network_finite and centers_finite):
+            parts = ["network's weights"] * (not network_finite) + ["centres"] * (not centers_finite)
+            raise NonFiniteError(parts, f"in epoch {epoch} at step {step} of {num_steps}", **evidence)
 
 
-def advice(error, args, last_good, command):
-    """`error`'s message with the likely cause and what to do; `command` starts the resume line."""
-    flag = "center_lr" if error.parts == ["centre loss"] else "lr"
-    rate = getattr(args, flag)
-    message = (f"{error}; the run stops without saving that epoch. The likely cause is a learning rate "
-               f"too high (--{flag} {rate:g}); ")
+def check_test_pass(features, loss):
+    """Raise NonFiniteError when the test pass gave bad features or a bad loss (`loss` a float)."""
+    norm = features.float().norm(dim=1).max().nan_to_num(nan=torch.inf).item() if features.numel() else 0.0
+    parts = ["test features"] * (norm > FEATURE_NORM_LIMIT) + ["test loss"] * (not abs(loss) < torch.inf)
+    if parts:
+        raise NonFiniteError(parts, "in the test pass after the epoch's training", max_feature_norm=norm)
+
+
+def advice(error, epoch, settings, recipe, current_lr, last_good, command):
+    """The message for `error` in `epoch`: the likely cause from its evidence, and what to do.
+    `current_lr` is the network's rate in that epoch, `last_good` the newest good state or
+    None; the suggested rate is the `recipe`'s (the article's settings) when the run's is
+    higher, else a tenth of the run's."""
+    if current_lr > settings.lr * (1 + 1e-9):
+        cause = (f"the schedule raised the network's learning rate to {current_lr:g} (--gamma {settings.gamma:g} "
+                 f"every --step_size {settings.step_size} epochs)")
+        name = "gamma"
+    elif error.parts == ["centres"] or (error.parts == ["centre loss"] and
+                                        (error.max_feature_norm or 0) <= FEATURE_NORM_LIMIT):
+        cause = f"the centres' learning rate is too high (--center_lr {settings.center_lr:g})"
+        name = "center_lr"
+    else:
+        rate = f"--lr {settings.lr:g}" + (f", {current_lr:g} in this epoch" if current_lr != settings.lr else "")
+        cause = f"the network's learning rate is too high ({rate})"
+        name = "lr"
+    largest = f" (largest feature norm {error.max_feature_norm:.3g})" if error.max_feature_norm is not None else ""
+    message = f"{error}{largest}; the run stops without saving epoch {epoch}. The likely cause: {cause}; "
+    run_value, recipe_value = getattr(settings, name), getattr(recipe, name)
+    change = f"--{name} {recipe_value if name == 'gamma' or run_value > recipe_value else run_value / 10:g}"
     if last_good is None:
-        return message + "no training state was saved yet: start again with a lower one"
+        return message + f"no training state was saved yet: start again with a lower one, e.g. {change}"
     return message + (f"the last good training state is {last_good}: resume from it with a lower one, "
-                      f"e.g. {command} --resume {shlex.quote(str(last_good))} --{flag} {rate / 10:g}")
+                      f"e.g. {command} --resume {shlex.quote(str(last_good))} {change}")

@@ -8,7 +8,9 @@
     OUT_DIR/test_features.pt      the test features of every epoch, and features.gif from them
 """
 import datetime
+import fcntl
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -16,12 +18,14 @@ from pathlib import Path
 
 import torch
 import torchvision
+from matplotlib.figure import Figure
 
 from checkpointing import atomic_write
 from errors import UserError
 from training_state import TRAINING_STATE_NAME
 
 RUN_FILE = "run.json"
+LOCK_FILE = "run.lock"
 REPO_DIR = Path(__file__).resolve().parent
 
 
@@ -57,8 +61,10 @@ class RunPaths:
         self.gif = self.out_dir / "features.gif"
         self.train_batch = self.visual(1).parent / "train_batch.png"  # with --img_show
 
-    def check(self):
-        """Raise UserError, before any training, when an output path cannot be used."""
+    def check(self, epochs):
+        """Raise UserError, before any training, when an output path of epochs 1 to `epochs`
+        cannot be used: a folder that cannot be written, a template without {}, a plot
+        format matplotlib cannot write, a file name taken by a folder."""
         check_writable("out_dir", self.out_dir)
         for name, template in (("model_path_temp", self.model_path_temp), ("vis_img_path_temp", self.vis_img_path_temp)):
             if "{}" not in template:
@@ -68,6 +74,67 @@ class RunPaths:
             except (IndexError, KeyError, ValueError) as error:
                 raise UserError(f"--{name} is not a valid path template ({error}): {template!r}") from None
             check_writable(name, folder)
+        check_image_format("--vis_img_path_temp", self.visual(1))
+        for path in [*self.fixed_files(), *(self.model(epoch) for epoch in range(1, epochs + 1)),
+                     *(self.visual(epoch) for epoch in range(1, epochs + 1))]:
+            if path.is_dir():
+                raise UserError(f"the output file {path} is an existing folder; remove it or choose other paths")
+
+    def fixed_files(self):
+        return [self.run_file, self.history, self.curves, self.training_state, self.test_features, self.gif]
+
+    def run_files(self, epochs):
+        """The files of a run that are already in place: its fixed files, and its epoch files
+        up to epoch max(`epochs`, 999)."""
+        epoch_files = [path(epoch) for path in (self.model, self.visual) for epoch in range(1, max(epochs, 999) + 1)]
+        return [path for path in [*self.fixed_files(), *epoch_files] if path.is_file()]
+
+    def claim(self, epochs, resuming, overwrite):
+        """Make the folder this run's: refuse a folder that holds another run's files unless
+        `resuming` it or told to `overwrite` them, in which case they are deleted first."""
+        existing = self.run_files(epochs)
+        if resuming or not existing:
+            return
+        if not overwrite:
+            raise UserError(f"{self.out_dir} holds another run's outputs ({existing[0].name} and "
+                            f"{len(existing) - 1} more files); continue it with --resume auto, choose another "
+                            f"--out_dir, or start afresh there with --overwrite (deletes them)")
+        for path in existing:
+            path.unlink()
+        print(f"--overwrite: deleted the {len(existing)} files of the run that was in {self.out_dir}")
+
+
+class RunLock:
+    """Held for a run's life: a second trainer on the same folder stops with one line naming
+    the process that holds it. The lock goes with the process, also when it is killed."""
+
+    def __init__(self, out_dir):
+        path = Path(out_dir) / LOCK_FILE
+        self.file = open(path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise UserError(f"another trainer (process {holder}) is writing to {out_dir}; wait for it to end, "
+                            f"stop it, or choose another --out_dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+def check_image_format(flag, path):
+    """matplotlib must be able to write the format that `path`'s suffix names."""
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in Figure().canvas.get_supported_filetypes():
+        raise UserError(f"{flag}: matplotlib cannot write .{suffix} images ({path}); use one of "
+                        f"{', '.join(sorted(Figure().canvas.get_supported_filetypes()))}")
 
 
 def check_writable(name, folder):

@@ -9,9 +9,15 @@ torchrun) lives in the modules named for it.
 import argparse
 import functools
 import itertools
+import math
 import shlex
 import sys
 from pathlib import Path
+
+import cli
+
+if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
+    cli.exit_on_signals("before training began; nothing was written")
 
 import torch
 import torch.nn as nn
@@ -23,7 +29,6 @@ from tqdm import tqdm
 import distributed
 from center_loss import CenterLoss
 from checkpointing import save_figure
-from cli import HelpFormatter
 from devices import bf16_supported, pick_device, speed_setup
 from epoch_files import EpochFiles
 from errors import UserError
@@ -31,7 +36,7 @@ from history import EpochClock, EpochProgress, EpochRecord, History, LossMetrics
 from metrics import embed, split_retrieval_metrics
 from mnist_loader import REPO_DIR, digit_to_class, load_dataset
 from mnist_net import Net
-from nan_watch import NanWatch, NonFiniteError, advice
+from nan_watch import NanWatch, NonFiniteError, advice, check_test_pass
 from plots import draw_features
 from stop_signals import RunStopped, StopSignals, TrainingInterrupted
 from training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
@@ -40,7 +45,7 @@ from training_state import StateKeeper, load_training_state, resume_path, resume
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Train LeNets++ on MNIST with softmax + Center Loss (Wen et al., ECCV 2016).",
-        formatter_class=HelpFormatter)
+        formatter_class=cli.HelpFormatter)
     add = parser.add_argument
     add("--dataset_dir", default=str(REPO_DIR / "datasets"),
         help="folder with MNIST (downloaded there when missing); may also hold the four IDX files directly, "
@@ -87,6 +92,8 @@ def build_parser():
     add("--img_show", action="store_true",
         help="save a grid of one training batch (OUT_DIR/visual/train_batch.png) and show it when a display "
              "exists")
+    add("--overwrite", action="store_true",
+        help="start a new run in an --out_dir that holds another run's outputs, deleting that run's files first")
     add("--resume", metavar="PATH", default=None,
         help="continue a stopped run: its training_state.pth, its folder, or 'auto' for the one in --out_dir. "
              "The run keeps its settings unless they are given again; --epochs counts all epochs, the done "
@@ -115,11 +122,16 @@ def check_settings(args):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     for name in ("lr", "center_lr", "gamma"):
-        if not getattr(args, name) > 0:
-            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
+        if not 0 < getattr(args, name) < math.inf:
+            raise UserError(f"--{name} must be positive and finite, got {getattr(args, name)}")
     for name in ("momentum", "weight_decay", "loss_weight"):
-        if not getattr(args, name) >= 0:
-            raise UserError(f"--{name} must not be negative, got {getattr(args, name)}")
+        if not 0 <= getattr(args, name) < math.inf:
+            raise UserError(f"--{name} must be finite and not negative, got {getattr(args, name)}")
+    if args.momentum >= 1:
+        raise UserError(f"--momentum must be below 1 (SGD's velocity grows without bound at 1 or more), "
+                        f"got {args.momentum}")
+    if not 0 <= args.seed < 2 ** 32:  # the range every generator seeded from it takes (NumPy's is the narrowest)
+        raise UserError(f"--seed must lie in 0 to 2**32 - 1, got {args.seed}")
     for name in ("max_train_samples", "max_test_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -135,6 +147,8 @@ def check_settings(args):
         args.max_train_samples = min(args.max_train_samples or args.batch_size, args.batch_size)
         args.max_test_samples = min(args.max_test_samples or args.batch_size, args.batch_size)
         args.epochs = 1
+    # Absolute, so that run.json and --resume work from any folder.
+    args.dataset_dir, args.out_dir = str(Path(args.dataset_dir).resolve()), str(Path(args.out_dir).resolve())
 
 
 def train(model, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer, center_optimizer, epoch,
@@ -173,10 +187,10 @@ def train(model, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer
         watch.step(step, ip1, softmax_loss, center)
         start = progress.add(step, start, ip1, digits, (pred.argmax(1) == labels).sum(), loss, center)
         if stop is not None and stop.requested() and step < len(train_loader):
-            watch.check([*model.parameters(), *center_loss.parameters()], epoch, step, len(train_loader))
+            watch.check(model.parameters(), center_loss.centers, epoch, step, len(train_loader))
             raise TrainingInterrupted(progress)
     # The one host sync of the epoch: the metrics are printed.
-    watch.check([*model.parameters(), *center_loss.parameters()], epoch, len(train_loader), len(train_loader))
+    watch.check(model.parameters(), center_loss.centers, epoch, len(train_loader), len(train_loader))
     sums = distributed.sum_across_ranks(torch.stack([progress.correct, progress.loss_sum, progress.center_loss_sum]))
     metrics = LossMetrics(*(sums / (train_loader.num_samples * train_loader.world_size)).tolist())
     return metrics, distributed.gather_rows(progress.features).cpu(), distributed.gather_rows(progress.digits).cpu()
@@ -199,7 +213,9 @@ def test(model, test_loader, nll_loss, loss_weight, center_loss, class_of_digit,
     correct, loss, center, count = sums.tolist()
     count = max(count, 1)
     metrics = LossMetrics(correct / count, loss / count, center / count)
-    return metrics, distributed.gather_rows(features), distributed.gather_rows(digits)
+    features, digits = distributed.gather_rows(features), distributed.gather_rows(digits)
+    check_test_pass(features, metrics.loss)  # a bad epoch is never saved
+    return metrics, features, digits
 
 
 def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None, unseen_digits=()):
@@ -225,14 +241,15 @@ def start_line(device, train_loader, test_loader, first_epoch, args):
 
 
 def resume_command():
+    """How to run this script again from the current folder."""
     script = Path(__file__).resolve()
-    relative = Path(shlex.quote(str(script.relative_to(Path.cwd())))) if script.is_relative_to(Path.cwd()) else script
-    return f"python3 {relative}"
+    shown = script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else script
+    return f"python3 {shlex.quote(str(shown))}"
 
 
 def main(argv=None):
     """Train and test as the article does; returns the run's History (one EpochRecord per epoch)."""
-    stop, keeper = StopSignals(), None
+    stop, files, keeper = StopSignals(), None, None
     try:
         with stop:
             # Arguments
@@ -316,10 +333,13 @@ def main(argv=None):
         exit_stopped("Stopped at once by a second signal; " + (f"the last training state saved is {keeper.last_good}"
                      if keeper and keeper.last_good else "no training state was saved"), 128 + (stop.signum or 2))
     except NonFiniteError as error:
-        sys.exit(f"error: {advice(error, args, keeper.last_good, resume_command())}")
+        recipe = build_parser().parse_args([])  # the article's settings
+        sys.exit(f"error: {advice(error, epoch, args, recipe, lr, keeper.last_good, resume_command())}")
     except UserError as error:
         sys.exit(f"error: {error}")
     finally:
+        if files:
+            files.close()  # lets another run use the folder
         distributed.teardown()
 
 

@@ -4,6 +4,8 @@ It holds the weights, the centres, both optimizers, the schedule, every random s
 settings, the history and, for a run stopped in the middle of an epoch, that epoch's
 progress; all in plain types that load with `weights_only=True`. `resume` puts it back.
 """
+import hashlib
+import io
 import random
 import shlex
 from pathlib import Path
@@ -17,7 +19,7 @@ from history import EpochProgress, History
 
 TRAINING_STATE_NAME = "training_state.pth"
 TRAINING_STATE_FORMAT = "mnist-center-loss-training-state"
-TRAINING_STATE_VERSION = 2
+TRAINING_STATE_VERSION = 3
 # Settings that fix the order of the training data: a resumed run keeps them.
 FIXED_ON_RESUME = ("seed", "batch_size", "max_train_samples", "holdout_classes")
 
@@ -55,9 +57,7 @@ def save_training_state(path, epoch, modules, optimizers, scheduler, rng, settin
     """Write the state after `epoch` (with `progress`: in the middle of epoch + 1):
     `modules` and `optimizers` are dicts name -> object, `settings` a dict, `rng` from
     `rng_states`, `history` a History."""
-    save_checkpoint(path, {
-        "format": TRAINING_STATE_FORMAT,
-        "version": TRAINING_STATE_VERSION,
+    write_training_state(path, {
         "epoch": epoch,
         "modules": {name: module.state_dict() for name, module in modules.items()},
         "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
@@ -69,20 +69,50 @@ def save_training_state(path, epoch, modules, optimizers, scheduler, rng, settin
     })
 
 
+def write_training_state(path, state):
+    """Write `state` (a dict of STATE_PARTS) as bytes with their SHA-256, since torch keeps
+    no checksum: a damaged file is refused, not resumed from."""
+    content = io.BytesIO()
+    torch.save(state, content)
+    content = content.getvalue()
+    save_checkpoint(path, {"format": TRAINING_STATE_FORMAT, "version": TRAINING_STATE_VERSION,
+                           "sha256": hashlib.sha256(content).hexdigest(),
+                           "content": torch.frombuffer(bytearray(content), dtype=torch.uint8)})
+
+
+# What a training state holds, and the type of each part.
+STATE_PARTS = {"epoch": int, "modules": dict, "optimizers": dict, "scheduler": dict, "rng": dict, "args": dict,
+               "history": dict, "partial_epoch": (dict, type(None))}
+
+
 def load_training_state(path):
     """Read a training state written by `save_training_state`; `CheckpointError` when the
-    file is broken or is not one (another program's checkpoint, a per-epoch model file)."""
-    state = load_checkpoint(path)
-    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-        if isinstance(state, dict) and state and all(isinstance(value, torch.Tensor) for value in state.values()):
+    file is broken, damaged (its checksum differs) or is not one (another program's
+    checkpoint, a per-epoch model file)."""
+    saved = load_checkpoint(path)
+    if not isinstance(saved, dict) or saved.get("format") != TRAINING_STATE_FORMAT:
+        if isinstance(saved, dict) and saved and all(isinstance(value, torch.Tensor) for value in saved.values()):
             kind = "a model's state_dict (such as a per-epoch epoch_NNN.pth)"
         else:
             kind = "a checkpoint of another program"
         raise CheckpointError(f"{path} is {kind}, not a training state of this trainer; "
                               f"resume from the {TRAINING_STATE_NAME} of the run's folder")
-    if state.get("version") != TRAINING_STATE_VERSION:
-        raise CheckpointError(f"{path} is a training state of version {state.get('version')}; "
+    if saved.get("version") != TRAINING_STATE_VERSION:
+        raise CheckpointError(f"{path} is a training state of version {saved.get('version')}; "
                               f"this trainer reads version {TRAINING_STATE_VERSION}")
+    content = saved.get("content")
+    if not isinstance(content, torch.Tensor) or content.dtype != torch.uint8 or not isinstance(saved.get("sha256"), str):
+        raise CheckpointError(f"{path} is a damaged training state: its content or checksum is missing")
+    content = content.numpy().tobytes()
+    if hashlib.sha256(content).hexdigest() != saved["sha256"]:
+        raise CheckpointError(f"{path} is a damaged training state: its content does not match its checksum")
+    try:
+        state = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+    except Exception as error:  # the checksum matched: written damaged, or by other code
+        raise CheckpointError(f"{path} is a damaged training state ({type(error).__name__})") from error
+    for part, kind in STATE_PARTS.items():
+        if not isinstance(state.get(part) if isinstance(state, dict) else None, kind):
+            raise CheckpointError(f"{path} is a damaged training state: its {part!r} is missing or of the wrong type")
     return state
 
 
@@ -121,6 +151,10 @@ def resumed_settings(parser, argv, saved):
 def resume(state, modules, optimizers, scheduler, train_loader, settings):
     """Load a training state into this run's objects (dicts name -> object, as saved).
     Returns (history, first epoch to train, progress of the interrupted epoch or None)."""
+    if state["partial_epoch"] is not None and train_loader.world_size > 1:
+        raise UserError(f"--resume: the run was stopped in the middle of epoch {state['epoch'] + 1} by a single "
+                        f"process; finish that epoch without torchrun (add --epochs {state['epoch'] + 1}), then "
+                        f"resume under torchrun")
     saved_centers = state["modules"]["center_loss"]["centers"].shape
     centers = modules["center_loss"].centers.shape
     if saved_centers != centers:
@@ -192,10 +226,6 @@ class StateKeeper:
         state = load_training_state(path)
         history, first_epoch, progress = resume(state, self.modules, self.optimizers, self.scheduler, train_loader,
                                                 self.settings)
-        if progress is not None and train_loader.world_size > 1:
-            raise UserError(f"--resume: {path} was stopped in the middle of epoch {first_epoch} by a single "
-                            f"process; finish that epoch without torchrun (add --epochs {first_epoch}), then "
-                            f"resume under torchrun")
         self.last_good = path
         where = f"epoch {first_epoch}" + (f" after step {progress.step}" if progress else "")
         print(f"Resuming from {path} at {where}")

@@ -1,6 +1,8 @@
 """Shared fixtures: small MNIST-format IDX files, written here and read back through
 torchvision's real MNIST class by the code under test; runs of the trainer on them."""
 import gzip
+import os
+import signal
 import struct
 import subprocess
 import sys
@@ -14,6 +16,7 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 
 import train_mnist_original_center as trainer  # noqa: E402  (after the path is set)
+from center_loss import CenterLoss  # noqa: E402
 from checkpointing import load_checkpoint  # noqa: E402
 from training_state import load_training_state  # noqa: E402
 
@@ -174,3 +177,18 @@ def assert_equal(value, expected):
         assert torch.equal(value, expected)
     else:
         assert value == expected
+
+
+def interrupt_at_training_step(monkeypatch, step):
+    """Send this process SIGINT during the `step`-th training step from the run's start."""
+    forward = CenterLoss.forward
+    calls = []
+
+    def forward_and_signal(self, label, feat, *rest):
+        if torch.is_grad_enabled():  # a training step, not a test pass
+            calls.append(None)
+            if len(calls) == step:
+                os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, label, feat, *rest)
+
+    monkeypatch.setattr(CenterLoss, "forward", forward_and_signal)

@@ -2,13 +2,11 @@ import pytest
 from PIL import Image
 
 import animate
-from conftest import run_script
 
 
 def test_remakes_the_gif_of_a_run(two_epoch_run, tmp_path):
     _, out = two_epoch_run
-    result = run_script(out / "test_features.pt", "--out", tmp_path / "again.gif", script="animate.py")
-    assert result.returncode == 0, result.stderr
+    assert animate.main([str(out / "test_features.pt"), "--out", str(tmp_path / "again.gif")]) == tmp_path / "again.gif"
     with Image.open(tmp_path / "again.gif") as gif:
         assert gif.n_frames == 2
 

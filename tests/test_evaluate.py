@@ -42,9 +42,9 @@ def test_evaluate_matches_the_trainers_last_epoch_without_repeating_flags(two_ep
 def test_reads_a_training_state_file(two_epoch_run, mnist_dir, tmp_path):
     _, out = two_epoch_run
     state_path = out / "training_state.pth"
-    model_state, centers, holdout = evaluate.read_checkpoint(state_path)
+    model, centers, holdout = evaluate.read_checkpoint(state_path)
     per_epoch = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
-    assert all(torch.equal(model_state[name], per_epoch[name]) for name in per_epoch)
+    assert all(torch.equal(model.state_dict()[name], per_epoch[name]) for name in per_epoch)
     assert centers.shape == (10, 2) and holdout == []
     evaluate.main([str(state_path), "--dataset_dir", str(mnist_dir), "--plot", str(tmp_path / "with_centres.png")])
     assert (tmp_path / "with_centres.png").is_file()
@@ -76,9 +76,9 @@ def test_truncated_real_checkpoint(two_epoch_run, tmp_path, mnist_dir):
     _, out = two_epoch_run
     data = (out / "model" / "epoch_002.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    result = run_script(tmp_path / "cut.pth", "--dataset_dir", mnist_dir, script="evaluate.py")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "truncated or corrupt" in result.stderr
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(tmp_path / "cut.pth"), "--dataset_dir", str(mnist_dir)])
+    assert "truncated or corrupt" in stop.value.code and "\n" not in stop.value.code
 
 
 def test_a_holdout_checkpoint_evaluates_without_the_flag(holdout_run, tmp_path):
@@ -96,3 +96,39 @@ def test_a_holdout_checkpoint_moved_away_from_its_run_needs_the_flag(holdout_run
     figures = evaluate.main([str(tmp_path / "moved.pth"), "--dataset_dir", str(mnist_dir),
                              "--holdout_classes", "8", "9"])
     assert set(figures["per_class"]) == set("01234567")
+
+
+def broken_copy(two_epoch_run, tmp_path, change):
+    _, out = two_epoch_run
+    state = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
+    change(state)
+    torch.save(state, tmp_path / "broken.pth")
+    return str(tmp_path / "broken.pth")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda state: state.update({"ip1.weight": torch.zeros(2, 7)}), "ip1.weight has shape (2, 7) there"),
+    (lambda state: state.update({"ip1.bias": [0.0, 0.0]}), "ip1.bias is a list, not a tensor"),
+    (lambda state: state["conv2_1.weight"][0, 0, 0].fill_(float("nan")), "conv2_1.weight holds NaN"),
+])
+def test_a_damaged_model_is_refused_in_one_line(two_epoch_run, tmp_path, change, message):
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([broken_copy(two_epoch_run, tmp_path, change)])
+    assert message in stop.value.code and "\n" not in stop.value.code
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--holdout_classes", "10", "11"], "--holdout_classes takes digits 0-9"),
+    (["--plot", "x.foo"], "--plot: matplotlib cannot write .foo images"),
+])
+def test_bad_flags_of_evaluate(two_epoch_run, tmp_path, flags, message):
+    _, out = two_epoch_run
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(out / "model" / "epoch_002.pth"), *flags])
+    assert message in stop.value.code
+
+
+def test_undefined_figures_are_null_with_a_reason():
+    ready = evaluate.json_ready({"accuracy": 0.5, "unseen_map_at_r": float("nan"), "per_class": {}})
+    assert ready["unseen_map_at_r"] is None and "unseen_map_at_r" in ready["undefined"]
+    json.dumps(ready, allow_nan=False)  # strict JSON

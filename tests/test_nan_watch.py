@@ -1,11 +1,16 @@
 """A run whose numbers go NaN or infinite stops with advice, keeping the last good state."""
+import shlex
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import train_mnist_original_center as trainer
 from conftest import small_run_flags, stop_message
-from nan_watch import NanWatch, NonFiniteError
+from nan_watch import FEATURE_NORM_LIMIT, NanWatch, NonFiniteError, advice, check_test_pass
 from training_state import load_training_state
+
+RECIPE = trainer.build_parser().parse_args([])
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -17,12 +22,50 @@ def test_the_watch_names_the_first_bad_step_and_part():
     watch.step(2, torch.ones(2, 2), good, bad)
     watch.step(3, torch.full((2, 2), float("inf")), bad, bad)
     with pytest.raises(NonFiniteError, match="the centre loss became NaN or infinite in epoch 5 at step 2 of 9"):
-        watch.check([torch.zeros(3)], 5, 3, 9)
+        watch.check([torch.zeros(3)], torch.zeros(10, 2), 5, 3, 9)
+
+
+def test_features_far_from_the_origin_count_as_blown_up():
+    watch = NanWatch(torch.device("cpu"))
+    watch.step(1, torch.tensor([[FEATURE_NORM_LIMIT * 2, 0.0]]), torch.tensor(1.0), torch.tensor(1.0))
+    with pytest.raises(NonFiniteError, match="the features blew up") as error:
+        watch.check([torch.zeros(3)], torch.zeros(10, 2), 1, 1, 4)
+    assert error.value.max_feature_norm == FEATURE_NORM_LIMIT * 2
 
 
 def test_non_finite_weights_are_caught_too():
-    with pytest.raises(NonFiniteError, match="the weights became NaN"):
-        NanWatch(torch.device("cpu")).check([torch.tensor([0.0, float("inf")])], 1, 4, 8)
+    with pytest.raises(NonFiniteError, match="the centres became NaN") as error:
+        NanWatch(torch.device("cpu")).check([torch.zeros(3)], torch.tensor([0.0, float("inf")]), 1, 4, 8)
+    assert error.value.network_finite and not error.value.centers_finite
+
+
+def test_a_bad_test_pass_is_an_error():
+    check_test_pass(torch.ones(5, 2), 2.3)
+    with pytest.raises(NonFiniteError, match="the test loss became NaN or infinite in the test pass"):
+        check_test_pass(torch.ones(5, 2), float("nan"))
+    with pytest.raises(NonFiniteError, match="the test features blew up"):
+        check_test_pass(torch.full((5, 2), float("nan")), 2.3)
+
+
+def settings(**changes):
+    return SimpleNamespace(**{**vars(RECIPE), **changes})
+
+
+def test_advice_follows_the_evidence():
+    centres = NonFiniteError(["centre loss"], "in epoch 2 at step 3 of 8", max_feature_norm=4.0)
+    assert "the centres' learning rate is too high (--center_lr 50)" in advice(
+        centres, 2, settings(center_lr=50.0), RECIPE, 0.001, None, "python3 t.py")
+    # The centre loss overflowed because the features blew up: the network's rate is the cause.
+    blown = NonFiniteError(["centre loss"], "in epoch 2 at step 3 of 8", max_feature_norm=3e38)
+    message = advice(blown, 2, settings(lr=10.0), RECIPE, 10.0, "state.pth", "python3 t.py")
+    assert "the network's learning rate is too high (--lr 10)" in message
+    assert message.endswith("e.g. python3 t.py --resume state.pth --lr 0.001")  # the article's rate
+    # The schedule raised the rate: --gamma is the cause, whatever went bad.
+    message = advice(blown, 3, settings(gamma=1000.0, step_size=1), RECIPE, 1000.0, "s.pth", "python3 t.py")
+    assert "the schedule raised the network's learning rate to 1000 (--gamma 1000" in message
+    assert message.endswith("--gamma 0.8")
+    # A rate already at or below the article's: a tenth of it.
+    assert advice(blown, 1, settings(lr=0.001), RECIPE, 0.001, None, "p").endswith("e.g. --lr 0.0001")
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_state(mnist_dir, tmp_path, capsys):
@@ -30,13 +73,15 @@ def test_nan_stops_the_run_and_keeps_the_last_good_state(mnist_dir, tmp_path, ca
     state_path = tmp_path / "training_state.pth"
     good_state = state_path.read_bytes()
     message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=2) + ["--resume", "auto", "--lr", "1e8"])
-    assert "became NaN or infinite in epoch 2 at step" in message and "of 8" in message
-    assert "the softmax loss" in message and "learning rate too high (--lr 1e+08)" in message
+    assert "in epoch 2 at step" in message and "of 8" in message
+    assert "the network's learning rate is too high (--lr 1e+08)" in message
     assert f"the last good training state is {state_path}" in message and "\n" not in message
     assert state_path.read_bytes() == good_state
     assert not (tmp_path / "model" / "epoch_002.pth").exists() and not (tmp_path / "visual" / "epoch_002.png").exists()
-    # The advice works: from the last good state, with a sane rate, the run goes on.
-    trainer.main(["--resume", str(state_path), "--epochs", "2", "--lr", "0.001"])
+    # The advice works: the command it prints, run as it is, goes on from the last good state.
+    command = shlex.split(message.split("e.g. ")[1])
+    assert command[:2] == ["python3", "train_mnist_original_center.py"]
+    trainer.main(command[2:] + ["--epochs", "2"])
     assert "Resuming with changed settings: --lr 0.001 (was 0.01)" in capsys.readouterr().out
     state = load_training_state(state_path)
     assert state["epoch"] == 2 and state["optimizers"]["net"]["param_groups"][0]["lr"] == 0.001
@@ -44,10 +89,17 @@ def test_nan_stops_the_run_and_keeps_the_last_good_state(mnist_dir, tmp_path, ca
 
 def test_nan_in_the_first_epoch(mnist_dir, tmp_path):
     message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=1) + ["--lr", "1e8"])
-    assert "in epoch 1 at step" in message and "no training state was saved yet" in message
+    assert "in epoch 1" in message and "no training state was saved yet" in message
     assert not (tmp_path / "training_state.pth").exists()
 
 
 def test_centres_blowing_up_blame_the_centre_rate(mnist_dir, tmp_path):
     message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=1) + ["--center_lr", "1e30"])
     assert "the centre loss became NaN or infinite" in message and "(--center_lr 1e+30)" in message
+    assert message.endswith("start again with a lower one, e.g. --center_lr 0.5")
+
+
+def test_an_epoch_whose_test_pass_blew_up_is_not_saved(mnist_dir, tmp_path):
+    message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=1) + ["--lr", "100", "--momentum", "0"])
+    assert "no training state was saved yet" in message
+    assert not (tmp_path / "training_state.pth").exists() and not (tmp_path / "model" / "epoch_001.pth").exists()

@@ -35,7 +35,7 @@ def test_the_articles_templates_win(tmp_path):
 ])
 def test_bad_templates(tmp_path, template, message):
     with pytest.raises(UserError, match=message):
-        RunPaths.from_settings(settings(tmp_path, model_path_temp=str(tmp_path / template))).check()
+        RunPaths.from_settings(settings(tmp_path, model_path_temp=str(tmp_path / template))).check(1)
 
 
 def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):

@@ -12,28 +12,12 @@ import torch
 from PIL import Image
 
 import train_mnist_original_center as trainer
-from center_loss import CenterLoss
 from checkpointing import load_checkpoint
-from conftest import REPO_DIR, assert_same_run, small_run_flags, stop_message
+from conftest import REPO_DIR, assert_same_run, interrupt_at_training_step, small_run_flags, stop_message
 from training_state import load_training_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCRIPT = str(REPO_DIR / "train_mnist_original_center.py")
-
-
-def interrupt_at_training_step(monkeypatch, step):
-    """Send this process SIGINT during the `step`-th training step from the run's start."""
-    forward = CenterLoss.forward
-    calls = []
-
-    def forward_and_signal(self, label, feat, *rest):
-        if torch.is_grad_enabled():  # a training step, not a test pass
-            calls.append(None)
-            if len(calls) == step:
-                os.kill(os.getpid(), signal.SIGINT)
-        return forward(self, label, feat, *rest)
-
-    monkeypatch.setattr(CenterLoss, "forward", forward_and_signal)
 
 
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(mnist_dir, tmp_path, reference_run, monkeypatch, capfd):
@@ -119,14 +103,15 @@ def test_sigkill_at_any_moment_leaves_whole_files_and_resume_is_exact(mnist_dir,
     state_path = tmp_path / "training_state.pth"
     # Killed as an epoch's files are being written, a little later, and in the next epoch's steps.
     for delay in (0.0, 0.1, 0.4):
-        resume = ["--resume", "auto"] if state_path.exists() else []
-        if resume and load_training_state(state_path)["epoch"] == 4:
+        # Killed before its first training state, the run starts afresh in its own folder.
+        resume = ["--resume", "auto"] if state_path.exists() else ["--overwrite"]
+        if state_path.exists() and load_training_state(state_path)["epoch"] == 4:
             break  # a fast machine finished the run before a kill
         with running(small_run_flags(mnist_dir, tmp_path) + resume) as process:
             wait_for(process.stdout, "Epoch:")
             time.sleep(delay)
             process.kill()
         assert_files_whole(tmp_path)
-    resume = ["--resume", "auto"] if state_path.exists() else []
+    resume = ["--resume", "auto"] if state_path.exists() else ["--overwrite"]
     trainer.main(small_run_flags(mnist_dir, tmp_path) + resume)
     assert_same_run(tmp_path, reference_run)
