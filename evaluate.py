@@ -3,7 +3,7 @@
 Reports classification accuracy with a per-class report, and the retrieval quality of the
 2-D features (Precision@1, R-Precision, MAP@R; "A Metric Learning Reality Check",
 Musgrave et al. 2020), overall and, for a model trained with held-out digits, among the
-seen and among the unseen digits. Optionally writes the figures as JSON and a plot of the
+seen and among the unseen digits. Optionally writes the metrics as JSON and a plot of the
 test features over the classifier's decision regions. The run.json of the run that wrote
 the checkpoint gives the dataset folder and the held-out digits; flags given win.
 
@@ -40,7 +40,7 @@ def read_checkpoint(path):
     """The model's state_dict, the centres (or None) and the held-out digits (or None) of
     a per-epoch `state_dict` file or of a training state; `CheckpointError` when it is
     none, or holds a tensor of the wrong shape, a value that is no tensor, or a weight
-    that is NaN or infinite (such a model's figures would mean nothing)."""
+    that is NaN or infinite (such a model's metrics would mean nothing)."""
     content = load_checkpoint(path)
     centers = holdout = None
     if isinstance(content, dict) and content.get("format") == TRAINING_STATE_FORMAT:
@@ -64,15 +64,15 @@ def read_checkpoint(path):
     for name, value in [*content.items(), ("centres", centers if centers is not None else torch.zeros(()))]:
         if not value.isfinite().all():
             raise CheckpointError(f"{path}: {name} holds NaN or infinite values; a model trained into them "
-                                  f"gives no meaningful figures")
+                                  f"gives no meaningful metrics")
     return model, centers, holdout
 
 
-def json_ready(figures):
-    """`figures` with every undefined (NaN) figure as null, its reason under "undefined":
+def json_ready(metrics):
+    """`metrics` with every undefined (NaN) figure as null, its reason under "undefined":
     JSON has no NaN."""
-    ready = {key: value for key, value in figures.items()}
-    undefined = [key for key, value in figures.items() if isinstance(value, float) and not math.isfinite(value)]
+    ready = {key: value for key, value in metrics.items()}
+    undefined = [key for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
     for key in undefined:
         ready[key] = None
     if undefined:
@@ -95,7 +95,7 @@ def parse_args(argv=None):
     parser.add_argument("--holdout_classes", type=int, nargs="*", default=None, metavar="DIGIT",
                         help="digits held out in training; default: the run's, from its run.json or "
                              "training state, else none")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file; default: none")
+    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file; default: none")
     parser.add_argument("--plot", default=None, help="write the test-feature plot to this PNG; default: none")
     parser.add_argument("--device", default="auto",
                         help="where to evaluate: auto (the current accelerator, else the CPU) or a PyTorch "
@@ -120,7 +120,7 @@ def plot_evaluation(features, digits, classifier_weight, class_digits, centers, 
 
 
 def evaluate(model, test_loader, class_digits, unseen_digits):
-    """All the figures of a model on `test_loader`, as a JSON-ready dict."""
+    """All the metrics of a model on `test_loader`, as a JSON-ready dict."""
     features, log_probs, digits = embed(model, test_loader)
     seen = digit_to_class(class_digits, digits.device)[digits] >= 0
     predicted_digits = torch.tensor(class_digits, device=digits.device)[log_probs.argmax(1)]
@@ -129,15 +129,15 @@ def evaluate(model, test_loader, class_digits, unseen_digits):
                           zero_division=0)
     report = classification_report(true_seen, predicted_seen, output_dict=True, **report_options)
     report_text = classification_report(true_seen, predicted_seen, **report_options)
-    figures = {"accuracy": float((true_seen == predicted_seen).mean()),
+    metrics = {"accuracy": float((true_seen == predicted_seen).mean()),
                "num_test_images": int(digits.numel())}
-    figures.update(split_retrieval_metrics(features, digits, unseen_digits))
-    figures["per_class"] = {name: report[name] for name in map(str, class_digits)}
-    return figures, features, report_text
+    metrics.update(split_retrieval_metrics(features, digits, unseen_digits))
+    metrics["per_class"] = {name: report[name] for name in map(str, class_digits)}
+    return metrics, features, report_text
 
 
 def main(argv=None):
-    """Evaluate a checkpoint; returns its figures (the JSON's content)."""
+    """Evaluate a checkpoint; returns its metrics (the JSON's content)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here a Ctrl-C is caught below
     try:
         args = parse_args(argv)
@@ -162,24 +162,24 @@ def main(argv=None):
         test_loader = TensorLoader(normalize(images, device), digits.to(device), args.batch_size)
         model = model.to(device)
 
-        figures, features, report_text = evaluate(model, test_loader, class_digits, holdout)
-        figures["checkpoint"] = str(args.checkpoint)
-        print(f"Checkpoint {args.checkpoint}: {figures['num_test_images']} test images"
+        metrics, features, report_text = evaluate(model, test_loader, class_digits, holdout)
+        metrics["checkpoint"] = str(args.checkpoint)
+        print(f"Checkpoint {args.checkpoint}: {metrics['num_test_images']} test images"
               + (f", digits {holdout} held out in training" if holdout else ""))
         print(report_text)
-        print(f"accuracy: {figures['accuracy']:.4f}")
+        print(f"accuracy: {metrics['accuracy']:.4f}")
         for prefix, label in (("", "all test digits"), ("seen_", "seen digits"), ("unseen_", "unseen digits")):
-            if prefix + "map_at_r" in figures:
-                print(f"retrieval, {label}: Precision@1 {figures[prefix + 'precision_at_1']:.4f}, "
-                      f"R-Precision {figures[prefix + 'r_precision']:.4f}, MAP@R {figures[prefix + 'map_at_r']:.4f}")
+            if prefix + "map_at_r" in metrics:
+                print(f"retrieval, {label}: Precision@1 {metrics[prefix + 'precision_at_1']:.4f}, "
+                      f"R-Precision {metrics[prefix + 'r_precision']:.4f}, MAP@R {metrics[prefix + 'map_at_r']:.4f}")
         if args.json:
-            atomic_write(args.json, json.dumps(json_ready(figures), indent=2, allow_nan=False).encode())
+            atomic_write(args.json, json.dumps(json_ready(metrics), indent=2, allow_nan=False).encode())
             print(f"Wrote {args.json}")
         if args.plot:
             plot_evaluation(features, test_loader.labels, model.ip2.weight.detach(), class_digits, centers, holdout,
                             f"{Path(args.checkpoint).name}: test features and decision regions", args.plot)
             print(f"Wrote {args.plot}")
-        return figures
+        return metrics
     except UserError as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ nearest neighbour is of class y:
   Precision@1 = rel(1)
   R-Precision = sum_{k<=R} rel(k) / R
   MAP@R       = sum_{k<=R} rel(k) * P(k) / R,  P(k) = sum_{i<=k} rel(i) / k
-The figures are means over the queries that have at least one other item of their class.
+The metrics are means over the queries that have at least one other item of their class.
 Distances are computed on the features' device, a block of queries at a time, so no
 N x N matrix is ever held whole.
 """

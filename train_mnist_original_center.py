@@ -9,7 +9,6 @@ torchrun) lives in the modules named for it.
 import argparse
 import functools
 import itertools
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm import tqdm
 import distributed
 from center_loss import CenterLoss
 from checkpointing import save_figure
-from devices import bf16_supported, pick_device, speed_setup
+from devices import pick_device, speed_setup
 from epoch_files import EpochFiles
 from errors import UserError
 from history import EpochClock, EpochProgress, EpochRecord, History, LossMetrics
@@ -38,6 +37,7 @@ from mnist_loader import REPO_DIR, digit_to_class, load_dataset
 from mnist_net import Net
 from nan_watch import NanWatch, NonFiniteError, advice, check_test_pass
 from plots import draw_features
+from settings import check_settings
 from stop_signals import RunStopped, StopSignals, TrainingInterrupted
 from training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
 
@@ -114,41 +114,6 @@ def parse_args(argv=None):
         args.resume = str(path)
     check_settings(args)
     return args
-
-
-def check_settings(args):
-    """Raise UserError for a setting that cannot work, before anything is loaded or written."""
-    for name in ("epochs", "batch_size", "step_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    for name in ("lr", "center_lr", "gamma"):
-        if not 0 < getattr(args, name) < math.inf:
-            raise UserError(f"--{name} must be positive and finite, got {getattr(args, name)}")
-    for name in ("momentum", "weight_decay", "loss_weight"):
-        if not 0 <= getattr(args, name) < math.inf:
-            raise UserError(f"--{name} must be finite and not negative, got {getattr(args, name)}")
-    if args.momentum >= 1:
-        raise UserError(f"--momentum must be below 1 (SGD's velocity grows without bound at 1 or more), "
-                        f"got {args.momentum}")
-    if not 0 <= args.seed < 2 ** 32:  # the range every generator seeded from it takes (NumPy's is the narrowest)
-        raise UserError(f"--seed must lie in 0 to 2**32 - 1, got {args.seed}")
-    for name in ("max_train_samples", "max_test_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if any(not 0 <= digit <= 9 for digit in args.holdout_classes) or len(set(args.holdout_classes)) > 8:
-        raise UserError(f"--holdout_classes takes distinct digits 0-9 and leaves at least two to train on, "
-                        f"got {args.holdout_classes}")
-    args.holdout_classes = sorted(set(args.holdout_classes))
-    device = pick_device(args.device)  # one that the machine lacks stops here
-    if args.amp and not bf16_supported(device):
-        raise UserError(f"--amp needs native bfloat16, which this {device.type.upper()} lacks "
-                        "(on a CPU: AVX512-BF16 or AMX); train in float32 without --amp")
-    if args.dry_run:  # one step of training and one test batch
-        args.max_train_samples = min(args.max_train_samples or args.batch_size, args.batch_size)
-        args.max_test_samples = min(args.max_test_samples or args.batch_size, args.batch_size)
-        args.epochs = 1
-    # Absolute, so that run.json and --resume work from any folder.
-    args.dataset_dir, args.out_dir = str(Path(args.dataset_dir).resolve()), str(Path(args.out_dir).resolve())
 
 
 def train(model, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer, center_optimizer, epoch,
@@ -320,7 +285,6 @@ def main(argv=None):
                 files.write_epoch(record, model, history, functools.partial(
                     visualize, feat, digits, epoch, files.paths.visual(epoch), center_loss.centers.detach().cpu(),
                     history.test_features[-1], history.test_digits, args.holdout_classes))
-                clock.lap("files")
                 keeper.save(epoch, history)
                 clock.lap("files")
                 if stop.requested() and epoch < args.epochs:

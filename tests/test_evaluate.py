@@ -17,11 +17,11 @@ def test_evaluate_a_trained_checkpoint(two_epoch_run, mnist_dir, tmp_path):
                         tmp_path / "eval.json", "--plot", tmp_path / "eval.png", "--device", "cpu",
                         script="evaluate.py")
     assert result.returncode == 0, result.stderr
-    figures = json.loads((tmp_path / "eval.json").read_text())
+    metrics = json.loads((tmp_path / "eval.json").read_text())
     for key in METRIC_KEYS:
-        assert 0.0 <= figures[key] <= 1.0
-    assert figures["num_test_images"] == 100
-    assert set(figures["per_class"]) == {str(d) for d in range(10)}
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["num_test_images"] == 100
+    assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     assert "precision" in result.stdout and "MAP@R" in result.stdout  # the per-class report and metrics
     with Image.open(tmp_path / "eval.png") as image:
         assert image.size == (800, 700)
@@ -30,13 +30,13 @@ def test_evaluate_a_trained_checkpoint(two_epoch_run, mnist_dir, tmp_path):
 def test_evaluate_matches_the_trainers_last_epoch_without_repeating_flags(two_epoch_run, tmp_path):
     _, out = two_epoch_run
     # No --dataset_dir: the run's run.json says where its data is.
-    figures = evaluate.main([str(out / "model" / "epoch_002.pth"), "--json", str(tmp_path / "eval.json"),
+    metrics = evaluate.main([str(out / "model" / "epoch_002.pth"), "--json", str(tmp_path / "eval.json"),
                              "--device", "cpu"])
-    assert json.loads((tmp_path / "eval.json").read_text()) == figures
+    assert json.loads((tmp_path / "eval.json").read_text()) == metrics
     with open(out / "history.csv") as f:
         last = list(csv.DictReader(f))[-1]
-    assert figures["accuracy"] == pytest.approx(float(last["test_acc"]), abs=1e-6)
-    assert figures["map_at_r"] == pytest.approx(float(last["map_at_r"]), abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx(float(last["test_acc"]), abs=1e-6)
+    assert metrics["map_at_r"] == pytest.approx(float(last["map_at_r"]), abs=1e-6)
 
 
 def test_reads_a_training_state_file(two_epoch_run, mnist_dir, tmp_path):
@@ -82,10 +82,10 @@ def test_truncated_real_checkpoint(two_epoch_run, tmp_path, mnist_dir):
 
 
 def test_a_holdout_checkpoint_evaluates_without_the_flag(holdout_run, tmp_path):
-    figures = evaluate.main([str(holdout_run / "model" / "epoch_003.pth"), "--json", str(tmp_path / "e.json"),
+    metrics = evaluate.main([str(holdout_run / "model" / "epoch_003.pth"), "--json", str(tmp_path / "e.json"),
                              "--plot", str(tmp_path / "e.png")])
-    assert set(figures["per_class"]) == set("01234567")
-    assert "unseen_map_at_r" in figures and "seen_map_at_r" in figures
+    assert set(metrics["per_class"]) == set("01234567")
+    assert "unseen_map_at_r" in metrics and "seen_map_at_r" in metrics
 
 
 def test_a_holdout_checkpoint_moved_away_from_its_run_needs_the_flag(holdout_run, mnist_dir, tmp_path):
@@ -93,9 +93,9 @@ def test_a_holdout_checkpoint_moved_away_from_its_run_needs_the_flag(holdout_run
     with pytest.raises(SystemExit) as stop:
         evaluate.main([str(tmp_path / "moved.pth"), "--dataset_dir", str(mnist_dir)])
     assert "pass --holdout_classes" in str(stop.value.code)
-    figures = evaluate.main([str(tmp_path / "moved.pth"), "--dataset_dir", str(mnist_dir),
+    metrics = evaluate.main([str(tmp_path / "moved.pth"), "--dataset_dir", str(mnist_dir),
                              "--holdout_classes", "8", "9"])
-    assert set(figures["per_class"]) == set("01234567")
+    assert set(metrics["per_class"]) == set("01234567")
 
 
 def broken_copy(two_epoch_run, tmp_path, change):

@@ -8,7 +8,6 @@ import time
 from contextlib import contextmanager
 
 import pytest
-import torch
 from PIL import Image
 
 import train_mnist_original_center as trainer

@@ -146,9 +146,13 @@ def test_a_flipped_byte_is_caught_by_the_checksum(reference_run, tmp_path):
 
 
 def test_a_format_marker_without_content(tmp_path):
+    import evaluate
     torch.save({"format": "mnist-center-loss-training-state", "version": 3}, tmp_path / "empty.pth")
     message = stop_message(["--resume", str(tmp_path / "empty.pth")])
     assert "is a damaged training state: its content or checksum is missing" in message
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(tmp_path / "empty.pth")])
+    assert "is a damaged training state: its content or checksum is missing" in stop.value.code
     write_training_state(tmp_path / "hollow.pth", {"epoch": 1})
     message = stop_message(["--resume", str(tmp_path / "hollow.pth")])
     assert "is a damaged training state: its 'modules' is missing or of the wrong type" in message

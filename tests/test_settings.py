@@ -1,0 +1,45 @@
+"""The settings a run must have: each broken rule stops main() with one line, before
+anything is loaded or written."""
+import pytest
+import torch
+
+import settings
+from conftest import stop_message, trainer_flags
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--batch_size", "0"], "--batch_size must be at least 1"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "-0.1"], "--lr must be positive"),
+    (["--center_lr", "-1"], "--center_lr must be positive"),
+    (["--model_path_temp", "model.pth"], "--model_path_temp must contain {}"),
+    (["--vis_img_path_temp", "plot.png"], "--vis_img_path_temp must contain {}"),
+    (["--max_train_samples", "0"], "--max_train_samples must be at least 1"),
+    (["--holdout_classes", "10"], "--holdout_classes takes distinct digits 0-9"),
+    (["--holdout_classes", *"012345678"], "leaves at least two to train on"),
+    (["--device", "mps"], "--device mps was asked for, but this machine has no mps device"),
+    (["--device", "quantum"], "--device 'quantum' is no device name PyTorch knows"),
+    (["--device", "cuda:7"], "--device cuda:7 was asked for"),
+    *[([f"--{name}", "inf"], f"--{name} must be positive and finite") for name in ("lr", "center_lr", "gamma")],
+    *[([f"--{name}", value], f"--{name} must be finite and not negative")
+      for name in ("momentum", "weight_decay", "loss_weight") for value in ("inf", "nan", "-1")],
+    (["--momentum", "2"], "--momentum must be below 1"),
+    (["--momentum", "1"], "--momentum must be below 1"),
+    (["--seed", "99999999999999999999"], "--seed must lie in 0 to 2**32 - 1"),
+    (["--seed", "-1"], "--seed must lie in 0 to 2**32 - 1"),
+    (["--vis_img_path_temp", "v_{}.foo"], "--vis_img_path_temp: matplotlib cannot write .foo images"),
+])
+def test_bad_flags_stop_with_one_line(flags, message, mnist_dir, tmp_path):
+    if flags[0] == "--device" and flags[1] != "quantum" and torch.accelerator.is_available():
+        pytest.skip("this machine has an accelerator")
+    text = stop_message(trainer_flags(mnist_dir, tmp_path, *flags))
+    assert message in text and "\n" not in text
+    assert not (tmp_path / "model").exists() or not any((tmp_path / "model").iterdir())
+
+
+def test_amp_without_bf16_says_so(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(settings, "bf16_supported", lambda device: False)
+    message = stop_message(trainer_flags(mnist_dir, tmp_path, "--amp"))
+    assert "--amp needs native bfloat16" in message and "without --amp" in message
+    assert "\n" not in message
