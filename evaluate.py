@@ -2,7 +2,7 @@
 
 Reports classification accuracy with a per-class report, and the retrieval quality of the
 2-D features (Precision@1, R-Precision, MAP@R; "A Metric Learning Reality Check",
-Musgrave et al. 2020), overall and, for a model trained with held-out digits, among the
+Musgrave et al. 2020; and re-identification's CMC rank-1, rank-5, rank-10 and mAP), overall and, for a model trained with held-out digits, among the
 seen and among the unseen digits. Optionally writes the metrics as JSON and a plot of the
 test features over the classifier's decision regions. The run.json of the run that wrote
 the checkpoint gives the dataset folder and the held-out digits; flags given win.
@@ -171,7 +171,9 @@ def main(argv=None):
         for prefix, label in (("", "all test digits"), ("seen_", "seen digits"), ("unseen_", "unseen digits")):
             if prefix + "map_at_r" in metrics:
                 print(f"retrieval, {label}: Precision@1 {metrics[prefix + 'precision_at_1']:.4f}, "
-                      f"R-Precision {metrics[prefix + 'r_precision']:.4f}, MAP@R {metrics[prefix + 'map_at_r']:.4f}")
+                      f"R-Precision {metrics[prefix + 'r_precision']:.4f}, MAP@R {metrics[prefix + 'map_at_r']:.4f}; "
+                      f"re-ID: rank-1 {metrics[prefix + 'rank_1']:.4f}, rank-5 {metrics[prefix + 'rank_5']:.4f}, "
+                      f"rank-10 {metrics[prefix + 'rank_10']:.4f}, mAP {metrics[prefix + 'mean_average_precision']:.4f}")
         if args.json:
             atomic_write(args.json, json.dumps(json_ready(metrics), indent=2, allow_nan=False).encode())
             print(f"Wrote {args.json}")

@@ -1,5 +1,6 @@
-"""The 2-D embedding of a split, and its retrieval quality, as in "A Metric Learning Reality Check"
-(Musgrave et al., ECCV 2020): Precision@1, R-Precision and MAP@R.
+"""The 2-D embedding of a split, and its retrieval quality: Precision@1, R-Precision and
+MAP@R, as in "A Metric Learning Reality Check" (Musgrave et al., ECCV 2020), and the figures
+of person re-identification, CMC rank-k and mAP, as Market-1501 reports them.
 
 Every item is a query against all the other items (Euclidean distance). For a query of
 class y, R is the number of other items of class y; with rel(k) = 1 when the k-th
@@ -7,6 +8,10 @@ nearest neighbour is of class y:
   Precision@1 = rel(1)
   R-Precision = sum_{k<=R} rel(k) / R
   MAP@R       = sum_{k<=R} rel(k) * P(k) / R,  P(k) = sum_{i<=k} rel(i) / k
+Re-identification ranks the whole gallery (all the other items) for each query:
+  rank-k = 1 if an item of the query's class is among the k nearest
+  AP     = sum_k rel(k) * P(k) / (number of items of the query's class in the gallery)
+and mAP is the mean AP. Ties in distance are ranked in gallery order (a stable sort).
 The metrics are means over the queries that have at least one other item of their class.
 Distances are computed on the features' device, a block of queries at a time, so no
 N x N matrix is ever held whole.
@@ -71,13 +76,48 @@ def retrieval_metrics(features, labels, query_block=1024):
     return {"precision_at_1": precision_at_1, "r_precision": r_precision, "map_at_r": map_at_r}
 
 
+def reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
+    """CMC rank-k for each k of `ranks` (keys rank_1, ...) and mAP (mean_average_precision)
+    of `features` (N, D) with integer `labels` (N,), each item a query against all others;
+    `queries_without_match` counts the queries left out, having no other item of their class."""
+    features = features.float()
+    num_items = labels.size(0)
+    matches = torch.bincount(labels)[labels] - 1  # gallery items of each query's class
+    hits = torch.zeros(len(ranks), dtype=torch.float64, device=features.device)
+    ap_sum = torch.zeros((), dtype=torch.float64, device=features.device)
+    positions = torch.arange(1, num_items, device=features.device)  # ranks in the gallery
+    for start in range(0, num_items, query_block):
+        queries = torch.arange(start, min(start + query_block, num_items), device=features.device)
+        distances = torch.cdist(features[queries], features)
+        distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
+        # The query itself, at infinity, sorts last and is dropped.
+        gallery = distances.argsort(dim=1, stable=True)[:, :-1]
+        relevant = labels[gallery] == labels[queries].unsqueeze(1)
+        valid = matches[queries] > 0
+        first_match = torch.where(relevant.any(1), relevant.float().argmax(1), num_items)
+        hits += torch.stack([((first_match < k) & valid).sum() for k in ranks]).double()
+        precision = relevant.cumsum(1) / positions
+        ap = (precision * relevant).sum(1) / matches[queries].clamp(min=1)
+        ap_sum += ap[valid].double().sum()
+    num_queries = int((matches > 0).sum())
+    metrics = {f"rank_{k}": float("nan") for k in ranks} | {"mean_average_precision": float("nan")}
+    if num_queries:
+        metrics = {f"rank_{k}": rate for k, rate in zip(ranks, (hits / num_queries).tolist())}
+        metrics["mean_average_precision"] = (ap_sum / num_queries).item()
+    metrics["queries_without_match"] = num_items - num_queries
+    return metrics
+
+
 def split_retrieval_metrics(features, digits, unseen_digits=()):
-    """The metrics over all items, and with held-out digits also among the seen digits'
-    items alone and among the unseen digits' items alone, keys prefixed `seen_`/`unseen_`."""
-    metrics = retrieval_metrics(features, digits)
+    """The retrieval and re-identification metrics over all items, and with held-out digits
+    also among the seen digits' items alone and among the unseen digits' items alone, keys
+    prefixed `seen_`/`unseen_`."""
+    def both(features, digits):
+        return retrieval_metrics(features, digits) | reid_metrics(features, digits)
+
+    metrics = both(features, digits)
     if unseen_digits:
         unseen = torch.isin(digits, torch.tensor(list(unseen_digits), device=digits.device))
         for prefix, mask in (("seen_", ~unseen), ("unseen_", unseen)):
-            subset = retrieval_metrics(features[mask], digits[mask])
-            metrics.update({prefix + name: value for name, value in subset.items()})
+            metrics.update({prefix + name: value for name, value in both(features[mask], digits[mask]).items()})
     return metrics

@@ -63,13 +63,14 @@ def build_parser():
         help="training and test batch size; under torchrun the global training batch, split evenly across "
              "the processes")
     add("--lr", type=float, default=0.001, help="learning rate of the network (SGD)")
-    add("--momentum", type=float, default=0.9, help="SGD momentum of the network")
+    add("--momentum", type=float, default=0.9, help="SGD momentum of the network, below 1")
     add("--weight_decay", type=float, default=5e-4, help="weight decay of the network")
     add("--step_size", type=int, default=20, help="StepLR: epochs between learning-rate decays")
     add("--gamma", type=float, default=0.8, help="StepLR: learning-rate decay factor")
     add("--center_lr", type=float, default=0.5, help="learning rate of the centres (SGD)")
     add("--loss_weight", type=float, default=1.0, help="weight of the Center Loss in the total loss (0: softmax only)")
-    add("--seed", type=int, default=1, help="random seed (weights, centres, shuffling)")
+    add("--seed", type=int, default=1,
+        help="random seed, 0 to 2**32 - 1 (weights, centres, shuffling; Python's random and NumPy too)")
     add("--device", default="auto",
         help="where to train: auto (the current accelerator, e.g. CUDA or MPS, else the CPU), or a PyTorch "
              "device name such as cpu, cuda, cuda:1, mps")

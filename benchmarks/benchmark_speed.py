@@ -62,6 +62,7 @@ import train_mnist_original_center as trainer  # noqa: E402
 from center_loss import CenterLoss  # noqa: E402
 from devices import bf16_supported, speed_setup  # noqa: E402
 from mnist_loader import TensorLoader, digit_to_class, read_split  # noqa: E402
+from metrics import reid_metrics, retrieval_metrics  # noqa: E402
 from mnist_net import Net  # noqa: E402
 from run_folder import RunPaths  # noqa: E402
 
@@ -92,6 +93,8 @@ def parse_args(argv=None):
     parser.add_argument("--full_mnist_epoch", action="store_true",
                         help="also run one epoch of the project (defaults) on all 60,000 + 10,000 images, "
                              "for its time and peak memory")
+    parser.add_argument("--metrics_items", type=int, default=10000,
+                        help="test features the retrieval metrics are timed on (per call)")
     parser.add_argument("--probe_rounds", type=int, default=10,
                         help="rounds of the step probe (one train step per setting each); 0: no probe")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both pipelines run")
@@ -424,6 +427,24 @@ def machine_info(device):
     return info
 
 
+def metrics_call_seconds(device, num_items, repeats=3):
+    """Seconds per call of each retrieval metric on `num_items` random 2-D features of 10
+    classes (10,000: a whole MNIST test split, as after every epoch): the best of `repeats`."""
+    generator = torch.Generator().manual_seed(0)
+    features = (torch.randn(num_items, 2, generator=generator) * 5).to(device)
+    labels = torch.randint(0, 10, (num_items,), generator=generator).to(device)
+    seconds = {}
+    for name, function in (("retrieval (P@1, R-Precision, MAP@R)", retrieval_metrics),
+                           ("re-ID (CMC rank-1/5/10, mAP)", reid_metrics)):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function(features, labels)  # ends reading its figures: the device is done
+            times.append(time.perf_counter() - start)
+        seconds[name] = min(times)
+    return seconds
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
@@ -439,6 +460,7 @@ def main(argv=None):
     if info["bf16_supported"]:
         peak["bfloat16"] = matmul_peak_gflops(torch.bfloat16, device)
     flops_per_image = train_step_flops_per_image()
+    metrics_seconds = metrics_call_seconds(device, args.metrics_items)
     probe_settings = [s for s in settings if s != "article" and "compile" not in s]
     probe = step_probe(args, probe_settings, device) if args.probe_rounds and probe_settings else {}
     runs = run_in_turns(args, settings)
@@ -463,10 +485,13 @@ def main(argv=None):
           "article's rest of the epoch (0 for the project, whose epoch is its four timed parts); "
           "out% = metrics + files; /art = epoch vs the article's\n")
     print_tables(rows, probe, flops_per_image, peak)
+    print(f"\nmetrics on {args.metrics_items} test features, seconds per call: "
+          + ", ".join(f"{name} {seconds:.3f}" for name, seconds in metrics_seconds.items()))
     result = {"machine": info, "config": {key: getattr(args, key) for key in (
         "dataset_dir", "max_train_samples", "max_test_samples", "epochs", "device", "threads", "seed")},
         "matmul_peak_gflops": peak, "train_step_flops_per_image": flops_per_image,
         "step_probe_images_per_s": {run_name(s): value for s, value in probe.items()},
+        "metrics_seconds_per_call": {"items": args.metrics_items, **metrics_seconds},
         "runs": rows, "raw": {run_name(s): run for s, run in runs.items()}}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))

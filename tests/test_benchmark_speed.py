@@ -23,7 +23,7 @@ def tiny_run(mnist_dir, tmp_path_factory):
     result = subprocess.run(
         [sys.executable, str(BENCHMARK), "--dataset_dir", str(mnist_dir), "--max_train_samples", "128",
          "--max_test_samples", "32", "--epochs", "2", "--settings", "article,project", "--probe_rounds", "1",
-         "--json", str(out), "--keep_runs", str(runs)],
+         "--metrics_items", "500", "--json", str(out), "--keep_runs", str(runs)],
         capture_output=True, text=True, timeout=300, cwd=REPO_DIR)
     assert result.returncode == 0, result.stderr
     return result, json.loads(out.read_text()), runs
@@ -36,6 +36,9 @@ def test_benchmark_tiny_run_writes_json(tiny_run):
     assert {"cpu", "cpu_count", "torch", "load_average_start", "load_average_end"} <= figures["machine"].keys()
     assert figures["config"]["epochs"] == 2 and figures["config"]["max_train_samples"] == 128
     assert figures["step_probe_images_per_s"]["project"] > 0
+    per_call = figures["metrics_seconds_per_call"]
+    assert per_call.pop("items") == 500 and len(per_call) == 2 and min(per_call.values()) > 0
+    assert "metrics on 500 test features, seconds per call" in result.stdout
     article, project = figures["runs"]
     assert (article["run"], project["run"]) == ("article", "project")
     assert "ratio_to_article" in project and "speedup_vs_project_defaults" not in project

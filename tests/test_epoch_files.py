@@ -17,7 +17,8 @@ def test_history_csv_and_curves(two_epoch_run):
         rows = list(csv.DictReader(f))
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert list(rows[0]) == ["epoch", "lr", "center_lr", "train_acc", "train_loss", "train_center_loss", "test_acc",
-                             "test_loss", "test_center_loss", "precision_at_1", "r_precision", "map_at_r", "seconds"]
+                             "test_loss", "test_center_loss", "precision_at_1", "r_precision", "map_at_r", "rank_1",
+                             "rank_5", "rank_10", "mean_average_precision", "queries_without_match", "seconds"]
     assert float(rows[0]["lr"]) == 0.01 and float(rows[0]["center_lr"]) == 0.5
     # The CSV holds the same metrics as the printed lines.
     printed = [line for line in result.stdout.splitlines() if line.startswith("Epoch:")][1]
@@ -33,7 +34,7 @@ def test_holdout_history_and_test_features(holdout_run):
     with open(holdout_run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     for prefix in ("seen_", "unseen_"):
-        for name in ("precision_at_1", "r_precision", "map_at_r"):
+        for name in ("precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_10", "mean_average_precision"):
             assert 0.0 <= float(rows[-1][prefix + name]) <= 1.0
     saved = load_checkpoint(holdout_run / "test_features.pt")
     assert saved["unseen_digits"] == [8, 9] and saved["epochs"] == [1, 2, 3]

@@ -8,7 +8,8 @@ from PIL import Image
 import evaluate
 from conftest import run_script
 
-METRIC_KEYS = ("accuracy", "precision_at_1", "r_precision", "map_at_r")
+METRIC_KEYS = ("accuracy", "precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5", "rank_10",
+               "mean_average_precision")
 
 
 def test_evaluate_a_trained_checkpoint(two_epoch_run, mnist_dir, tmp_path):
@@ -23,6 +24,7 @@ def test_evaluate_a_trained_checkpoint(two_epoch_run, mnist_dir, tmp_path):
     assert metrics["num_test_images"] == 100
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
     assert "precision" in result.stdout and "MAP@R" in result.stdout  # the per-class report and metrics
+    assert "re-ID: rank-1" in result.stdout and metrics["queries_without_match"] == 0
     with Image.open(tmp_path / "eval.png") as image:
         assert image.size == (800, 700)
 

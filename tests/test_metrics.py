@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metrics import retrieval_metrics, split_retrieval_metrics
+from metrics import reid_metrics, retrieval_metrics, split_retrieval_metrics
 
 # Points on a line (second coordinate 0) with a hand-worked answer:
 #  item:   0    1    2    3    4    5
@@ -41,5 +41,59 @@ def test_split_seen_and_unseen():
     assert metrics["seen_map_at_r"] == 1.0
     # Among the unseen 8s and 9s every nearest neighbour is of the other digit.
     assert metrics["unseen_precision_at_1"] == 0.0
+    assert metrics["seen_mean_average_precision"] == 1.0 and metrics["unseen_rank_1"] == 0.0
     assert set(metrics) == {f"{prefix}{name}" for prefix in ("", "seen_", "unseen_")
-                            for name in ("precision_at_1", "r_precision", "map_at_r")}
+                            for name in ("precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5", "rank_10",
+                                         "mean_average_precision", "queries_without_match")}
+
+
+# Re-identification on the same points, the whole gallery ranked:
+# query 0 (A): 1(A) 2(B) 3(A) 4 5     -> rank-1 hit, AP (1/1 + 2/3)/2 = 5/6
+# query 1 (A): 0(A) 2(B) 3(A) 4 5     -> rank-1 hit, AP 5/6
+# query 2 (B): 1 3 0 (A) 4(B) 5       -> first match at 4, AP 1/4
+# query 3 (A): 2(B) 1(A) 0(A) 4 5     -> first match at 2, AP (1/2 + 2/3)/2 = 7/12
+# query 4 (B): 3(A) 2(B) ...          -> first match at 2, AP 1/2
+# query 5 (C): no other C             -> left out, counted
+@pytest.mark.parametrize("query_block", [1, 4, 512])
+def test_reid_hand_worked_case(query_block):
+    metrics = reid_metrics(FEATURES, LABELS, query_block=query_block)
+    assert metrics["rank_1"] == pytest.approx(0.4) and metrics["rank_5"] == metrics["rank_10"] == 1.0
+    assert metrics["mean_average_precision"] == pytest.approx((5 / 6 + 5 / 6 + 1 / 4 + 7 / 12 + 1 / 2) / 5)
+    assert metrics["queries_without_match"] == 1
+
+
+def test_reid_ties_are_ranked_in_gallery_order():
+    # Query 0 (A) has 1 (B) and 2 (A) at the same distance: 1 comes first.
+    features = torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    metrics = reid_metrics(features, torch.tensor([0, 1, 0]))
+    assert metrics["rank_1"] == 0.5 and metrics["mean_average_precision"] == 0.75
+    assert metrics["queries_without_match"] == 1  # the lone B
+
+
+def test_rank_k_grows_with_k_and_rank_1_is_precision_at_1():
+    generator = torch.Generator().manual_seed(3)
+    features, labels = torch.randn(500, 2, generator=generator), torch.randint(0, 10, (500,), generator=generator)
+    metrics = reid_metrics(features, labels, ranks=(1, 2, 5, 10, 50), query_block=128)
+    assert [metrics[f"rank_{k}"] for k in (1, 2, 5, 10, 50)] == sorted(metrics[f"rank_{k}"] for k in (1, 2, 5, 10, 50))
+    assert metrics["rank_1"] == pytest.approx(retrieval_metrics(features, labels)["precision_at_1"])
+
+
+def test_every_metric_agrees_with_pytorch_metric_learning():
+    """pytorch-metric-learning's AccuracyCalculator as the oracle, with the plain Euclidean
+    distance (its default normalises the embeddings first) and k = all other items, so that
+    its mean_average_precision is the whole-gallery mAP."""
+    calculator_module = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator",
+                                            reason="the test-only pytorch-metric-learning is not installed")
+    from pytorch_metric_learning.distances import LpDistance
+    from pytorch_metric_learning.utils.inference import CustomKNN
+    generator = torch.Generator().manual_seed(7)
+    features, labels = torch.randn(400, 2, generator=generator), torch.randint(0, 6, (400,), generator=generator)
+    calculator = calculator_module.AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_average_precision"),
+        knn_func=CustomKNN(LpDistance(normalize_embeddings=False)), k=399)
+    oracle = calculator.get_accuracy(features, labels)
+    ours = retrieval_metrics(features, labels) | reid_metrics(features, labels)
+    assert ours["precision_at_1"] == pytest.approx(oracle["precision_at_1"], abs=1e-6)
+    assert ours["r_precision"] == pytest.approx(oracle["r_precision"], abs=1e-6)
+    assert ours["map_at_r"] == pytest.approx(oracle["mean_average_precision_at_r"], abs=1e-6)
+    assert ours["mean_average_precision"] == pytest.approx(oracle["mean_average_precision"], abs=1e-6)
