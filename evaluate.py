@@ -28,10 +28,10 @@ from sklearn.metrics import classification_report
 from checkpointing import CheckpointError, atomic_write, load_checkpoint, load_module_state, save_figure
 from devices import pick_device
 from errors import UserError
-from metrics import embed, split_retrieval_metrics
-from mnist_loader import REPO_DIR, TensorLoader, digit_to_class, normalize, read_split
+from metrics import embed, nearest_gallery, ranking_queries, split_retrieval_metrics
+from mnist_loader import MNIST_MEAN, MNIST_STD, REPO_DIR, TensorLoader, digit_to_class, normalize, read_split
 from mnist_net import Net
-from plots import draw_decision_regions, draw_features
+from plots import draw_decision_regions, draw_features, ranking_figure
 from run_folder import check_image_format, find_run_file
 from training_state import TRAINING_STATE_FORMAT, load_training_state
 
@@ -97,6 +97,11 @@ def parse_args(argv=None):
                              "training state, else none")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file; default: none")
     parser.add_argument("--plot", default=None, help="write the test-feature plot to this PNG; default: none")
+    parser.add_argument("--ranking", default=None,
+                        help="write a picture of retrieval to this PNG: for a few queries (--ranking_per_class of "
+                             "each class, the held-out ones first), the query and its ten nearest test images, "
+                             "framed green when of its class, red otherwise; default: none")
+    parser.add_argument("--ranking_per_class", type=int, default=2, help="queries of each class in --ranking")
     parser.add_argument("--device", default="auto",
                         help="where to evaluate: auto (the current accelerator, else the CPU) or a PyTorch "
                              "device name (cpu, cuda, cuda:1, mps)")
@@ -104,8 +109,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.max_test_samples is not None and args.max_test_samples < 1:
         raise UserError(f"--max_test_samples must be at least 1, got {args.max_test_samples}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
+    for name in ("batch_size", "ranking_per_class"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     return args
 
 
@@ -141,8 +147,9 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here a Ctrl-C is caught below
     try:
         args = parse_args(argv)
-        if args.plot:
-            check_image_format("--plot", args.plot)
+        for flag, path in (("--plot", args.plot), ("--ranking", args.ranking)):
+            if path:
+                check_image_format(flag, path)
         model, centers, stored_holdout = read_checkpoint(args.checkpoint)
         run = find_run_file(args.checkpoint) or {}
         num_classes = model.ip2.weight.shape[0]
@@ -181,6 +188,13 @@ def main(argv=None):
             plot_evaluation(features, test_loader.labels, model.ip2.weight.detach(), class_digits, centers, holdout,
                             f"{Path(args.checkpoint).name}: test features and decision regions", args.plot)
             print(f"Wrote {args.plot}")
+        if args.ranking:
+            queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout)
+            fig = ranking_figure(test_loader.images[:, 0].cpu() * MNIST_STD + MNIST_MEAN, test_loader.labels, queries,
+                                 nearest_gallery(features, queries),
+                                 [f"{digit} (unseen)" if digit in holdout else str(digit) for digit in range(10)])
+            save_figure(fig, args.ranking)
+            print(f"Wrote {args.ranking}")
         return metrics
     except UserError as error:
         sys.exit(f"error: {error}")

@@ -108,6 +108,21 @@ def reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
     return metrics
 
 
+def nearest_gallery(features, queries, k=10):
+    """The indices (len(queries), k) of the k nearest other items of each query in
+    `queries` (indices into `features`), nearest first, ties in gallery order."""
+    distances = torch.cdist(features[queries].float(), features.float())
+    distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
+    return distances.argsort(dim=1, stable=True)[:, :k]
+
+
+def ranking_queries(labels, per_class=2, first_classes=()):
+    """Query indices for a picture of retrieval: the first `per_class` items of each class,
+    the classes of `first_classes` (e.g. the held-out ones) first."""
+    classes = [*first_classes, *[c for c in labels.unique().tolist() if c not in first_classes]]
+    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in classes])
+
+
 def split_retrieval_metrics(features, digits, unseen_digits=()):
     """The retrieval and re-identification metrics over all items, and with held-out digits
     also among the seen digits' items alone and among the unseen digits' items alone, keys

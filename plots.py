@@ -74,6 +74,34 @@ def draw_decision_regions(ax, classifier_weight, class_digits, resolution=400):
     ax.set_ylim(y0, y1)
 
 
+def ranking_figure(images, labels, queries, neighbours, class_names):
+    """A figure of retrieval, one row per query: the query image, then its nearest gallery
+    images in order, each framed green when of the query's class and red otherwise, titled
+    with its class name. `images` (N, H, W) in 0-1, `neighbours` (len(queries), k)."""
+    images, labels = as_numpy(images), as_numpy(labels)
+    rows, k = neighbours.shape
+    height = 1.25 * rows + 0.8  # inches: a row each, and the title
+    fig = Figure(figsize=(1.1 * (k + 1.4), height), dpi=80)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height, wspace=0.15, hspace=0.35)
+    grid = fig.add_gridspec(rows, k + 2, width_ratios=[1, 0.4, *[1] * k])
+    for row, (query, found) in enumerate(zip(as_numpy(queries), as_numpy(neighbours))):
+        cells = [(0, query, "tab:blue", f"query: {class_names[labels[query]]}")]
+        cells += [(column + 2, item, "tab:green" if labels[item] == labels[query] else "tab:red",
+                   class_names[labels[item]]) for column, item in enumerate(found)]
+        for column, item, color, title in cells:
+            ax = fig.add_subplot(grid[row, column])
+            ax.imshow(images[item], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=8, color=color)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3)
+    fig.suptitle(f"each query (blue) and its {k} nearest test images, nearest first "
+                 f"(green: same class, red: another)", fontsize=10, y=1 - 0.2 / height)
+    return fig
+
+
 def plot_curves(history, path):
     """Loss and accuracy against epoch, training and test, from the history rows."""
     epochs = [row["epoch"] for row in history]

@@ -134,3 +134,13 @@ def test_undefined_figures_are_null_with_a_reason():
     ready = evaluate.json_ready({"accuracy": 0.5, "unseen_map_at_r": float("nan"), "per_class": {}})
     assert ready["unseen_map_at_r"] is None and "unseen_map_at_r" in ready["undefined"]
     json.dumps(ready, allow_nan=False)  # strict JSON
+
+
+def test_ranking_picture(holdout_run, tmp_path):
+    metrics = evaluate.main([str(holdout_run / "model" / "epoch_003.pth"), "--ranking", str(tmp_path / "r.png"),
+                             "--ranking_per_class", "1"])
+    with Image.open(tmp_path / "r.png") as image:
+        width, height = image.size
+    # One row per class (the held-out 8 and 9 first), the query and its ten nearest.
+    assert width == int(1.1 * 11.4 * 80) and height == int((1.25 * 10 + 0.8) * 80)
+    assert "unseen_rank_1" in metrics

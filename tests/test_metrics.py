@@ -97,3 +97,10 @@ def test_every_metric_agrees_with_pytorch_metric_learning():
     assert ours["r_precision"] == pytest.approx(oracle["r_precision"], abs=1e-6)
     assert ours["map_at_r"] == pytest.approx(oracle["mean_average_precision_at_r"], abs=1e-6)
     assert ours["mean_average_precision"] == pytest.approx(oracle["mean_average_precision"], abs=1e-6)
+
+
+def test_nearest_gallery_and_the_queries_of_a_ranking_picture():
+    from metrics import nearest_gallery, ranking_queries
+    assert nearest_gallery(FEATURES, torch.tensor([0, 3]), k=3).tolist() == [[1, 2, 3], [2, 1, 0]]
+    labels = torch.tensor([3, 1, 1, 3, 2, 1, 3])
+    assert ranking_queries(labels, per_class=2, first_classes=[3]).tolist() == [0, 3, 1, 2, 4]

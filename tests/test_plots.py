@@ -1,3 +1,4 @@
+import matplotlib.colors
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -46,3 +47,16 @@ def test_feature_gif_has_a_frame_per_epoch(tmp_path):
     frames = write_feature_gif(features, torch.arange(30) % 10, tmp_path / "f.gif", epochs=[4, 5, 6])
     with Image.open(tmp_path / "f.gif") as gif:
         assert frames == gif.n_frames == 3 and gif.size == (512, 448)
+
+
+def test_ranking_figure_rows_and_frames():
+    from plots import ranking_figure
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    queries, neighbours = torch.tensor([0, 2]), torch.tensor([[1, 2], [4, 3]])
+    fig = ranking_figure(torch.rand(5, 28, 28), labels, queries, neighbours, ["zero", "one", "two"])
+    axes = fig.get_axes()
+    assert len(axes) == 2 * (1 + 2)  # a row per query: the query and its two neighbours
+    frames = [ax.spines["top"].get_edgecolor() for ax in axes]
+    blue, green, red = (matplotlib.colors.to_rgba(c) for c in ("tab:blue", "tab:green", "tab:red"))
+    assert frames == [blue, green, red, blue, red, green]
+    assert [ax.get_title() for ax in axes] == ["query: zero", "zero", "one", "query: one", "two", "one"]
