@@ -8,7 +8,6 @@
     OUT_DIR/test_features.pt      the test features of every epoch, and features.gif from them
 """
 import datetime
-import fcntl
 import json
 import os
 import subprocess
@@ -23,6 +22,11 @@ from matplotlib.figure import Figure
 from checkpointing import atomic_write
 from errors import UserError
 from training_state import TRAINING_STATE_NAME
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: there a second trainer on a folder is not stopped
+    fcntl = None
 
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
@@ -112,7 +116,8 @@ class RunLock:
         path = Path(out_dir) / LOCK_FILE
         self.file = open(path, "a+")
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.file.seek(0)
             holder = self.file.read().strip() or "unknown"
@@ -125,7 +130,8 @@ class RunLock:
         self.file.flush()
 
     def release(self):
-        fcntl.flock(self.file, fcntl.LOCK_UN)
+        if fcntl:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
 
 

@@ -6,25 +6,23 @@ import torch
 from PIL import Image
 
 import evaluate
-from conftest import run_script
 
 METRIC_KEYS = ("accuracy", "precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5", "rank_10",
                "mean_average_precision")
 
 
-def test_evaluate_a_trained_checkpoint(two_epoch_run, mnist_dir, tmp_path):
+def test_evaluate_a_trained_checkpoint(two_epoch_run, mnist_dir, tmp_path, capsys):
     _, out = two_epoch_run
-    result = run_script(out / "model" / "epoch_002.pth", "--dataset_dir", mnist_dir, "--json",
-                        tmp_path / "eval.json", "--plot", tmp_path / "eval.png", "--device", "cpu",
-                        script="evaluate.py")
-    assert result.returncode == 0, result.stderr
+    evaluate.main([str(out / "model" / "epoch_002.pth"), "--dataset_dir", str(mnist_dir), "--json",
+                   str(tmp_path / "eval.json"), "--plot", str(tmp_path / "eval.png"), "--device", "cpu"])
+    stdout = capsys.readouterr().out
     metrics = json.loads((tmp_path / "eval.json").read_text())
     for key in METRIC_KEYS:
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["num_test_images"] == 100
     assert set(metrics["per_class"]) == {str(d) for d in range(10)}
-    assert "precision" in result.stdout and "MAP@R" in result.stdout  # the per-class report and metrics
-    assert "re-ID: rank-1" in result.stdout and metrics["queries_without_match"] == 0
+    assert "precision" in stdout and "MAP@R" in stdout  # the per-class report and metrics
+    assert "re-ID: rank-1" in stdout and metrics["queries_without_match"] == 0
     with Image.open(tmp_path / "eval.png") as image:
         assert image.size == (800, 700)
 
