@@ -5,6 +5,8 @@ CSV with its curves, the test features of every epoch so far, and TensorBoard sc
 when asked for. At the end: the animation of the test features. Every file is written
 atomically (see checkpointing.py).
 """
+import functools
+
 import torch
 
 import distributed
@@ -34,9 +36,14 @@ class EpochFiles:
                 self.close()
                 raise
 
-    def start(self, classes, device, world_size):
-        """Write run.json and open TensorBoard; plots are drawn in the background on CUDA."""
+    def start(self, classes, device, train_loader, test_loader, first_epoch):
+        """Write run.json, open TensorBoard, and say what is trained; plots are drawn in the
+        background on CUDA."""
         self.plotter = Plotter(background=device.type == "cuda")
+        world_size, held_out = train_loader.world_size, self.settings.holdout_classes
+        print(f"Start training on {device}" + (f" x {world_size} processes" if world_size > 1 else "")
+              + f": {train_loader.num_samples * world_size} training and {test_loader.labels.size(0)} test images, "
+              f"epochs {first_epoch} to {self.settings.epochs}" + (f", digits {held_out} held out" if held_out else ""))
         if self.writes:
             write_run_file(self.paths, self.settings, classes, device, world_size, resumed=bool(self.settings.resume))
             if self.settings.tensorboard:
@@ -47,8 +54,14 @@ class EpochFiles:
             self.lock.release()
             self.lock = None
 
-    def write_epoch(self, record, model, history, plot):
+    def write_epoch(self, record, model, history, visualize, feat, digits, centers):
+        """The epoch's files; its plot is `visualize` (the script's) of the training features
+        `feat` of `digits`, the `centers` and the epoch's test features."""
         if self.writes:
+            # A copy of the centres (on CUDA): a background plot must not see them change.
+            plot = functools.partial(visualize, feat, digits, record.epoch, self.paths.visual(record.epoch),
+                                     centers.detach().cpu(), history.test_features[-1], history.test_digits,
+                                     self.settings.holdout_classes)
             write_epoch_files(self.paths, record, model, history, self.settings.holdout_classes, self.plotter, plot,
                               self.tensorboard)
 

@@ -125,10 +125,15 @@ class History:
     test_features: list = field(default_factory=list)
     test_digits: torch.Tensor = None
 
-    def add(self, record, test_features, test_digits):
+    def add(self, epoch, lr, center_lr, train, test, retrieval, clock, test_features, test_digits):
+        """Record a finished epoch (its metrics computed, `clock` running since its start);
+        returns its EpochRecord."""
+        clock.lap("metrics")
+        record = EpochRecord(epoch, lr, center_lr, train, test, retrieval, clock.seconds(), clock.times)
         self.records.append(record)
         self.test_features.append(test_features)
         self.test_digits = test_digits
+        return record
 
     def as_saved(self):
         return {"records": [dataclasses.asdict(record) for record in self.records],

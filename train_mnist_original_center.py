@@ -7,7 +7,6 @@ run's settings file, run.json. The run machinery (resume, signals, NaN watch, fi
 torchrun) lives in the modules named for it.
 """
 import argparse
-import functools
 import itertools
 import shlex
 import sys
@@ -31,11 +30,11 @@ from checkpointing import save_figure
 from devices import pick_device, speed_setup
 from epoch_files import EpochFiles
 from errors import UserError
-from history import EpochClock, EpochProgress, EpochRecord, History, LossMetrics
+from history import EpochClock, EpochProgress, LossMetrics
 from metrics import embed, split_retrieval_metrics
 from mnist_loader import REPO_DIR, digit_to_class, load_dataset
 from mnist_net import Net
-from nan_watch import NanWatch, NonFiniteError, advice, check_test_pass
+from nan_watch import NanWatch, NonFiniteError, check_test_pass
 from plots import draw_features
 from settings import check_settings
 from stop_signals import RunStopped, StopSignals, TrainingInterrupted
@@ -199,13 +198,6 @@ def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labe
     save_figure(fig, path)
 
 
-def start_line(device, train_loader, test_loader, first_epoch, args):
-    processes = f" x {train_loader.world_size} processes" if train_loader.world_size > 1 else ""
-    held_out = f", digits {args.holdout_classes} held out" if args.holdout_classes else ""
-    return (f"Start training on {device}{processes}: {train_loader.num_samples * train_loader.world_size} training "
-            f"and {test_loader.labels.size(0)} test images, epochs {first_epoch} to {args.epochs}{held_out}")
-
-
 def resume_command():
     """How to run this script again from the current folder."""
     script = Path(__file__).resolve()
@@ -251,14 +243,10 @@ def main(argv=None):
             scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
 
             # Training state: new, or the stopped run that --resume names
-            keeper = StateKeeper(files.paths.training_state, {"model": model, "center_loss": center_loss},
-                                 {"net": dnn_optimizer, "center": center_optimizer}, scheduler, args,
-                                 train_loader.generator, files.writes, resume_command())
-            history, first_epoch, progress = keeper.resume(train_loader) if args.resume else (History(), 1, None)
-            files.start(classes, device, train_loader.world_size)
+            keeper = StateKeeper(files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, resume_command())
+            history, first_epoch, progress = keeper.start(train_loader)
+            files.start(classes, device, train_loader, test_loader, first_epoch)
             class_of_digit = digit_to_class(classes, device)
-
-            print(start_line(device, train_loader, test_loader, first_epoch, args))
             for epoch in range(first_epoch, args.epochs + 1):
                 # Train and test a model.
                 clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
@@ -276,43 +264,42 @@ def main(argv=None):
                                                             center_loss, class_of_digit, args.amp)
                 clock.lap("test")
                 retrieval = split_retrieval_metrics(test_feat, test_digits, args.holdout_classes)
-                clock.lap("metrics")
-                record = EpochRecord(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics, test_metrics,
-                                     retrieval, clock.seconds(), clock.times)
-                history.add(record, test_feat.cpu(), test_digits.cpu())
+                record = history.add(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics, test_metrics,
+                                     retrieval, clock, test_feat.cpu(), test_digits.cpu())
                 print(record.line())
 
                 # Visualize features of each class; save the model and the training state.
-                files.write_epoch(record, model, history, functools.partial(
-                    visualize, feat, digits, epoch, files.paths.visual(epoch), center_loss.centers.detach().cpu(),
-                    history.test_features[-1], history.test_digits, args.holdout_classes))
+                files.write_epoch(record, model, history, visualize, feat, digits, center_loss.centers)
                 keeper.save(epoch, history)
                 clock.lap("files")
                 if stop.requested() and epoch < args.epochs:
                     raise stop.stopped(f"Stopped after epoch {epoch}. {keeper.resume_hint()}")
             files.finish(history, test_loader)
             return history
-    except RunStopped as stopped:
-        exit_stopped(str(stopped), stopped.exit_status)
-    except KeyboardInterrupt:
-        exit_stopped("Stopped at once by a second signal; " + (f"the last training state saved is {keeper.last_good}"
-                     if keeper and keeper.last_good else "no training state was saved"), 128 + (stop.signum or 2))
-    except NonFiniteError as error:
-        recipe = build_parser().parse_args([])  # the article's settings
-        sys.exit(f"error: {advice(error, epoch, args, recipe, lr, keeper.last_good, resume_command())}")
-    except UserError as error:
-        sys.exit(f"error: {error}")
+    except (RunStopped, KeyboardInterrupt, UserError) as ending:
+        message, status = ending_of(ending, stop, keeper)  # the one line that ends the run
+        if status == 1:
+            sys.exit(message)  # printed by Python, exit status 1
+        if distributed.is_main_process():
+            print(message, file=sys.stderr, flush=True)
+        sys.exit(status)
     finally:
         if files:
             files.close()  # lets another run use the folder
         distributed.teardown()
 
 
-def exit_stopped(message, status):
-    """End a stopped run: its message (from the main process) and the status a shell gives the signal."""
-    if distributed.is_main_process():
-        print(message, file=sys.stderr, flush=True)
-    sys.exit(status)
+def ending_of(ending, stop, keeper):
+    """The message and exit status of a run ended by `ending` (a stop or an error)."""
+    if isinstance(ending, RunStopped):
+        return str(ending), ending.exit_status
+    if isinstance(ending, KeyboardInterrupt):
+        saved = f"the last training state saved is {keeper.last_good}" if keeper and keeper.last_good else \
+            "no training state was saved"
+        return f"Stopped at once by a second signal; {saved}", 128 + (stop.signum or 2)
+    if isinstance(ending, NonFiniteError):  # with advice against the article's settings
+        return f"error: {keeper.advice(ending, build_parser().parse_args([]))}", 1
+    return f"error: {ending}", 1
 
 
 if __name__ == "__main__":

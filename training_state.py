@@ -16,6 +16,7 @@ import torch
 from checkpointing import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
 from errors import UserError
 from history import EpochProgress, History
+from nan_watch import advice
 
 TRAINING_STATE_NAME = "training_state.pth"
 TRAINING_STATE_FORMAT = "mnist-center-loss-training-state"
@@ -210,18 +211,28 @@ def seed_all(seed):
 
 class StateKeeper:
     """Saves a run's training state after each epoch and when it is stopped in one, and
-    puts back the state that --resume names. Only the main process writes (`writes`);
+    puts back the state that --resume names. Only the main process writes (`files.writes`);
     `last_good` is the newest state known to be good: the one to go back to."""
 
-    def __init__(self, path, modules, optimizers, scheduler, settings, loader_generator, writes, command):
-        self.path, self.modules, self.optimizers, self.scheduler = path, modules, optimizers, scheduler
-        self.settings, self.loader_generator, self.writes, self.command = settings, loader_generator, writes, command
-        self.last_good = None
-        # The random states at the start of the epoch under way: where an interrupted epoch restarts.
-        self.epoch_start_rng = rng_states(loader_generator)
+    def __init__(self, files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, command):
+        self.path, self.writes, self.settings = files.paths.training_state, files.writes, files.settings
+        self.modules = {"model": model, "center_loss": center_loss}
+        self.optimizers = {"net": dnn_optimizer, "center": center_optimizer}
+        self.scheduler, self.command = scheduler, command
+        self.last_good = self.loader_generator = None
+        self.epoch = 1  # the epoch under way, for the advice on a NaN
+
+    def start(self, train_loader):
+        """Begin the run: anew, or from the state `settings.resume` names. Returns (history,
+        first epoch, progress of an interrupted epoch or None)."""
+        self.loader_generator = train_loader.generator
+        history, first_epoch, progress = History(), 1, None
+        if self.settings.resume:
+            history, first_epoch, progress = self.resume(train_loader)
+        self.epoch_started(first_epoch)
+        return history, first_epoch, progress
 
     def resume(self, train_loader):
-        """Load the state of `settings.resume`; returns (history, first epoch, progress or None)."""
         path = Path(self.settings.resume)
         state = load_training_state(path)
         history, first_epoch, progress = resume(state, self.modules, self.optimizers, self.scheduler, train_loader,
@@ -232,13 +243,18 @@ class StateKeeper:
         if first_epoch > self.settings.epochs:
             print(f"Nothing to train: the run has finished epoch {first_epoch - 1} and --epochs is "
                   f"{self.settings.epochs}; give a larger --epochs to train on")
-        self.epoch_start_rng = rng_states(self.loader_generator)
         return history, first_epoch, progress
+
+    def epoch_started(self, epoch):
+        """Note the random states and the network's rate at the start of `epoch`: where an
+        interrupted epoch restarts, and the rate the advice on a NaN names."""
+        self.epoch, self.epoch_lr = epoch, self.optimizers["net"].param_groups[0]["lr"]
+        self.epoch_start_rng = rng_states(self.loader_generator)
 
     def save(self, epoch, history):
         """The state after `epoch`, written last of the epoch's files: a run killed before
         this redoes the epoch and its files."""
-        self.epoch_start_rng = rng_states(self.loader_generator)
+        self.epoch_started(epoch + 1)
         if self.writes:
             save_training_state(self.path, epoch, self.modules, self.optimizers, self.scheduler, self.epoch_start_rng,
                                 vars(self.settings), history)
@@ -253,6 +269,10 @@ class StateKeeper:
             return f"Stopped in epoch {epoch} after step {progress.step} of {num_steps}. {self.resume_hint(self.path)}"
         saved = self.resume_hint() if self.last_good else "No training state was saved yet."
         return f"Stopped in epoch {epoch}; it starts again on resuming. {saved}"
+
+    def advice(self, error, recipe):
+        """The message for a NaN `error` in the epoch under way (see nan_watch.advice)."""
+        return advice(error, self.epoch, self.settings, recipe, self.epoch_lr, self.last_good, self.command)
 
     def resume_hint(self, path=None):
         path = path or self.last_good
