@@ -54,14 +54,15 @@ class EpochFiles:
             self.lock.release()
             self.lock = None
 
-    def write_epoch(self, record, model, history, visualize, feat, digits, centers):
+    def write_epoch(self, record, model, history, visualize, feat, digits, centers, class_directions=None):
         """The epoch's files; its plot is `visualize` (the script's) of the training features
-        `feat` of `digits`, the `centers` and the epoch's test features."""
+        `feat` of `digits`, the `centers` and the epoch's test features (with an angular
+        head's `class_directions`, their angular view)."""
         if self.writes:
             # A copy of the centres (on CUDA): a background plot must not see them change.
             plot = functools.partial(visualize, feat, digits, record.epoch, self.paths.visual(record.epoch),
                                      centers.detach().cpu(), history.test_features[-1], history.test_digits,
-                                     self.settings.holdout_classes)
+                                     self.settings.holdout_classes, class_directions)
             write_epoch_files(self.paths, record, model, history, self.settings.holdout_classes, self.plotter, plot,
                               self.tensorboard)
 
@@ -71,7 +72,8 @@ class EpochFiles:
         self.plotter.wait()
         if self.writes and history.records:
             thumbnails = test_loader.images.cpu() * MNIST_STD + MNIST_MEAN if self.tensorboard else None
-            frames = write_run_end(self.paths, history, self.settings.holdout_classes, self.tensorboard, thumbnails)
+            frames = write_run_end(self.paths, history, self.settings.holdout_classes, self.tensorboard, thumbnails,
+                                   angular=self.settings.head != "softmax")
             print(f"Wrote {frames} frames of test features to {self.paths.gif}")
 
 
@@ -91,15 +93,16 @@ def write_epoch_files(paths, record, model, history, unseen_digits, plotter, plo
                 tensorboard.add_scalar(name, value, record.epoch)
 
 
-def write_run_end(paths, history, unseen_digits, tensorboard=None, test_images=None):
-    """The animation of the test features over the epochs, and for TensorBoard the last
-    epoch's features with the images (`test_images`, in 0-1); returns the number of frames."""
+def write_run_end(paths, history, unseen_digits, tensorboard=None, test_images=None, angular=False):
+    """The animation of the test features over the epochs (with their directions for an
+    `angular` head), and for TensorBoard the last epoch's features with the images
+    (`test_images`, in 0-1); returns the number of frames."""
     if tensorboard:
         tensorboard.add_embedding(history.test_features[-1], metadata=history.test_digits.tolist(),
                                   label_img=test_images, global_step=history.records[-1].epoch, tag="test_features")
         tensorboard.close()
     return write_feature_gif(torch.stack(history.test_features), history.test_digits, paths.gif, unseen_digits,
-                             [record.epoch for record in history.records])
+                             [record.epoch for record in history.records], angular=angular)
 
 
 def open_tensorboard(log_dir):

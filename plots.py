@@ -11,6 +11,7 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
@@ -19,6 +20,7 @@ from checkpointing import atomic_write, save_figure
 # The article's ten colours, one per digit 0-9.
 DIGIT_COLORS = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff",
                 "#ff00ff", "#990000", "#999900", "#009900", "#009999")
+OUTLINE = withStroke(linewidth=3.5, foreground="black")  # keeps the yellow and cyan lines visible
 
 
 def as_numpy(values):
@@ -54,6 +56,25 @@ def draw_features(ax, feat, digits, centers=None, unseen_digits=()):
     ax.grid(True, linewidth=0.3)
     ax.set_xlabel("feature 1")
     ax.set_ylabel("feature 2")
+
+
+def draw_directions(ax, feat, digits, class_directions, unseen_digits=()):
+    """The angular view of an angular-margin head: each feature scaled onto the unit circle,
+    and each class weight's direction drawn from the origin in its digit's colour
+    (`class_directions`: digit -> 2-vector), so the angles between the classes show."""
+    feat = as_numpy(feat)
+    unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
+    draw_features(ax, unit, digits, unseen_digits=unseen_digits)
+    for digit, direction in class_directions.items():
+        x, y = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
+        ax.plot([0, x], [0, y], "-", color=DIGIT_COLORS[digit], linewidth=2, path_effects=[OUTLINE])
+        ax.annotate(str(digit), (x, y), ha="center", va="center", fontsize=9, fontweight="bold",
+                    color=DIGIT_COLORS[digit], path_effects=[OUTLINE])
+    ax.set_xlim(-1.4, 1.4)
+    ax.set_ylim(-1.4, 1.4)  # the unit circle, and the class directions beyond it
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("feature 1 / |feature|")
+    ax.set_ylabel("feature 2 / |feature|")
 
 
 def draw_decision_regions(ax, classifier_weight, class_digits, resolution=400):
@@ -130,23 +151,29 @@ def plot_curves(history, path):
     save_figure(fig, path)
 
 
-def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs=None, seconds_per_frame=0.4):
+def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs=None, seconds_per_frame=0.4,
+                      angular=False):
     """An animated GIF of the features epoch by epoch, with one axis range for the whole
-    run so that the motion is readable. `features_per_epoch`: (epochs, N, 2)."""
+    run so that the motion is readable; with `angular` (an angular head), their directions
+    on the unit circle beside them. `features_per_epoch`: (epochs, N, 2)."""
     features_per_epoch = as_numpy(features_per_epoch)
     epochs = list(epochs) if epochs is not None else list(range(1, len(features_per_epoch) + 1))
     low, high = features_per_epoch.reshape(-1, 2).min(0), features_per_epoch.reshape(-1, 2).max(0)
     margin = 0.05 * (high - low).max() + 1e-6
+    panels = 2 if angular else 1
     frames = []
     for epoch, feat in zip(epochs, features_per_epoch):
-        fig = Figure(figsize=(6.4, 5.6), dpi=80)
-        fig.subplots_adjust(left=0.1, right=0.8)
-        ax = fig.add_subplot()
+        fig = Figure(figsize=(6.4 * panels, 5.6), dpi=80)
+        fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.4)
+        ax, *angular_ax = fig.subplots(1, panels, squeeze=False)[0]
         draw_features(ax, feat, digits, unseen_digits=unseen_digits)
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlim(low[0] - margin, high[0] + margin)
         ax.set_ylim(low[1] - margin, high[1] + margin)
         ax.set_title(f"test features, epoch {epoch}")
+        for direction_ax in angular_ax:
+            draw_directions(direction_ax, feat, digits, {}, unseen_digits)
+            direction_ax.set_title(f"their directions, epoch {epoch}")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         frames.append(Image.open(buffer).convert("P", palette=Image.Palette.ADAPTIVE))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from devices import bf16_supported, pick_device
 from errors import UserError
+from margin_heads import check_head_settings
 
 
 def check_settings(args):
@@ -32,6 +33,7 @@ def check_settings(args):
         raise UserError(f"--holdout_classes takes distinct digits 0-9 and leaves at least two to train on, "
                         f"got {args.holdout_classes}")
     args.holdout_classes = sorted(set(args.holdout_classes))
+    args.scale, args.margin = check_head_settings(args.head, args.scale, args.margin)  # the defaults recorded
     device = pick_device(args.device)  # one that the machine lacks stops here
     if args.amp and not bf16_supported(device):
         raise UserError(f"--amp needs native bfloat16, which this {device.type.upper()} lacks "

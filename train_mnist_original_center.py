@@ -31,11 +31,12 @@ from devices import pick_device, speed_setup
 from epoch_files import EpochFiles
 from errors import UserError
 from history import EpochClock, EpochProgress, LossMetrics
+from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
 from metrics import embed, split_retrieval_metrics
 from mnist_loader import REPO_DIR, digit_to_class, load_dataset
 from mnist_net import Net
 from nan_watch import NanWatch, NonFiniteError, check_test_pass
-from plots import draw_features
+from plots import draw_directions, draw_features
 from settings import check_settings
 from stop_signals import RunStopped, StopSignals, TrainingInterrupted
 from training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
@@ -67,7 +68,17 @@ def build_parser():
     add("--step_size", type=int, default=20, help="StepLR: epochs between learning-rate decays")
     add("--gamma", type=float, default=0.8, help="StepLR: learning-rate decay factor")
     add("--center_lr", type=float, default=0.5, help="learning rate of the centres (SGD)")
-    add("--loss_weight", type=float, default=1.0, help="weight of the Center Loss in the total loss (0: softmax only)")
+    add("--loss_weight", type=float, default=1.0,
+        help="weight of the Center Loss in the total loss (0: the head alone)")
+    add("--head", choices=HEADS, default="softmax",
+        help="the classifier on the 2-D feature, on ip2's weights: softmax (the article's), or an angular-margin "
+             "head of face recognition: normface, cosface, arcface, sphereface (see margin_heads.py)")
+    add("--scale", type=float, default=None,
+        help="s, the logit scale of normface, cosface and arcface; default: "
+             + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_SCALE.items()))
+    add("--margin", type=float, default=None,
+        help="m: cosface's cosine margin, arcface's angle margin in radians, sphereface's integer angle "
+             "multiplier; default: " + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_MARGIN.items()))
     add("--seed", type=int, default=1,
         help="random seed, 0 to 2**32 - 1 (weights, centres, shuffling; Python's random and NumPy too)")
     add("--device", default="auto",
@@ -116,7 +127,7 @@ def parse_args(argv=None):
     return args
 
 
-def train(model, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer, center_optimizer, epoch,
+def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer, center_optimizer, epoch,
           class_of_digit, amp=False, progress=None, stop=None):
     """One epoch, as in the article. Returns its LossMetrics and the features and digits of
     every training image in the order seen (under torchrun: of every rank), on the host.
@@ -138,7 +149,8 @@ def train(model, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer
         # Predict labels and calculate the loss, the two parts weighted.
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             ip1, pred = model(images)
-            softmax_loss = nll_loss(pred, labels)
+            # The article's log-softmax, or an angular head's with its margin at the true class.
+            softmax_loss = nll_loss(head(ip1, pred, labels, (epoch - 1) * len(train_loader) + step), labels)
             center = center_loss(labels, ip1, distributed.batch_class_counts(labels, center_loss.num_classes))
             loss = softmax_loss + loss_weight * center
         # Initialise the gradients, calculate them, update the parameters.
@@ -150,7 +162,7 @@ def train(model, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer
         center_optimizer.step()
         # For the metrics and the picture, kept on the device: no host sync per step.
         watch.step(step, ip1, softmax_loss, center)
-        start = progress.add(step, start, ip1, digits, (pred.argmax(1) == labels).sum(), loss, center)
+        start = progress.add(step, start, ip1, digits, (head.predict(ip1, pred) == labels).sum(), loss, center)
         if stop is not None and stop.requested() and step < len(train_loader):
             watch.check(model.parameters(), center_loss.centers, epoch, step, len(train_loader))
             raise TrainingInterrupted(progress)
@@ -162,17 +174,19 @@ def train(model, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer
 
 
 @torch.no_grad()
-def test(model, test_loader, nll_loss, loss_weight, center_loss, class_of_digit, amp=False):
+def test(model, head, test_loader, nll_loss, loss_weight, center_loss, class_of_digit, amp=False, iteration=0):
     """LossMetrics on the test images of the trained digits (means per image of the training
-    objective), and the features and digits of all test images, on the device (under
-    torchrun: of all ranks' parts together)."""
+    objective, as at training step `iteration`), and the features and digits of all test
+    images, on the device (under torchrun: of all ranks' parts together)."""
     features, log_probs, digits = embed(model, test_loader, amp)
     labels = class_of_digit[digits]
     seen = labels >= 0  # held-out digits have no class to be scored against
     count = seen.sum()
-    center = center_loss(labels[seen], features[seen]) if count else features.new_zeros(())
-    loss = (nll_loss(log_probs[seen], labels[seen]) + loss_weight * center) if count else center
-    correct = (log_probs[seen].argmax(1) == labels[seen]).sum()
+    seen_features, seen_log_probs, labels = features[seen], log_probs[seen], labels[seen]
+    center = center_loss(labels, seen_features) if count else features.new_zeros(())
+    head_log_probs = head(seen_features, seen_log_probs, labels, iteration)
+    loss = (nll_loss(head_log_probs, labels) + loss_weight * center) if count else center
+    correct = (head.predict(seen_features, seen_log_probs) == labels).sum()
     sums = distributed.sum_across_ranks(torch.stack([correct.float(), loss * count, center * count, count.float()]))
     # Host sync: the metrics are printed.
     correct, loss, center, count = sums.tolist()
@@ -183,17 +197,24 @@ def test(model, test_loader, nll_loss, loss_weight, center_loss, class_of_digit,
     return metrics, features, digits
 
 
-def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None, unseen_digits=()):
+def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None, unseen_digits=(),
+              class_directions=None):
     """Write the feature plot of one epoch to `path`: the training features with the
-    centres, and beside them the test features when given."""
-    panels = 1 if test_feat is None else 2
+    centres, beside them the test features when given, and for an angular head their
+    directions with each class weight's (`class_directions`: digit -> weight)."""
+    titles = [f"training features, epoch = {epoch}"]
+    titles += [] if test_feat is None else [f"test features (eval mode), epoch = {epoch}"]
+    titles += [] if class_directions is None else [f"test feature directions and class weights, epoch = {epoch}"]
+    panels = len(titles)
     fig = Figure(figsize=(8 * panels, 7), dpi=100)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     draw_features(axes[0], feat, labels, centers, unseen_digits)
-    axes[0].set_title(f"training features, epoch = {epoch}")
     if test_feat is not None:
         draw_features(axes[1], test_feat, test_labels, centers, unseen_digits)
-        axes[1].set_title(f"test features (eval mode), epoch = {epoch}")
+    if class_directions is not None:
+        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_digits)
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
     save_figure(fig, path)
 
@@ -234,6 +255,7 @@ def main(argv=None):
 
             # Loss
             nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
+            head = Head(args.head, model.ip2.weight, args.scale, args.margin)  # softmax: the article's ip2
             center_loss = CenterLoss(len(classes), 2).to(device)
 
             # Optimizer
@@ -251,7 +273,7 @@ def main(argv=None):
                 # Train and test a model.
                 clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
                 try:
-                    train_metrics, feat, digits = train(step_model, train_loader, nll_loss, args.loss_weight,
+                    train_metrics, feat, digits = train(step_model, head, train_loader, nll_loss, args.loss_weight,
                                                         center_loss, dnn_optimizer, center_optimizer, epoch,
                                                         class_of_digit, args.amp, progress, stop)
                 except TrainingInterrupted as interrupted:
@@ -260,8 +282,9 @@ def main(argv=None):
                 progress = None
                 scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
                 clock.lap("train")
-                test_metrics, test_feat, test_digits = test(step_model, test_loader, nll_loss, args.loss_weight,
-                                                            center_loss, class_of_digit, args.amp)
+                test_metrics, test_feat, test_digits = test(step_model, head, test_loader, nll_loss, args.loss_weight,
+                                                            center_loss, class_of_digit, args.amp,
+                                                            epoch * len(train_loader))
                 clock.lap("test")
                 retrieval = split_retrieval_metrics(test_feat, test_digits, args.holdout_classes)
                 record = history.add(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics, test_metrics,
@@ -269,7 +292,8 @@ def main(argv=None):
                 print(record.line())
 
                 # Visualize features of each class; save the model and the training state.
-                files.write_epoch(record, model, history, visualize, feat, digits, center_loss.centers)
+                files.write_epoch(record, model, history, visualize, feat, digits, center_loss.centers,
+                                  head.class_directions(classes))
                 keeper.save(epoch, history)
                 clock.lap("files")
                 if stop.requested() and epoch < args.epochs:

@@ -61,6 +61,7 @@ import article_pipeline as article  # noqa: E402  (after the path is set)
 import train_mnist_original_center as trainer  # noqa: E402
 from center_loss import CenterLoss  # noqa: E402
 from devices import bf16_supported, speed_setup  # noqa: E402
+from margin_heads import Head  # noqa: E402
 from mnist_loader import TensorLoader, digit_to_class, read_split  # noqa: E402
 from metrics import reid_metrics, retrieval_metrics  # noqa: E402
 from mnist_net import Net  # noqa: E402
@@ -358,8 +359,8 @@ def step_probe(args, settings, device, batch_size=128):
         for setting, (model, center_loss, nll_loss, loss_weight, (net_optimizer, center_optimizer), amp) \
                 in steps.items():
             start = time.perf_counter()
-            trainer.train(model, batch, nll_loss, loss_weight, center_loss, net_optimizer, center_optimizer, 1,
-                          class_of_digit, amp=amp)
+            trainer.train(model, Head("softmax"), batch, nll_loss, loss_weight, center_loss, net_optimizer,
+                          center_optimizer, 1, class_of_digit, amp=amp)
             seconds[setting].append(time.perf_counter() - start)
     return {setting: batch_size / statistics.median(times[1:]) for setting, times in seconds.items()}
 

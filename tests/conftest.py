@@ -103,6 +103,14 @@ def holdout_run(mnist_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def arcface_run(mnist_dir, tmp_path_factory):
+    """A 2-epoch run with the ArcFace head, its defaults recorded: its output folder."""
+    out = tmp_path_factory.mktemp("arcface")
+    trainer.main(trainer_flags(mnist_dir, out, "--epochs", 2, "--head", "arcface"))
+    return out
+
+
 # 32 images in batches of 4: 8 steps an epoch, enough to stop in the middle of one.
 SMALL_RUN = ["--max_train_samples", "32", "--max_test_samples", "16", "--batch_size", "4", "--lr", "0.01",
              "--device", "cpu"]

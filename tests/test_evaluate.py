@@ -39,17 +39,6 @@ def test_evaluate_matches_the_trainers_last_epoch_without_repeating_flags(two_ep
     assert metrics["map_at_r"] == pytest.approx(float(last["map_at_r"]), abs=1e-6)
 
 
-def test_reads_a_training_state_file(two_epoch_run, mnist_dir, tmp_path):
-    _, out = two_epoch_run
-    state_path = out / "training_state.pth"
-    model, centers, holdout = evaluate.read_checkpoint(state_path)
-    per_epoch = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
-    assert all(torch.equal(model.state_dict()[name], per_epoch[name]) for name in per_epoch)
-    assert centers.shape == (10, 2) and holdout == []
-    evaluate.main([str(state_path), "--dataset_dir", str(mnist_dir), "--plot", str(tmp_path / "with_centres.png")])
-    assert (tmp_path / "with_centres.png").is_file()
-
-
 class NotTensors:
     pass
 
@@ -98,6 +87,16 @@ def test_a_holdout_checkpoint_moved_away_from_its_run_needs_the_flag(holdout_run
     assert set(metrics["per_class"]) == set("01234567")
 
 
+def test_an_angular_checkpoint_is_judged_by_the_cosine_unless_told(arcface_run, tmp_path, capsys):
+    metrics = evaluate.main([str(arcface_run / "model" / "epoch_002.pth"), "--plot", str(tmp_path / "e.png")])
+    assert metrics["head"] == "arcface" and "arcface head (prediction: the largest cosine)" in capsys.readouterr().out
+    with open(arcface_run / "history.csv") as f:
+        assert metrics["accuracy"] == pytest.approx(float(list(csv.DictReader(f))[-1]["test_acc"]), abs=1e-6)
+    with Image.open(tmp_path / "e.png") as image:
+        assert image.size == (1600, 700)  # the decision regions, and the directions beside them
+    assert evaluate.main([str(arcface_run / "model" / "epoch_002.pth"), "--head", "softmax"])["head"] == "softmax"
+
+
 def broken_copy(two_epoch_run, tmp_path, change):
     _, out = two_epoch_run
     state = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
@@ -126,12 +125,6 @@ def test_bad_flags_of_evaluate(two_epoch_run, tmp_path, flags, message):
     with pytest.raises(SystemExit) as stop:
         evaluate.main([str(out / "model" / "epoch_002.pth"), *flags])
     assert message in stop.value.code
-
-
-def test_undefined_figures_are_null_with_a_reason():
-    ready = evaluate.json_ready({"accuracy": 0.5, "unseen_map_at_r": float("nan"), "per_class": {}})
-    assert ready["unseen_map_at_r"] is None and "unseen_map_at_r" in ready["undefined"]
-    json.dumps(ready, allow_nan=False)  # strict JSON
 
 
 def test_ranking_picture(holdout_run, tmp_path):

@@ -4,7 +4,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from plots import DIGIT_COLORS, draw_decision_regions, draw_features, plot_curves, write_feature_gif
+from plots import DIGIT_COLORS, draw_decision_regions, draw_directions, draw_features, plot_curves, write_feature_gif
 
 
 def test_axes_hold_every_point_and_centre():
@@ -34,6 +34,18 @@ def test_decision_regions_are_wedges_of_the_classifier():
     assert ax.get_images()[0].get_cmap().colors == [DIGIT_COLORS[3], DIGIT_COLORS[5]]
 
 
+def test_directions_put_features_on_the_unit_circle_with_the_class_weights():
+    ax = Figure().add_subplot()
+    feat = torch.tensor([[30.0, 40.0], [-0.3, 0.0], [0.0, -7.0]])
+    draw_directions(ax, feat, torch.tensor([0, 1, 2]), {0: torch.tensor([0.0, 5.0]), 1: torch.tensor([-2.0, 0.0])})
+    points = np.concatenate([line.get_xydata() for line in ax.get_lines() if line.get_linestyle() == "None"])
+    assert np.allclose(np.linalg.norm(points, axis=1), 1)  # every feature scaled to norm 1
+    weights = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert [tuple(np.round(line.get_xydata()[1], 3)) for line in weights] == [(0, 1.25), (-1.25, 0)]
+    assert [line.get_color() for line in weights] == [DIGIT_COLORS[0], DIGIT_COLORS[1]]
+    assert ax.get_xlim() == (-1.4, 1.4) and ax.get_ylim() == (-1.4, 1.4)
+
+
 def test_curves_plot(tmp_path):
     rows = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "train_center_loss": 0.1 / e,
              "test_center_loss": 0.1 / e, "train_acc": 0.5, "test_acc": 0.4, "map_at_r": 0.3} for e in (1, 2, 3)]
@@ -47,6 +59,9 @@ def test_feature_gif_has_a_frame_per_epoch(tmp_path):
     frames = write_feature_gif(features, torch.arange(30) % 10, tmp_path / "f.gif", epochs=[4, 5, 6])
     with Image.open(tmp_path / "f.gif") as gif:
         assert frames == gif.n_frames == 3 and gif.size == (512, 448)
+    write_feature_gif(features, torch.arange(30) % 10, tmp_path / "angular.gif", angular=True)
+    with Image.open(tmp_path / "angular.gif") as gif:
+        assert gif.n_frames == 3 and gif.size == (1024, 448)  # the features and their directions
 
 
 def test_ranking_figure_rows_and_frames():

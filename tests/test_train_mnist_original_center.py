@@ -12,6 +12,7 @@ from article_net import ArticleNet
 from center_loss import CenterLoss
 from conftest import REAL_MNIST_DIR, make_mnist, output_flags, run_script, stop_message, trainer_flags
 from devices import bf16_supported, speed_setup
+from margin_heads import Head
 from mnist_loader import digit_to_class, load_dataset
 from mnist_net import Net
 
@@ -60,6 +61,31 @@ def test_checkpoint_loads_strictly_into_the_articles_net(two_epoch_run):
     assert feat.shape == (2, 2) and log_probs.shape == (2, 10)
 
 
+def test_an_angular_head_run_describes_itself_and_keeps_the_articles_keys(arcface_run):
+    run = json.loads((arcface_run / "run.json").read_text())
+    assert (run["settings"]["head"], run["settings"]["scale"], run["settings"]["margin"]) == ("arcface", 16.0, 0.2)
+    ArticleNet().load_state_dict(torch.load(arcface_run / "model" / "epoch_002.pth", weights_only=True), strict=True)
+    with Image.open(arcface_run / "visual" / "epoch_002.png") as image:
+        assert image.size == (2400, 700)  # training, test, and the test features' directions
+    with Image.open(arcface_run / "features.gif") as gif:
+        assert gif.size == (1024, 448) and gif.n_frames == 2  # the features and their directions
+
+
+@pytest.mark.parametrize("head", ["normface", "cosface", "arcface", "sphereface"])
+def test_each_head_trains_with_center_loss(mnist_dir, tmp_path, head):
+    history = trainer.main(["--dataset_dir", str(mnist_dir), "--max_train_samples", "128", "--max_test_samples", "32",
+                            "--batch_size", "32", "--epochs", "2", "--device", "cpu", "--head", head,
+                            *output_flags(tmp_path)])
+    first, last = history.records
+    assert last.train.loss < first.train.loss and last.train.center_loss > 0
+
+
+def test_bad_head_settings_stop_in_one_line(mnist_dir, tmp_path):
+    message = stop_message(trainer_flags(mnist_dir, tmp_path, "--head", "arcface", "--margin", "3.5"))
+    assert message == "error: --margin of arcface is an angle in radians and must be below pi, got 3.5"
+    assert not (tmp_path / "run.json").exists()
+
+
 def test_main_returns_the_history_it_prints(mnist_dir, tmp_path, capsys):
     history = trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 3, "--batch_size", 32))
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch:")]
@@ -77,6 +103,10 @@ def test_visualize_writes_the_plot(tmp_path):
     trainer.visualize(feat, labels, 7, tmp_path / "sub" / "plot.png", torch.zeros(10, 2), feat, labels)
     with Image.open(tmp_path / "sub" / "plot.png") as image:
         assert image.size == (1600, 700)
+    directions = {digit: torch.randn(2) for digit in range(10)}
+    trainer.visualize(feat, labels, 7, tmp_path / "angular.png", torch.zeros(10, 2), feat, labels, (), directions)
+    with Image.open(tmp_path / "angular.png") as image:
+        assert image.size == (2400, 700)
 
 
 def test_an_output_file_taken_by_a_folder_is_caught_before_training(mnist_dir, tmp_path):
@@ -247,11 +277,13 @@ def test_no_host_sync_in_cuda_step_loop(mnist_dir, amp):
     center_optimizer = torch.optim.SGD(center_loss.parameters(), lr=0.5)
     steps = (nn.NLLLoss(), 1.0, center_loss, dnn_optimizer, center_optimizer)
     # A first epoch unguarded: lazy initialisation and cuDNN's autotuning may synchronise once.
-    trainer.train(model, train_loader, *steps, 1, class_of_digit, amp)
-    metrics, features, digits = trainer.train(model, SyncErrorWhileIterating(train_loader), *steps, 2,
+    head = Head("softmax")
+    trainer.train(model, head, train_loader, *steps, 1, class_of_digit, amp)
+    metrics, features, digits = trainer.train(model, head, SyncErrorWhileIterating(train_loader), *steps, 2,
                                               class_of_digit, amp)
     assert features.device.type == "cpu" and features.shape == (train_loader.num_samples, 2)
-    trainer.test(model, SyncErrorWhileIterating(test_loader), nn.NLLLoss(), 1.0, center_loss, class_of_digit, amp)
+    trainer.test(model, head, SyncErrorWhileIterating(test_loader), nn.NLLLoss(), 1.0, center_loss, class_of_digit,
+                 amp)
 
 
 @pytest.mark.skipif(not (REAL_MNIST_DIR / "MNIST" / "raw").is_dir(),

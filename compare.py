@@ -1,0 +1,120 @@
+"""Compare runs side by side: one figure with a panel of test features per run, and a
+Markdown table of their figures.
+
+Each RUN_DIR is a trainer's --out_dir: its run.json gives the head, the loss weight, the
+held-out digits and the data, and its last per-epoch checkpoint is evaluated on the test
+split (the same for every run, or nothing is compared).
+
+    python compare.py outputs/softmax outputs/arcface --out compare.png --markdown compare.md
+"""
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+import cli
+
+if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
+    cli.exit_on_signals("before the comparison began; nothing was written")
+
+import torch
+from matplotlib.figure import Figure
+
+from checkpointing import atomic_write, save_figure
+from devices import pick_device
+from errors import UserError
+from evaluation import evaluate, load_test_split, open_checkpoint
+from plots import draw_decision_regions, draw_features
+from run_folder import RunPaths, check_image_format, read_run_file
+
+COLUMNS = (("accuracy", "test accuracy"), ("precision_at_1", "Precision@1"), ("r_precision", "R-Precision"),
+           ("map_at_r", "MAP@R"), ("unseen_map_at_r", "unseen MAP@R"))
+
+
+def last_checkpoint(run_dir):
+    """The run's run.json, its last per-epoch checkpoint and that epoch; UserError when it
+    is no run or has no checkpoint yet."""
+    run = read_run_file(run_dir)
+    if run is None:
+        raise UserError(f"{run_dir} is not a run's folder: it has no run.json (give a trainer's --out_dir)")
+    paths = RunPaths.from_settings(argparse.Namespace(**run["settings"]))
+    for epoch in range(run["settings"]["epochs"], 0, -1):
+        if paths.model(epoch).is_file():
+            return run, paths.model(epoch), epoch
+    raise UserError(f"{run_dir} has no per-epoch checkpoint yet ({paths.model_path_temp.format('NNN')})")
+
+
+def panel_title(settings, epoch, metrics):
+    head = settings.get("head", "softmax")
+    return (f"{head}, loss weight {settings['loss_weight']:g}, epoch {epoch}\n"
+            f"accuracy {metrics['accuracy']:.4f}, MAP@R {metrics['map_at_r']:.4f}")
+
+
+def markdown_table(names, results):
+    """The table of figures, a row per run; unseen MAP@R only when some run held digits out."""
+    columns = [(key, label) for key, label in COLUMNS if any(key in metrics for metrics in results)]
+    lines = ["| run | head | loss weight | epoch | " + " | ".join(label for _, label in columns) + " |",
+             "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in columns) + " |"]
+    for name, metrics in zip(names, results):
+        figures = [f"{metrics[key]:.4f}" if key in metrics else "-" for key, _ in columns]
+        lines.append(f"| {name} | {metrics['head']} | {metrics['loss_weight']:g} | {metrics['epoch']} | "
+                     + " | ".join(figures) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the runs' folders (the trainer's --out_dir)")
+    parser.add_argument("--out", default="compare.png", help="the figure, a panel per run")
+    parser.add_argument("--markdown", default=None, help="also write the table of figures to this file; default: none")
+    parser.add_argument("--device", default="auto",
+                        help="where to evaluate: auto (the current accelerator, else the CPU) or a PyTorch "
+                             "device name (cpu, cuda, cuda:1, mps)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Compare the runs; returns one dict of figures per run, in order."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here a Ctrl-C is caught below
+    try:
+        args = parse_args(argv)
+        check_image_format("--out", args.out)
+        device = pick_device(args.device)
+        runs = [last_checkpoint(run_dir) for run_dir in args.run_dirs]
+        fig = Figure(figsize=(6.4 * len(runs), 5.8), dpi=80)
+        fig.subplots_adjust(left=0.06 / len(runs), right=1 - 0.14 / len(runs), wspace=0.5, top=0.86)
+        axes = fig.subplots(1, len(runs), squeeze=False)[0]
+        results, test_digits = [], None
+        for ax, run_dir, (run, path, epoch) in zip(axes, args.run_dirs, runs):
+            checkpoint = open_checkpoint(path)
+            settings = run["settings"]
+            test_loader = load_test_split(run["dataset_dir"], device, settings.get("max_test_samples"))
+            if test_digits is not None and not torch.equal(test_loader.labels.cpu(), test_digits):
+                raise UserError(f"{run_dir} was tested on other images than {args.run_dirs[0]} "
+                                f"({test_loader.num_samples} against {test_digits.numel()} test images, or other "
+                                f"digits); compare runs on the same test split")
+            test_digits = test_loader.labels.cpu()
+            metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head, test_loader,
+                                            checkpoint.class_digits, checkpoint.holdout)
+            metrics.update(run=str(run_dir), head=checkpoint.head.name, loss_weight=settings["loss_weight"],
+                           epoch=epoch)
+            results.append(metrics)
+            draw_features(ax, features, test_digits, checkpoint.centers, checkpoint.holdout)
+            draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.class_digits)
+            ax.set_title(panel_title(settings, epoch, metrics), fontsize=10)
+        save_figure(fig, args.out)
+        table = markdown_table([Path(run_dir).name for run_dir in args.run_dirs], results)
+        print(table, end="")
+        print(f"Wrote {args.out}")
+        if args.markdown:
+            atomic_write(args.markdown, table.encode())
+            print(f"Wrote {args.markdown}")
+        return results
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("Stopped by SIGINT (Ctrl-C); every file is either whole or as it was before")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

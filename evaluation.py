@@ -1,0 +1,138 @@
+"""Evaluating a checkpoint of the trainer: reading it safely, and all the metrics of its
+model on a test split, as a JSON-ready dict (used by evaluate.py and compare.py).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+from matplotlib.figure import Figure
+from sklearn.metrics import classification_report
+
+from checkpointing import CheckpointError, load_checkpoint, load_module_state, save_figure
+from errors import UserError
+from margin_heads import Head
+from metrics import embed, split_retrieval_metrics
+from mnist_loader import TensorLoader, digit_to_class, normalize, read_split
+from mnist_net import Net
+from plots import draw_decision_regions, draw_directions, draw_features
+from run_folder import find_run_file
+from training_state import TRAINING_STATE_FORMAT, load_training_state
+
+
+def read_checkpoint(path):
+    """The model's state_dict, the centres (or None) and the held-out digits (or None) of
+    a per-epoch `state_dict` file or of a training state; `CheckpointError` when it is
+    none, or holds a tensor of the wrong shape, a value that is no tensor, or a weight
+    that is NaN or infinite (such a model's metrics would mean nothing)."""
+    content = load_checkpoint(path)
+    centers = holdout = None
+    if isinstance(content, dict) and content.get("format") == TRAINING_STATE_FORMAT:
+        state = load_training_state(path)
+        content, centers = state["modules"].get("model"), state["modules"].get("center_loss", {}).get("centers")
+        holdout = state["args"].get("holdout_classes")
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{path} holds a {type(content).__name__}, not a model's state_dict")
+    expected = set(Net().state_dict())
+    if set(content) != expected:
+        missing, unexpected = sorted(expected - set(content)), sorted(set(content) - expected)
+        raise CheckpointError(f"{path} is not a checkpoint of this project's Net "
+                              f"(missing {', '.join(missing[:4]) or 'nothing'}{', ...' if len(missing) > 4 else ''}; "
+                              f"unexpected {', '.join(map(str, unexpected[:4])) or 'nothing'})")
+    for name, value in content.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
+    classifier = content["ip2.weight"]
+    model = Net(num_classes=classifier.shape[0] if classifier.dim() == 2 else 10)
+    load_module_state(model, content, f"model in {path}")
+    for name, value in [*content.items(), ("centres", centers if centers is not None else torch.zeros(()))]:
+        if not value.isfinite().all():
+            raise CheckpointError(f"{path}: {name} holds NaN or infinite values; a model trained into them "
+                                  f"gives no meaningful metrics")
+    return model, centers, holdout
+
+
+def json_ready(metrics):
+    """`metrics` with every undefined (NaN) figure as null, its reason under "undefined":
+    JSON has no NaN."""
+    ready = {key: value for key, value in metrics.items()}
+    undefined = [key for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
+    for key in undefined:
+        ready[key] = None
+    if undefined:
+        ready["undefined"] = {key: "no test image of these digits has another of its digit to retrieve"
+                              for key in undefined}
+    return ready
+
+
+@dataclass
+class CheckpointRun:
+    """A checkpoint's model and what its run says about it: centres (or None), held-out
+    digits, the digit of each class, the head, and the run.json (or {})."""
+    model: Net
+    centers: torch.Tensor
+    holdout: list
+    class_digits: list
+    head: Head
+    run: dict
+
+
+def open_checkpoint(path, holdout=None, head=None):
+    """The CheckpointRun of the checkpoint `path`. The held-out digits and the head are the
+    run's (from its run.json, else the training state), unless given here."""
+    model, centers, stored_holdout = read_checkpoint(path)
+    run = find_run_file(path) or {}
+    settings = run.get("settings") or {}
+    holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
+    holdout = sorted(set(holdout or []))
+    if any(not 0 <= digit <= 9 for digit in holdout):
+        raise UserError(f"--holdout_classes takes digits 0-9, got {holdout}")
+    class_digits = [digit for digit in range(10) if digit not in holdout]
+    num_classes = model.ip2.weight.shape[0]
+    if len(class_digits) != num_classes:
+        raise UserError(f"the checkpoint classifies {num_classes} digits, but {len(class_digits)} remain after "
+                        f"holding out {holdout}; pass --holdout_classes with the {10 - num_classes} digits "
+                        f"held out in training")
+    run_head = settings.get("head", "softmax")  # runs from before the heads had softmax
+    head = head or run_head
+    scale, margin = (settings.get("scale"), settings.get("margin")) if head == run_head else (None, None)
+    return CheckpointRun(model, centers, holdout, class_digits, Head(head, model.ip2.weight, scale, margin), run)
+
+
+def load_test_split(dataset_dir, device, limit=None, batch_size=1024):
+    """The normalised test split in `dataset_dir` as a TensorLoader on `device`."""
+    images, digits = read_split(dataset_dir, train=False, limit=limit)
+    return TensorLoader(normalize(images, device), digits.to(device), batch_size)
+
+
+def plot_evaluation(features, digits, head, class_digits, centers, unseen_digits, title, path):
+    """The test features over the head's decision regions; for an angular head, their
+    directions with the class weights' beside them."""
+    panels = 2 if head.angular else 1
+    fig = Figure(figsize=(8 * panels, 7), dpi=100)
+    fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.35)
+    ax, *angular_ax = fig.subplots(1, panels, squeeze=False)[0]
+    draw_features(ax, features, digits, centers, unseen_digits)
+    draw_decision_regions(ax, head.decision_weight(), class_digits)
+    ax.set_title(title)
+    for direction_ax in angular_ax:
+        draw_directions(direction_ax, features, digits, head.class_directions(class_digits), unseen_digits)
+        direction_ax.set_title(f"their directions and the class weights ({head.name})")
+    save_figure(fig, path)
+
+
+def evaluate(model, head, test_loader, class_digits, unseen_digits):
+    """All the metrics of a model with its head on `test_loader`, as a JSON-ready dict, the
+    test features, and the per-class report as text."""
+    features, log_probs, digits = embed(model, test_loader)
+    seen = digit_to_class(class_digits, digits.device)[digits] >= 0
+    predicted_digits = torch.tensor(class_digits, device=digits.device)[head.predict(features, log_probs)]
+    true_seen, predicted_seen = digits[seen].cpu().numpy(), predicted_digits[seen].cpu().numpy()
+    report_options = dict(labels=class_digits, target_names=[str(d) for d in class_digits], digits=4,
+                          zero_division=0)
+    report = classification_report(true_seen, predicted_seen, output_dict=True, **report_options)
+    report_text = classification_report(true_seen, predicted_seen, **report_options)
+    metrics = {"accuracy": float((true_seen == predicted_seen).mean()),
+               "num_test_images": int(digits.numel())}
+    metrics.update(split_retrieval_metrics(features, digits, unseen_digits))
+    metrics["per_class"] = {name: report[name] for name in map(str, class_digits)}
+    return metrics, features, report_text

@@ -1,0 +1,147 @@
+"""The classification head on the 2-D feature: the article's softmax, or one of the
+angular-margin heads of face recognition that followed Center Loss.
+
+Every head uses `ip2`'s class weights W (num_classes x 2, no bias), so a checkpoint keeps
+the article's keys and shapes whatever the head. With x the feature, theta_j the angle
+between x and W_j, y the true class, s the scale and m the margin:
+
+  softmax     W_j . x                                       (the article's ip2)
+  normface    s cos(theta_j)                                (Wang et al. 2017)
+  cosface     s (cos(theta_j) - m [j = y])                  (Wang et al. 2018)
+  arcface     s cos(theta_y + m) for j = y, else s cos(theta_j)   (Deng et al. 2019);
+              where theta_y + m passes pi, s (cos(theta_y) - m sin(m)), as insightface does,
+              so that the logit keeps falling as theta_y grows
+  sphereface  |x| psi(theta_y) for j = y, else |x| cos(theta_j),   (Liu et al. 2017)
+              psi(theta) = (-1)^k cos(m theta) - 2k on [k pi / m, (k + 1) pi / m], mixed
+              during training with |x| cos(theta_y) as the paper anneals it:
+              (lambda |x| cos(theta_y) + |x| psi(theta_y)) / (1 + lambda),
+              lambda = max(LAMBDA_MIN, LAMBDA_BASE / (1 + LAMBDA_GAMMA * iteration))
+
+The margin applies in training (and the test loss) only. An angular head predicts the
+class of the largest cosine: ip2's output would weigh the classes by their weights' norms,
+which these heads never trained.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from errors import UserError
+
+HEADS = ("softmax", "normface", "cosface", "arcface", "sphereface")
+# Defaults for a 2-D feature and ten classes, where neighbouring classes lie about 36
+# degrees apart: the papers' values for 512-D faces (s = 64, m = 0.35 or 0.5) leave no room
+# there. See the README's table of heads for how they train.
+DEFAULT_SCALE = {"normface": 16.0, "cosface": 16.0, "arcface": 16.0}
+DEFAULT_MARGIN = {"cosface": 0.2, "arcface": 0.2, "sphereface": 4}
+# SphereFace's annealing, from the authors' released training settings (base 1000,
+# gamma 0.12, power 1, lambda_min 5).
+LAMBDA_BASE, LAMBDA_GAMMA, LAMBDA_MIN = 1000.0, 0.12, 5.0
+# NormFace, CosFace and ArcFace ignore the feature's norm, so their gradient grows as
+# 1 / |x|. LeNets++ starts with features of norm near 0.01, where that gradient measured
+# 100-400 on real MNIST, against 0.2-0.6 for the article's softmax, and such steps threw the
+# features' norms about by 100x (to NaN at ten times the article's rate). So below norm
+# NORM_FLOOR their logits are scaled by |x| / NORM_FLOOR: the head sees x / max(|x|, 1)
+# instead of x / |x|, its gradient stays bounded, and it pushes small features out to the
+# unit circle, beyond which it is the paper's head exactly.
+NORM_FLOOR = 1.0
+COSINE_EPS = 1e-6  # keeps sqrt(1 - cos^2)'s gradient finite at cos = +-1
+
+
+def check_head_settings(head, scale, margin):
+    """The head's scale and margin, defaults filled in; UserError for values it cannot use."""
+    if head not in HEADS:
+        raise UserError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
+    for flag, value, defaults in (("--scale", scale, DEFAULT_SCALE), ("--margin", margin, DEFAULT_MARGIN)):
+        if value is not None and head not in defaults:
+            raise UserError(f"{flag} does not apply to --head {head}"
+                             + (" (its scale is the feature's norm)" if head == "sphereface" else ""))
+        if value is not None and not 0 <= value < math.inf:
+            raise UserError(f"{flag} must be finite and not negative, got {value}")
+    scale = DEFAULT_SCALE.get(head) if scale is None else scale
+    margin = DEFAULT_MARGIN.get(head) if margin is None else margin
+    if scale is not None and scale <= 0:
+        raise UserError(f"--scale must be positive, got {scale}")
+    if head == "sphereface":
+        if margin != int(margin) or margin < 1:
+            raise UserError(f"--margin of sphereface multiplies the angle and must be a positive integer, got {margin}")
+        margin = int(margin)
+    if head == "arcface" and margin >= math.pi:
+        raise UserError(f"--margin of arcface is an angle in radians and must be below pi, got {margin}")
+    return scale, margin
+
+
+def cosines(features, weight):
+    """cos(theta_j) of every feature (N, D) with every class weight (C, D), in float32."""
+    return F.linear(F.normalize(features.float(), dim=1), F.normalize(weight.float(), dim=1))
+
+
+def chebyshev(cosine, m):
+    """cos(m theta) from cos(theta): the Chebyshev polynomial T_m, smooth at cos = +-1."""
+    previous, current = torch.ones_like(cosine), cosine
+    for _ in range(m - 1):
+        previous, current = current, 2 * cosine * current - previous
+    return current if m > 0 else previous
+
+
+def sphereface_lambda(iteration):
+    return max(LAMBDA_MIN, LAMBDA_BASE / (1 + LAMBDA_GAMMA * iteration))
+
+
+class Head:
+    """The head `name` on the class weights `weight` (ip2.weight, a live parameter)."""
+
+    def __init__(self, name="softmax", weight=None, scale=None, margin=None):
+        self.name, self.weight = name, weight
+        self.scale, self.margin = check_head_settings(name, scale, margin)
+        self.angular = name != "softmax"
+
+    def logits(self, features, labels, iteration=0, mix=None):
+        """The angular head's logits with its margin at each true class `labels`, in float32
+        (outside autocast: the angles of a 2-D feature need its precision). SphereFace mixes
+        in the plain cosine by `mix`, by default lambda at training step `iteration`."""
+        with torch.autocast(features.device.type, enabled=False):
+            cosine = cosines(features, self.weight)
+            target = cosine.gather(1, labels.unsqueeze(1))
+            if self.name == "normface":
+                margined = target
+            elif self.name == "cosface":
+                margined = target - self.margin
+            elif self.name == "arcface":
+                sine = (1 - target.square()).clamp(min=COSINE_EPS).sqrt()
+                margined = torch.where(target >= -math.cos(self.margin),  # theta + m <= pi
+                                       target * math.cos(self.margin) - sine * math.sin(self.margin),
+                                       target - self.margin * math.sin(self.margin))
+            else:  # sphereface
+                with torch.no_grad():
+                    k = (torch.acos(target.clamp(-1, 1)) * self.margin / math.pi).floor().clamp(max=self.margin - 1)
+                psi = (1 - 2 * (k % 2)) * chebyshev(target, self.margin) - 2 * k
+                mix = sphereface_lambda(iteration) if mix is None else mix
+                margined = (mix * target + psi) / (1 + mix)
+            logits = cosine.scatter(1, labels.unsqueeze(1), margined)
+            norm = features.float().norm(dim=1, keepdim=True)
+            if self.name == "sphereface":
+                return logits * norm
+            return self.scale * logits * (norm / NORM_FLOOR).clamp(max=1)
+
+    def __call__(self, features, log_probs, labels, iteration=0):
+        """The log-probabilities the loss is taken of: the article's `log_probs` for
+        softmax, else the head's with its margin."""
+        if not self.angular:
+            return log_probs
+        return F.log_softmax(self.logits(features, labels, iteration), dim=1)
+
+    def predict(self, features, log_probs):
+        """The predicted class of each feature: the largest ip2 output, or the largest cosine."""
+        return cosines(features, self.weight).argmax(1) if self.angular else log_probs.argmax(1)
+
+    def class_directions(self, classes):
+        """For an angular head, {digit: its class weight} on the host (a copy: a picture
+        drawn later must not see it change); None for softmax, which has no angular view."""
+        return dict(zip(map(int, classes), self.weight.detach().float().cpu())) if self.angular else None
+
+    def decision_weight(self):
+        """Weights whose largest dot product with a point is the predicted class there (for
+        pictures of the decision regions): W, or for an angular head W normalised."""
+        weight = self.weight.detach().float()
+        return F.normalize(weight, dim=1) if self.angular else weight

@@ -1,0 +1,38 @@
+import pytest
+from PIL import Image
+
+import compare
+
+
+def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
+    _, softmax_run = two_epoch_run
+    results = compare.main([str(softmax_run), str(arcface_run), "--out", str(tmp_path / "c.png"),
+                            "--markdown", str(tmp_path / "c.md")])
+    assert [(r["head"], r["epoch"], r["loss_weight"]) for r in results] == [("softmax", 2, 1.0), ("arcface", 2, 1.0)]
+    with Image.open(tmp_path / "c.png") as image:
+        assert image.size == (2 * 512, 464)  # a panel per run
+    table = (tmp_path / "c.md").read_text().splitlines()
+    assert table[0] == "| run | head | loss weight | epoch | test accuracy | Precision@1 | R-Precision | MAP@R |"
+    assert len(table) == 4 and table[3].startswith(f"| {arcface_run.name} | arcface | 1 | 2 | ")
+    assert f"{results[1]['map_at_r']:.4f}" in table[3] and table[1] in capsys.readouterr().out
+
+
+def test_unseen_map_at_r_is_a_column_when_digits_were_held_out(two_epoch_run, holdout_run, tmp_path):
+    _, softmax_run = two_epoch_run
+    compare.main([str(softmax_run), str(holdout_run), "--out", str(tmp_path / "c.png"), "--markdown",
+                  str(tmp_path / "c.md")])
+    header, _, softmax_row, holdout_row = (tmp_path / "c.md").read_text().splitlines()
+    assert header.endswith("| MAP@R | unseen MAP@R |") and softmax_row.endswith("| - |")
+    assert not holdout_row.endswith("| - |")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_run", "is not a run's folder: it has no run.json"),
+    ("other_test_set", "was tested on other images than"),
+])
+def test_bad_input_is_one_line(two_epoch_run, reference_run, tmp_path, case, message):
+    _, softmax_run = two_epoch_run
+    other = tmp_path if case == "no_run" else reference_run  # the reference run tests on 16 images
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(softmax_run), str(other), "--out", str(tmp_path / "c.png")])
+    assert message in stop.value.code and "\n" not in stop.value.code

@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+import torch
+import torch.nn.functional as F
+
+from evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation, read_checkpoint
+from margin_heads import Head
+
+
+def test_reads_a_training_state_file(two_epoch_run, tmp_path):
+    _, out = two_epoch_run
+    state_path = out / "training_state.pth"
+    model, centers, holdout = read_checkpoint(state_path)
+    per_epoch = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
+    assert all(torch.equal(model.state_dict()[name], per_epoch[name]) for name in per_epoch)
+    assert centers.shape == (10, 2) and holdout == []
+    plot_evaluation(torch.randn(20, 2), torch.arange(20) % 10, Head("softmax", model.ip2.weight), list(range(10)),
+                    centers, [], "with centres", tmp_path / "with_centres.png")
+    assert (tmp_path / "with_centres.png").is_file()
+
+
+def test_an_angular_head_predicts_by_the_largest_cosine(arcface_run, mnist_dir):
+    checkpoint = open_checkpoint(arcface_run / "model" / "epoch_002.pth")
+    assert checkpoint.head.angular and (checkpoint.head.scale, checkpoint.head.margin) == (16.0, 0.2)
+    # Stretch one class weight: ip2's argmax changes, the cosine's does not.
+    with torch.no_grad():
+        checkpoint.model.ip2.weight[3] *= 50
+    loader = load_test_split(mnist_dir, torch.device("cpu"))
+    metrics, features, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.class_digits, [])
+    cosine = F.normalize(features, dim=1) @ F.normalize(checkpoint.model.ip2.weight, dim=1).T
+    assert metrics["accuracy"] == pytest.approx((cosine.argmax(1) == loader.labels).float().mean().item())
+    softmax, _, _ = evaluate(checkpoint.model, Head("softmax"), loader, checkpoint.class_digits, [])
+    assert softmax["per_class"]["3"]["recall"] > metrics["per_class"]["3"]["recall"]  # the long weight wins ip2
+
+
+def test_undefined_figures_are_null_with_a_reason():
+    ready = json_ready({"accuracy": 0.5, "unseen_map_at_r": float("nan"), "per_class": {}})
+    assert ready["unseen_map_at_r"] is None and "unseen_map_at_r" in ready["undefined"]
+    json.dumps(ready, allow_nan=False)  # strict JSON
