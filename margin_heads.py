@@ -17,6 +17,9 @@ between x and W_j, y the true class, s the scale and m the margin:
               (lambda |x| cos(theta_y) + |x| psi(theta_y)) / (1 + lambda),
               lambda = max(LAMBDA_MIN, LAMBDA_BASE / (1 + LAMBDA_GAMMA * iteration))
 
+Below norm 1 NormFace, CosFace and ArcFace also scale their logits by |x| (NORM_FLOOR,
+below): the papers' x / |x| throws LeNets++'s tiny first features about.
+
 The margin applies in training (and the test loss) only. An angular head predicts the
 class of the largest cosine: ip2's output would weigh the classes by their weights' norms,
 which these heads never trained.
@@ -38,12 +41,12 @@ DEFAULT_MARGIN = {"cosface": 0.2, "arcface": 0.2, "sphereface": 4}
 # gamma 0.12, power 1, lambda_min 5).
 LAMBDA_BASE, LAMBDA_GAMMA, LAMBDA_MIN = 1000.0, 0.12, 5.0
 # NormFace, CosFace and ArcFace ignore the feature's norm, so their gradient grows as
-# 1 / |x|. LeNets++ starts with features of norm near 0.01, where that gradient measured
-# 100-400 on real MNIST, against 0.2-0.6 for the article's softmax, and such steps threw the
-# features' norms about by 100x (to NaN at ten times the article's rate). So below norm
+# 1 / |x|. LeNets++ starts with features of norm near 0.01, where the network's gradient
+# measured 200-330 at the first step on real MNIST, against 0.1 for the article's softmax,
+# and CosFace went NaN within 200 steps (benchmarks/head_first_steps.py). So below norm
 # NORM_FLOOR their logits are scaled by |x| / NORM_FLOOR: the head sees x / max(|x|, 1)
-# instead of x / |x|, its gradient stays bounded, and it pushes small features out to the
-# unit circle, beyond which it is the paper's head exactly.
+# instead of x / |x|, its gradient stays bounded, and it pushes small features outwards;
+# beyond the floor it is the paper's head exactly.
 NORM_FLOOR = 1.0
 COSINE_EPS = 1e-6  # keeps sqrt(1 - cos^2)'s gradient finite at cos = +-1
 
@@ -95,6 +98,7 @@ class Head:
         self.name, self.weight = name, weight
         self.scale, self.margin = check_head_settings(name, scale, margin)
         self.angular = name != "softmax"
+        self.norm_floor = NORM_FLOOR
 
     def logits(self, features, labels, iteration=0, mix=None):
         """The angular head's logits with its margin at each true class `labels`, in float32
@@ -122,7 +126,7 @@ class Head:
             norm = features.float().norm(dim=1, keepdim=True)
             if self.name == "sphereface":
                 return logits * norm
-            return self.scale * logits * (norm / NORM_FLOOR).clamp(max=1)
+            return self.scale * logits * (norm / self.norm_floor).clamp(max=1)
 
     def __call__(self, features, log_probs, labels, iteration=0):
         """The log-probabilities the loss is taken of: the article's `log_probs` for
