@@ -3,7 +3,7 @@
 The trainer saves the test features of every epoch to `test_features.pt` in its run's
 folder and writes the GIF at the end of a run; this remakes it on demand, from a run
 that is still going or was stopped (with the features' directions beside them when the
-run's run.json names an angular head):
+run's run.json names an angular head, and its classes named):
 
     python animate.py outputs/test_features.pt --out outputs/features.gif
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from checkpointing import load_checkpoint
 import cli
 from errors import UserError
+from mnist_loader import class_names
 from plots import write_feature_gif
 from run_folder import find_run_file
 
@@ -30,9 +31,11 @@ def main(argv=None):
         if not isinstance(saved, dict) or not {"features", "digits", "epochs"} <= saved.keys():
             raise UserError(f"{args.features} is not a test_features.pt written by the trainer")
         out = Path(args.out) if args.out else Path(args.features).with_name("features.gif")
-        head = ((find_run_file(args.features) or {}).get("settings") or {}).get("head", "softmax")
+        settings = (find_run_file(args.features) or {}).get("settings") or {}
         frames = write_feature_gif(saved["features"], saved["digits"], out, saved.get("unseen_digits", ()),
-                                   saved["epochs"], args.seconds_per_frame, angular=head != "softmax")
+                                   saved["epochs"], args.seconds_per_frame,
+                                   angular=settings.get("head", "softmax") != "softmax",
+                                   class_names=class_names(settings.get("dataset", "mnist")))
     except UserError as error:
         sys.exit(f"error: {error}")
     print(f"Wrote {frames} frames to {out}")

@@ -2,7 +2,7 @@
 Markdown table of their figures.
 
 Each RUN_DIR is a trainer's --out_dir: its run.json gives the head, the loss weight, the
-held-out digits and the data, and its last per-epoch checkpoint is evaluated on the test
+held-out classes and the dataset, and its last per-epoch checkpoint is evaluated on the test
 split (the same for every run, or nothing is compared).
 
     python compare.py outputs/softmax outputs/arcface --out compare.png --markdown compare.md
@@ -24,6 +24,7 @@ from checkpointing import atomic_write, save_figure
 from devices import pick_device
 from errors import UserError
 from evaluation import evaluate, load_test_split, open_checkpoint
+from mnist_loader import DATASETS
 from plots import draw_decision_regions, draw_features
 from run_folder import RunPaths, check_image_format, read_run_file
 
@@ -88,18 +89,22 @@ def main(argv=None):
         for ax, run_dir, (run, path, epoch) in zip(axes, args.run_dirs, runs):
             checkpoint = open_checkpoint(path)
             settings = run["settings"]
-            test_loader = load_test_split(run["dataset_dir"], device, settings.get("max_test_samples"))
+            if results and checkpoint.dataset != results[0]["dataset"]:
+                raise UserError(f"{run_dir} was trained on {DATASETS[checkpoint.dataset].title}, {args.run_dirs[0]} on "
+                                f"{DATASETS[results[0]['dataset']].title}; compare runs on the same test split")
+            test_loader = load_test_split(run["dataset_dir"], device, settings.get("max_test_samples"),
+                                          dataset=checkpoint.dataset)
             if test_digits is not None and not torch.equal(test_loader.labels.cpu(), test_digits):
                 raise UserError(f"{run_dir} was tested on other images than {args.run_dirs[0]} "
                                 f"({test_loader.num_samples} against {test_digits.numel()} test images, or other "
-                                f"digits); compare runs on the same test split")
+                                f"labels); compare runs on the same test split")
             test_digits = test_loader.labels.cpu()
             metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head, test_loader,
-                                            checkpoint.class_digits, checkpoint.holdout)
+                                            checkpoint.class_digits, checkpoint.holdout, checkpoint.class_names)
             metrics.update(run=str(run_dir), head=checkpoint.head.name, loss_weight=settings["loss_weight"],
-                           epoch=epoch)
+                           epoch=epoch, dataset=checkpoint.dataset)
             results.append(metrics)
-            draw_features(ax, features, test_digits, checkpoint.centers, checkpoint.holdout)
+            draw_features(ax, features, test_digits, checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
             draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.class_digits)
             ax.set_title(panel_title(settings, epoch, metrics), fontsize=10)
         save_figure(fig, args.out)

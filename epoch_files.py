@@ -13,7 +13,7 @@ import distributed
 from background_plotter import Plotter
 from checkpointing import atomic_write, save_checkpoint
 from errors import UserError
-from mnist_loader import MNIST_MEAN, MNIST_STD
+from mnist_loader import DATASETS, class_names, normalization
 from plots import plot_curves, write_feature_gif
 from run_folder import RunLock, RunPaths, write_run_file
 
@@ -42,8 +42,11 @@ class EpochFiles:
         self.plotter = Plotter(background=device.type == "cuda")
         world_size, held_out = train_loader.world_size, self.settings.holdout_classes
         print(f"Start training on {device}" + (f" x {world_size} processes" if world_size > 1 else "")
-              + f": {train_loader.num_samples * world_size} training and {test_loader.labels.size(0)} test images, "
-              f"epochs {first_epoch} to {self.settings.epochs}" + (f", digits {held_out} held out" if held_out else ""))
+              + f": {train_loader.num_samples * world_size} training and {test_loader.labels.size(0)} test images"
+              + ("" if self.settings.dataset == "mnist" else f" of {DATASETS[self.settings.dataset].title}")
+              + f", epochs {first_epoch} to {self.settings.epochs}"
+              + (f", classes {held_out} held out ({', '.join(class_names(self.settings.dataset, held_out))})"
+                 if held_out else ""))
         if self.writes:
             write_run_file(self.paths, self.settings, classes, device, world_size, resumed=bool(self.settings.resume))
             if self.settings.tensorboard:
@@ -62,7 +65,8 @@ class EpochFiles:
             # A copy of the centres (on CUDA): a background plot must not see them change.
             plot = functools.partial(visualize, feat, digits, record.epoch, self.paths.visual(record.epoch),
                                      centers.detach().cpu(), history.test_features[-1], history.test_digits,
-                                     self.settings.holdout_classes, class_directions)
+                                     self.settings.holdout_classes, class_directions,
+                                     class_names(self.settings.dataset))
             write_epoch_files(self.paths, record, model, history, self.settings.holdout_classes, self.plotter, plot,
                               self.tensorboard)
 
@@ -71,9 +75,12 @@ class EpochFiles:
         TensorBoard embedding, with the test images as thumbnails)."""
         self.plotter.wait()
         if self.writes and history.records:
-            thumbnails = test_loader.images.cpu() * MNIST_STD + MNIST_MEAN if self.tensorboard else None
+            thumbnails = None
+            if self.tensorboard:
+                mean, std = normalization(self.settings.dataset, self.settings.dataset_dir)
+                thumbnails = test_loader.images.cpu() * std + mean
             frames = write_run_end(self.paths, history, self.settings.holdout_classes, self.tensorboard, thumbnails,
-                                   angular=self.settings.head != "softmax")
+                                   angular=self.settings.head != "softmax", names=class_names(self.settings.dataset))
             print(f"Wrote {frames} frames of test features to {self.paths.gif}")
 
 
@@ -93,16 +100,17 @@ def write_epoch_files(paths, record, model, history, unseen_digits, plotter, plo
                 tensorboard.add_scalar(name, value, record.epoch)
 
 
-def write_run_end(paths, history, unseen_digits, tensorboard=None, test_images=None, angular=False):
+def write_run_end(paths, history, unseen_digits, tensorboard=None, test_images=None, angular=False, names=None):
     """The animation of the test features over the epochs (with their directions for an
     `angular` head), and for TensorBoard the last epoch's features with the images
-    (`test_images`, in 0-1); returns the number of frames."""
+    (`test_images`, in 0-1), the classes named by `names`; returns the number of frames."""
     if tensorboard:
-        tensorboard.add_embedding(history.test_features[-1], metadata=history.test_digits.tolist(),
+        metadata = [names[label] for label in history.test_digits.tolist()] if names else history.test_digits.tolist()
+        tensorboard.add_embedding(history.test_features[-1], metadata=metadata,
                                   label_img=test_images, global_step=history.records[-1].epoch, tag="test_features")
         tensorboard.close()
     return write_feature_gif(torch.stack(history.test_features), history.test_digits, paths.gif, unseen_digits,
-                             [record.epoch for record in history.records], angular=angular)
+                             [record.epoch for record in history.records], angular=angular, class_names=names)
 
 
 def open_tensorboard(log_dir):

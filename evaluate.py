@@ -1,12 +1,14 @@
-"""Evaluate a checkpoint of the trainer on the MNIST test split.
+"""Evaluate a checkpoint of the trainer on the test split of its dataset (MNIST,
+Fashion-MNIST or Kuzushiji-MNIST).
 
 Reports classification accuracy with a per-class report, and the retrieval quality of the
 2-D features (Precision@1, R-Precision, MAP@R; "A Metric Learning Reality Check",
-Musgrave et al. 2020; and re-identification's CMC rank-1, rank-5, rank-10 and mAP), overall and, for a model trained with held-out digits, among the
-seen and among the unseen digits. Optionally writes the metrics as JSON and a plot of the
+Musgrave et al. 2020; and re-identification's CMC rank-1, rank-5, rank-10 and mAP),
+overall and, for a model trained with held-out classes, among the seen and among the
+unseen classes. Optionally writes the metrics as JSON and a plot of the
 test features over the classifier's decision regions. The run.json of the run that wrote
-the checkpoint gives the dataset folder, the held-out digits and the head (an angular head
-predicts the class of the largest cosine); flags given win.
+the checkpoint gives the dataset and its folder, the held-out classes and the head (an
+angular head predicts the class of the largest cosine); flags given win.
 
     python evaluate.py outputs/model/epoch_100.pth --json eval.json --plot eval.png
 """
@@ -27,7 +29,7 @@ from errors import UserError
 from evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation
 from margin_heads import HEADS
 from metrics import nearest_gallery, ranking_queries
-from mnist_loader import MNIST_MEAN, MNIST_STD, REPO_DIR
+from mnist_loader import DATASETS, REPO_DIR, normalization
 from plots import ranking_figure
 from run_folder import check_image_format
 
@@ -38,14 +40,16 @@ def parse_args(argv=None):
                     "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
         formatter_class=cli.HelpFormatter)
     parser.add_argument("checkpoint", help="a per-epoch .pth (state_dict) or training-state file of the trainer")
+    parser.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="the dataset the model was trained on; default: the run's, from its run.json, else mnist")
     parser.add_argument("--dataset_dir", default=None,
-                        help="MNIST folder, as for the trainer; default: the run's, from its run.json, "
+                        help="the dataset's folder, as for the trainer; default: the run's, from its run.json, "
                              f"else {REPO_DIR / 'datasets'}")
     parser.add_argument("--max_test_samples", type=int, default=None,
                         help="use only the first N test images; default: all")
-    parser.add_argument("--holdout_classes", type=int, nargs="*", default=None, metavar="DIGIT",
-                        help="digits held out in training; default: the run's, from its run.json or "
-                             "training state, else none")
+    parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
+                        help="classes held out in training, indices 0-9 or names; default: the run's, from its "
+                             "run.json or training state, else none")
     parser.add_argument("--head", choices=HEADS, default=None,
                         help="the head the model was trained with, which decides its predictions; default: the "
                              "run's, from its run.json, else softmax")
@@ -77,21 +81,24 @@ def main(argv=None):
         for flag, path in (("--plot", args.plot), ("--ranking", args.ranking)):
             if path:
                 check_image_format(flag, path)
-        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head)
-        holdout, class_digits = checkpoint.holdout, checkpoint.class_digits
+        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset)
+        holdout, class_digits, names = checkpoint.holdout, checkpoint.class_digits, checkpoint.class_names
         device = pick_device(args.device)
         dataset_dir = args.dataset_dir or checkpoint.run.get("dataset_dir") or str(REPO_DIR / "datasets")
-        test_loader = load_test_split(dataset_dir, device, args.max_test_samples, args.batch_size)
+        test_loader = load_test_split(dataset_dir, device, args.max_test_samples, args.batch_size, checkpoint.dataset)
         model = checkpoint.model.to(device)
 
-        metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, class_digits, holdout)
-        metrics["checkpoint"], metrics["head"] = str(args.checkpoint), checkpoint.head.name
-        print(f"Checkpoint {args.checkpoint}: {metrics['num_test_images']} test images"
-              + (f", digits {holdout} held out in training" if holdout else "")
+        metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, class_digits, holdout, names)
+        metrics.update(checkpoint=str(args.checkpoint), head=checkpoint.head.name, dataset=checkpoint.dataset,
+                       class_names=names, holdout_classes=holdout)
+        print(f"Checkpoint {args.checkpoint}: {metrics['num_test_images']} test images of "
+              f"{DATASETS[checkpoint.dataset].title}"
+              + (f", classes {holdout} ({', '.join(names[index] for index in holdout)}) held out in training"
+                 if holdout else "")
               + (f", {checkpoint.head.name} head (prediction: the largest cosine)" if checkpoint.head.angular else ""))
         print(report_text)
         print(f"accuracy: {metrics['accuracy']:.4f}")
-        for prefix, label in (("", "all test digits"), ("seen_", "seen digits"), ("unseen_", "unseen digits")):
+        for prefix, label in (("", "all test images"), ("seen_", "seen classes"), ("unseen_", "unseen classes")):
             if prefix + "map_at_r" in metrics:
                 print(f"retrieval, {label}: Precision@1 {metrics[prefix + 'precision_at_1']:.4f}, "
                       f"R-Precision {metrics[prefix + 'r_precision']:.4f}, MAP@R {metrics[prefix + 'map_at_r']:.4f}; "
@@ -102,13 +109,14 @@ def main(argv=None):
             print(f"Wrote {args.json}")
         if args.plot:
             plot_evaluation(features, test_loader.labels, checkpoint.head, class_digits, checkpoint.centers, holdout,
-                            f"{Path(args.checkpoint).name}: test features and decision regions", args.plot)
+                            f"{Path(args.checkpoint).name}: test features and decision regions", args.plot, names)
             print(f"Wrote {args.plot}")
         if args.ranking:
             queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout)
-            fig = ranking_figure(test_loader.images[:, 0].cpu() * MNIST_STD + MNIST_MEAN, test_loader.labels, queries,
+            mean, std = normalization(checkpoint.dataset, dataset_dir)
+            fig = ranking_figure(test_loader.images[:, 0].cpu() * std + mean, test_loader.labels, queries,
                                  nearest_gallery(features, queries),
-                                 [f"{digit} (unseen)" if digit in holdout else str(digit) for digit in range(10)])
+                                 [f"{name} (unseen)" if index in holdout else name for index, name in enumerate(names)])
             save_figure(fig, args.ranking)
             print(f"Wrote {args.ranking}")
         return metrics

@@ -12,7 +12,7 @@ from checkpointing import CheckpointError, load_checkpoint, load_module_state, s
 from errors import UserError
 from margin_heads import Head
 from metrics import embed, split_retrieval_metrics
-from mnist_loader import TensorLoader, digit_to_class, normalize, read_split
+from mnist_loader import TensorLoader, class_names, digit_to_class, normalization, normalize, parse_classes, read_split
 from mnist_net import Net
 from plots import draw_decision_regions, draw_directions, draw_features
 from run_folder import find_run_file
@@ -67,72 +67,81 @@ def json_ready(metrics):
 @dataclass
 class CheckpointRun:
     """A checkpoint's model and what its run says about it: centres (or None), held-out
-    digits, the digit of each class, the head, and the run.json (or {})."""
+    classes, the label of each class the model outputs, the head, the dataset, and the
+    run.json (or {})."""
     model: Net
     centers: torch.Tensor
     holdout: list
     class_digits: list
     head: Head
+    dataset: str
     run: dict
 
+    @property
+    def class_names(self):
+        return class_names(self.dataset)
 
-def open_checkpoint(path, holdout=None, head=None):
-    """The CheckpointRun of the checkpoint `path`. The held-out digits and the head are the
-    run's (from its run.json, else the training state), unless given here."""
+
+def open_checkpoint(path, holdout=None, head=None, dataset=None):
+    """The CheckpointRun of the checkpoint `path`. The held-out classes (indices or names),
+    the head and the dataset are the run's (from its run.json, else the training state),
+    unless given here."""
     model, centers, stored_holdout = read_checkpoint(path)
     run = find_run_file(path) or {}
     settings = run.get("settings") or {}
+    dataset = dataset or settings.get("dataset", "mnist")  # runs from before the datasets were MNIST's
     holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
-    holdout = sorted(set(holdout or []))
-    if any(not 0 <= digit <= 9 for digit in holdout):
-        raise UserError(f"--holdout_classes takes digits 0-9, got {holdout}")
+    holdout = sorted(set(parse_classes(dataset, holdout or [])))
     class_digits = [digit for digit in range(10) if digit not in holdout]
     num_classes = model.ip2.weight.shape[0]
     if len(class_digits) != num_classes:
         raise UserError(f"the checkpoint classifies {num_classes} digits, but {len(class_digits)} remain after "
-                        f"holding out {holdout}; pass --holdout_classes with the {10 - num_classes} digits "
+                        f"holding out {holdout}; pass --holdout_classes with the {10 - num_classes} classes "
                         f"held out in training")
     run_head = settings.get("head", "softmax")  # runs from before the heads had softmax
     head = head or run_head
     scale, margin = (settings.get("scale"), settings.get("margin")) if head == run_head else (None, None)
-    return CheckpointRun(model, centers, holdout, class_digits, Head(head, model.ip2.weight, scale, margin), run)
+    return CheckpointRun(model, centers, holdout, class_digits, Head(head, model.ip2.weight, scale, margin), dataset,
+                         run)
 
 
-def load_test_split(dataset_dir, device, limit=None, batch_size=1024):
-    """The normalised test split in `dataset_dir` as a TensorLoader on `device`."""
-    images, digits = read_split(dataset_dir, train=False, limit=limit)
-    return TensorLoader(normalize(images, device), digits.to(device), batch_size)
+def load_test_split(dataset_dir, device, limit=None, batch_size=1024, dataset="mnist"):
+    """The test split of `dataset` in `dataset_dir`, normalised as in training, as a
+    TensorLoader on `device`."""
+    images, digits = read_split(dataset_dir, train=False, limit=limit, dataset=dataset)
+    return TensorLoader(normalize(images, device, *normalization(dataset, dataset_dir)), digits.to(device), batch_size)
 
 
-def plot_evaluation(features, digits, head, class_digits, centers, unseen_digits, title, path):
+def plot_evaluation(features, digits, head, class_digits, centers, unseen_digits, title, path, names=None):
     """The test features over the head's decision regions; for an angular head, their
-    directions with the class weights' beside them."""
+    directions with the class weights' beside them. `names`: the class names."""
     panels = 2 if head.angular else 1
     fig = Figure(figsize=(8 * panels, 7), dpi=100)
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.35)
     ax, *angular_ax = fig.subplots(1, panels, squeeze=False)[0]
-    draw_features(ax, features, digits, centers, unseen_digits)
+    draw_features(ax, features, digits, centers, unseen_digits, names)
     draw_decision_regions(ax, head.decision_weight(), class_digits)
     ax.set_title(title)
     for direction_ax in angular_ax:
-        draw_directions(direction_ax, features, digits, head.class_directions(class_digits), unseen_digits)
+        draw_directions(direction_ax, features, digits, head.class_directions(class_digits), unseen_digits, names)
         direction_ax.set_title(f"their directions and the class weights ({head.name})")
     save_figure(fig, path)
 
 
-def evaluate(model, head, test_loader, class_digits, unseen_digits):
+def evaluate(model, head, test_loader, class_digits, unseen_digits, names=None):
     """All the metrics of a model with its head on `test_loader`, as a JSON-ready dict, the
-    test features, and the per-class report as text."""
+    test features, and the per-class report as text, the classes named by `names`
+    (default: their indices, MNIST's digits)."""
     features, log_probs, digits = embed(model, test_loader)
     seen = digit_to_class(class_digits, digits.device)[digits] >= 0
     predicted_digits = torch.tensor(class_digits, device=digits.device)[head.predict(features, log_probs)]
     true_seen, predicted_seen = digits[seen].cpu().numpy(), predicted_digits[seen].cpu().numpy()
-    report_options = dict(labels=class_digits, target_names=[str(d) for d in class_digits], digits=4,
-                          zero_division=0)
+    target_names = [names[digit] if names else str(digit) for digit in class_digits]
+    report_options = dict(labels=class_digits, target_names=target_names, digits=4, zero_division=0)
     report = classification_report(true_seen, predicted_seen, output_dict=True, **report_options)
     report_text = classification_report(true_seen, predicted_seen, **report_options)
     metrics = {"accuracy": float((true_seen == predicted_seen).mean()),
                "num_test_images": int(digits.numel())}
     metrics.update(split_retrieval_metrics(features, digits, unseen_digits))
-    metrics["per_class"] = {name: report[name] for name in map(str, class_digits)}
+    metrics["per_class"] = {name: report[name] for name in target_names}
     return metrics, features, report_text

@@ -1,8 +1,9 @@
-"""MNIST, decoded once into normalised tensors that live on the training device.
+"""MNIST, Fashion-MNIST or Kuzushiji-MNIST, decoded once into normalised tensors that
+live on the training device.
 
-torchvision's `MNIST` class finds (or downloads) and parses the IDX files; after
-that, every epoch is a `randperm` on the device and tensor indexing: no DataLoader
-workers, no PIL image per sample per epoch.
+torchvision's `MNIST`, `FashionMNIST` or `KMNIST` class finds (or downloads) and parses
+the IDX files; after that, every epoch is a `randperm` on the device and tensor
+indexing: no DataLoader workers, no PIL image per sample per epoch.
 """
 import copy
 import gzip
@@ -11,33 +12,87 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.datasets import MNIST
+from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 from torchvision.utils import make_grid, save_image
 
 from checkpointing import atomic_write
 from errors import UserError
 
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
-CLASSES = tuple(str(digit) for digit in range(10))
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 REPO_DIR = Path(__file__).resolve().parent
 DEFAULT_SHOW_PATH = REPO_DIR / "outputs" / "visual" / "train_batch.png"
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """One of the 28x28, ten-class datasets: its torchvision class (whose name is also the
+    folder of torchvision's layout, NAME/raw/), the mean and standard deviation of its
+    training images in 0-1 (None: computed from them when loaded), and its class names."""
+    title: str
+    torchvision_class: type
+    mean: float
+    std: float
+    class_names: tuple
+
+    @property
+    def folder(self):
+        return self.torchvision_class.__name__
+
+
+DATASETS = {
+    # The article's values, those of torchvision's and pytorch/examples' MNIST code.
+    "mnist": Dataset("MNIST", MNIST, 0.1307, 0.3081, tuple(str(digit) for digit in range(10))),
+    # Computed from the 60,000 training images of Debian's dataset-fashion-mnist:
+    # 0.28604 and 0.35302.
+    "fashion-mnist": Dataset("Fashion-MNIST", FashionMNIST, 0.2860, 0.3530,
+                             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                              "Bag", "Ankle boot")),
+    # No copy of KMNIST was at hand to compute them once, and published values disagree:
+    # computed from its training images whenever it is loaded. The names are the
+    # romanised hiragana of its class map (o, ki, su, ...).
+    "kmnist": Dataset("Kuzushiji-MNIST", KMNIST, None, None,
+                      ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
+}
+MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean, DATASETS["mnist"].std
+
+
 class DatasetError(UserError):
-    """MNIST could not be found, downloaded or read; the message says where and what."""
+    """The dataset could not be found, downloaded or read; the message says where and what."""
 
 
-def dataset_error(dataset_dir, reason):
+def dataset_error(dataset, dataset_dir, reason):
     return DatasetError(
-        f"MNIST could not be loaded from {os.path.abspath(dataset_dir)}: {reason}. "
+        f"{DATASETS[dataset].title} could not be loaded from {os.path.abspath(dataset_dir)}: {reason}. "
         f"Expected the four IDX files {', '.join(IDX_FILES)} (plain or .gz) in that folder "
-        f"or in its MNIST/raw/ subfolder; without them they are downloaded, which needs a network.")
+        f"or in its {DATASETS[dataset].folder}/raw/ subfolder; without them they are downloaded, which needs a "
+        f"network.")
+
+
+def class_names(dataset, classes=range(10)):
+    """The names of the classes (indices 0-9) of `dataset`."""
+    return [DATASETS[dataset].class_names[index] for index in classes]
+
+
+def parse_classes(dataset, values):
+    """Class indices from `values`, each an index 0-9 or a class name of `dataset` (any
+    case); UserError for one that is neither."""
+    names = {name.lower(): index for index, name in enumerate(DATASETS[dataset].class_names)}
+    indices = []
+    for value in values:
+        text = str(value).strip()
+        if text.isdigit() and int(text) <= 9:
+            indices.append(int(text))
+        elif text.lower() in names:
+            indices.append(names[text.lower()])
+        else:
+            raise UserError(f"--holdout_classes: {value!r} is neither a class index 0-9 nor a class of "
+                            f"{DATASETS[dataset].title} ({', '.join(DATASETS[dataset].class_names)})")
+    return indices
 
 
 class TensorLoader:
@@ -99,16 +154,27 @@ class TensorLoader:
                 yield self.images[start:stop], self.labels[start:stop]
 
 
-def normalize(images_uint8, device):
+def normalize(images_uint8, device, mean=MNIST_MEAN, std=MNIST_STD):
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), computed as ToTensor() then Normalize()."""
     images = images_uint8.to(device).unsqueeze(1).to(torch.float32).div(255)
-    mean = torch.tensor(MNIST_MEAN, dtype=torch.float32, device=device)
-    std = torch.tensor(MNIST_STD, dtype=torch.float32, device=device)
+    mean = torch.tensor(mean, dtype=torch.float32, device=device)
+    std = torch.tensor(std, dtype=torch.float32, device=device)
     return images.sub_(mean).div_(std)
 
 
-def _flat_layout_root(dataset_dir, workdir):
-    """Give a folder holding the four files directly the MNIST/raw/ layout torchvision reads.
+def normalization(dataset, dataset_dir, train_images=None):
+    """The (mean, std) that normalise `dataset`: its stated values, or those of its whole
+    training split (`train_images`, else read from `dataset_dir`), rounded to 4 places."""
+    if DATASETS[dataset].mean is not None:
+        return DATASETS[dataset].mean, DATASETS[dataset].std
+    if train_images is None:
+        train_images, _ = read_split(dataset_dir, train=True, dataset=dataset)
+    pixels = train_images.double().div(255)
+    return round(pixels.mean().item(), 4), round(pixels.std().item(), 4)
+
+
+def _flat_layout_root(dataset_dir, workdir, folder="MNIST"):
+    """Give a folder holding the four files directly the FOLDER/raw/ layout torchvision reads.
 
     Returns a root for `MNIST(root)`, or None when `dataset_dir` does not hold them all.
     Plain files are linked, gzipped ones decompressed, into `workdir`.
@@ -121,7 +187,7 @@ def _flat_layout_root(dataset_dir, workdir):
                 break
         else:
             return None
-    raw = Path(workdir) / "MNIST" / "raw"
+    raw = Path(workdir) / folder / "raw"
     raw.mkdir(parents=True)
     for name, source in sources.items():
         if source.suffix == ".gz":
@@ -132,28 +198,30 @@ def _flat_layout_root(dataset_dir, workdir):
     return workdir
 
 
-def read_split(dataset_dir, train, limit=None):
-    """The uint8 images (N, 28, 28) and int64 labels (N,) of one split, via torchvision."""
+def read_split(dataset_dir, train, limit=None, dataset="mnist"):
+    """The uint8 images (N, 28, 28) and int64 labels (N,) of one split of `dataset` (a key
+    of DATASETS), via torchvision."""
+    folder = DATASETS[dataset].folder
     with tempfile.TemporaryDirectory(prefix="mnist_") as workdir:
         try:
-            root = _flat_layout_root(dataset_dir, workdir) or dataset_dir
+            root = _flat_layout_root(dataset_dir, workdir, folder) or dataset_dir
         except (OSError, EOFError) as error:
-            raise dataset_error(dataset_dir, f"a gzipped file is corrupt ({error})") from error
+            raise dataset_error(dataset, dataset_dir, f"a gzipped file is corrupt ({error})") from error
         try:
-            dataset = MNIST(root, train=train, download=True)
+            split = DATASETS[dataset].torchvision_class(root, train=train, download=True)
         # torchvision's IDX parser asserts on a bad header and fails a reshape on a short file.
         except (RuntimeError, OSError, AssertionError, ValueError, IndexError) as error:
-            present = all((Path(root) / "MNIST" / "raw" / name).is_file() for name in IDX_FILES)
+            present = all((Path(root) / folder / "raw" / name).is_file() for name in IDX_FILES)
             problem = ("an IDX file is truncated or corrupt" if present
                        else "the files are missing and the download failed")
             detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise dataset_error(dataset_dir, f"{problem} ({detail})") from error
-    images, labels = dataset.data, dataset.targets
+            raise dataset_error(dataset, dataset_dir, f"{problem} ({detail})") from error
+    images, labels = split.data, split.targets
     if images.dim() != 3 or images.shape[1:] != (28, 28) or images.size(0) != labels.size(0):
-        raise dataset_error(dataset_dir, f"the {'training' if train else 'test'} files do not match "
-                                         f"({tuple(images.shape)} images, {labels.size(0)} labels)")
+        raise dataset_error(dataset, dataset_dir, f"the {'training' if train else 'test'} files do not match "
+                                                  f"({tuple(images.shape)} images, {labels.size(0)} labels)")
     if labels.numel() and (labels.min() < 0 or labels.max() > 9):
-        raise dataset_error(dataset_dir, "a label file holds values outside 0-9")
+        raise dataset_error(dataset, dataset_dir, "a label file holds values outside 0-9")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return images, labels
@@ -161,13 +229,15 @@ def read_split(dataset_dir, train, limit=None):
 
 def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_show=False,
                  device="cpu", seed=0, max_train_samples=None, max_test_samples=None,
-                 holdout_classes=(), rank=0, world_size=1, show_path=DEFAULT_SHOW_PATH):
-    """Return `(train_loader, test_loader, classes)` as in the article.
+                 holdout_classes=(), rank=0, world_size=1, show_path=DEFAULT_SHOW_PATH, dataset="mnist"):
+    """Return `(train_loader, test_loader, classes)` as in the article, of `dataset` (a key
+    of DATASETS; the article's MNIST by default).
 
-    The loaders yield normalised `(images, digits)` on `device`; the training one is
-    shuffled every epoch from `seed`. `max_*_samples` keep the first N images of a split.
-    The digits in `holdout_classes` are left out of the training split (after the first
-    N are taken) and out of `classes`, the names of the digits a model is trained on.
+    The loaders yield normalised `(images, labels)` on `device`, the labels being class
+    indices 0-9 (for MNIST, the digits); the training one is shuffled every epoch from
+    `seed`. `max_*_samples` keep the first N images of a split. The classes in
+    `holdout_classes` are left out of the training split (after the first N are taken)
+    and out of `classes`, the indices of the classes a model is trained on, in order.
     Under distributed training, `rank` of `world_size` gets its share of each split (see
     TensorLoader) and `train_batch_size` is the global batch.
     Raises `DatasetError` with a readable message when the data cannot be had.
@@ -177,25 +247,30 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_sho
     loaders = []
     for train, limit, batch_size in ((True, max_train_samples, train_batch_size),
                                      (False, max_test_samples, test_batch_size)):
-        images, labels = read_split(dataset_dir, train, limit)
+        images, labels = read_split(dataset_dir, train, None if train else limit, dataset)
+        if train:
+            mean, std = normalization(dataset, dataset_dir, images)  # of the whole training split
+            images, labels = images[:limit], labels[:limit]
         if train and holdout_classes:
             keep = ~torch.isin(labels, torch.tensor(list(holdout_classes)))
             images, labels = images[keep], labels[keep]
             if not len(labels):
-                raise DatasetError(f"no training image is left after holding out digits {list(holdout_classes)}")
-        loaders.append(TensorLoader(normalize(images, device), labels.to(device), batch_size, shuffle=train,
-                                    generator=generator if train else None, rank=rank, world_size=world_size))
+                raise DatasetError(f"no training image is left after holding out classes {list(holdout_classes)}")
+        loaders.append(TensorLoader(normalize(images, device, mean, std), labels.to(device), batch_size,
+                                    shuffle=train, generator=generator if train else None, rank=rank,
+                                    world_size=world_size))
     train_loader, test_loader = loaders
     if img_show:
-        show_data(train_loader, show_path, show=True)
-    classes = tuple(name for digit, name in enumerate(CLASSES) if digit not in holdout_classes)
+        show_data(train_loader, show_path, show=True, mean=mean, std=std)
+    classes = tuple(index for index in range(10) if index not in holdout_classes)
     return train_loader, test_loader, classes
 
 
 def digit_to_class(classes, device):
-    """Lookup tensor: digit -> index of its class in the model's outputs, -1 if held out."""
+    """Lookup tensor: label (a digit, for MNIST) -> index of its class in the model's
+    outputs, -1 if held out; `classes` are the labels trained on, in order."""
     lookup = torch.full((10,), -1, dtype=torch.long)
-    lookup[[int(name) for name in classes]] = torch.arange(len(classes))
+    lookup[torch.tensor(classes, dtype=torch.long)] = torch.arange(len(classes))
     return lookup.to(device)
 
 
@@ -203,11 +278,11 @@ def display_available():
     return os.name == "nt" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def show_data(loader, path=DEFAULT_SHOW_PATH, show=False):
-    """Write one training batch as a 16-wide image grid to `path`; open a window when
-    `show` is asked and a display exists. Returns the path written."""
+def show_data(loader, path=DEFAULT_SHOW_PATH, show=False, mean=MNIST_MEAN, std=MNIST_STD):
+    """Write one training batch (normalised with `mean` and `std`) as a 16-wide image grid
+    to `path`; open a window when `show` is asked and a display exists. Returns the path."""
     images, _ = next(iter(loader))
-    images = images.cpu() * MNIST_STD + MNIST_MEAN
+    images = images.cpu() * std + mean
     path = Path(path)
     grid = io.BytesIO()
     save_image(images, grid, nrow=16, format="png")

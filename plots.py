@@ -27,8 +27,9 @@ def as_numpy(values):
     return torch.as_tensor(values).detach().cpu().numpy()
 
 
-def draw_features(ax, feat, digits, centers=None, unseen_digits=()):
-    """Scatter 2-D features on `ax`, coloured by digit, with the centres and a legend.
+def draw_features(ax, feat, digits, centers=None, unseen_digits=(), class_names=None):
+    """Scatter 2-D features on `ax`, coloured by class (the digit, for MNIST), with the
+    centres and a legend naming each class by `class_names` (default: its index).
 
     Held-out (unseen) digits are drawn as crosses, the others as dots. The axes are fitted to the data, never
     clipping a point; equal scales keep the angles between classes true, since the
@@ -43,8 +44,9 @@ def draw_features(ax, feat, digits, centers=None, unseen_digits=()):
         unseen = digit in unseen_digits
         marker, size = ("x", 3) if unseen else (".", 2)
         ax.plot(points[:, 0], points[:, 1], marker, color=color, markersize=size, linestyle="")
+        name = class_names[digit] if class_names else str(digit)
         legend.append(Line2D([], [], linestyle="", marker="X" if unseen else "o", color=color,
-                             label=f"{digit} (unseen)" if unseen else str(digit)))
+                             label=f"{name} (unseen)" if unseen else name))
     if centers is not None:
         centers = as_numpy(centers)
         ax.plot(centers[:, 0], centers[:, 1], "X", color="black", markeredgecolor="white",
@@ -58,17 +60,17 @@ def draw_features(ax, feat, digits, centers=None, unseen_digits=()):
     ax.set_ylabel("feature 2")
 
 
-def draw_directions(ax, feat, digits, class_directions, unseen_digits=()):
+def draw_directions(ax, feat, digits, class_directions, unseen_digits=(), class_names=None):
     """The angular view of an angular-margin head: each feature scaled onto the unit circle,
-    and each class weight's direction drawn from the origin in its digit's colour
-    (`class_directions`: digit -> 2-vector), so the angles between the classes show."""
+    and each class weight's direction drawn from the origin in its class's colour
+    (`class_directions`: class -> 2-vector), so the angles between the classes show."""
     feat = as_numpy(feat)
     unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
-    draw_features(ax, unit, digits, unseen_digits=unseen_digits)
+    draw_features(ax, unit, digits, unseen_digits=unseen_digits, class_names=class_names)
     for digit, direction in class_directions.items():
         x, y = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
         ax.plot([0, x], [0, y], "-", color=DIGIT_COLORS[digit], linewidth=2, path_effects=[OUTLINE])
-        ax.annotate(str(digit), (x, y), ha="center", va="center", fontsize=9, fontweight="bold",
+        ax.annotate(class_names[digit] if class_names else str(digit), (x, y), ha="center", va="center", fontsize=9, fontweight="bold",
                     color=DIGIT_COLORS[digit], path_effects=[OUTLINE])
     ax.set_xlim(-1.4, 1.4)
     ax.set_ylim(-1.4, 1.4)  # the unit circle, and the class directions beyond it
@@ -152,7 +154,7 @@ def plot_curves(history, path):
 
 
 def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs=None, seconds_per_frame=0.4,
-                      angular=False):
+                      angular=False, class_names=None):
     """An animated GIF of the features epoch by epoch, with one axis range for the whole
     run so that the motion is readable; with `angular` (an angular head), their directions
     on the unit circle beside them. `features_per_epoch`: (epochs, N, 2)."""
@@ -166,13 +168,13 @@ def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs
         fig = Figure(figsize=(6.4 * panels, 5.6), dpi=80)
         fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.4)
         ax, *angular_ax = fig.subplots(1, panels, squeeze=False)[0]
-        draw_features(ax, feat, digits, unseen_digits=unseen_digits)
+        draw_features(ax, feat, digits, unseen_digits=unseen_digits, class_names=class_names)
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlim(low[0] - margin, high[0] + margin)
         ax.set_ylim(low[1] - margin, high[1] + margin)
         ax.set_title(f"test features, epoch {epoch}")
         for direction_ax in angular_ax:
-            draw_directions(direction_ax, feat, digits, {}, unseen_digits)
+            draw_directions(direction_ax, feat, digits, {}, unseen_digits, class_names)
             direction_ax.set_title(f"their directions, epoch {epoch}")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")

@@ -1,6 +1,7 @@
 """A run's folder: where each of its files goes, and its settings file, run.json.
 
-    OUT_DIR/run.json              the run described: settings, data, classes, versions, device, commit
+    OUT_DIR/run.json              the run described: settings, dataset, classes and their names, versions,
+                                  device, commit
     OUT_DIR/model/epoch_NNN.pth   the model's state_dict after each epoch (--model_path_temp)
     OUT_DIR/visual/epoch_NNN.png  the 2-D features after each epoch (--vis_img_path_temp)
     OUT_DIR/history.csv           one row of metrics per epoch, and its curves, history.png
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure
 
 from checkpointing import atomic_write
 from errors import UserError
+from mnist_loader import class_names
 from training_state import TRAINING_STATE_NAME
 
 try:
@@ -173,7 +175,9 @@ def write_run_file(paths, settings, classes, device, world_size, resumed=False):
     run = {
         "settings": vars(settings),
         "dataset_dir": str(Path(settings.dataset_dir).resolve()),
-        "classes": [int(name) for name in classes],
+        "dataset": settings.dataset,
+        "classes": list(classes),
+        "class_names": class_names(settings.dataset),
         "holdout_classes": list(settings.holdout_classes),
         "training_state": str(paths.training_state.resolve()),
         "torch": torch.__version__,

@@ -8,6 +8,7 @@ from pathlib import Path
 from devices import bf16_supported, pick_device
 from errors import UserError
 from margin_heads import check_head_settings
+from mnist_loader import parse_classes
 
 
 def check_settings(args):
@@ -29,10 +30,11 @@ def check_settings(args):
     for name in ("max_train_samples", "max_test_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if any(not 0 <= digit <= 9 for digit in args.holdout_classes) or len(set(args.holdout_classes)) > 8:
-        raise UserError(f"--holdout_classes takes distinct digits 0-9 and leaves at least two to train on, "
+    holdout = parse_classes(args.dataset, args.holdout_classes)  # indices or names
+    if len(set(holdout)) > 8:
+        raise UserError(f"--holdout_classes takes distinct classes and leaves at least two to train on, "
                         f"got {args.holdout_classes}")
-    args.holdout_classes = sorted(set(args.holdout_classes))
+    args.holdout_classes = sorted(set(holdout))
     args.scale, args.margin = check_head_settings(args.head, args.scale, args.margin)  # the defaults recorded
     device = pick_device(args.device)  # one that the machine lacks stops here
     if args.amp and not bf16_supported(device):

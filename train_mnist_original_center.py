@@ -33,7 +33,7 @@ from errors import UserError
 from history import EpochClock, EpochProgress, LossMetrics
 from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
 from metrics import embed, split_retrieval_metrics
-from mnist_loader import REPO_DIR, digit_to_class, load_dataset
+from mnist_loader import DATASETS, REPO_DIR, digit_to_class, load_dataset
 from mnist_net import Net
 from nan_watch import NanWatch, NonFiniteError, check_test_pass
 from plots import draw_directions, draw_features
@@ -47,9 +47,12 @@ def build_parser():
         description="Train LeNets++ on MNIST with softmax + Center Loss (Wen et al., ECCV 2016).",
         formatter_class=cli.HelpFormatter)
     add = parser.add_argument
+    add("--dataset", choices=DATASETS, default="mnist",
+        help="mnist (the article's), fashion-mnist (Zalando's clothes) or kmnist (Kuzushiji-MNIST, cursive "
+             "hiragana); each normalised with its own training split's mean and standard deviation")
     add("--dataset_dir", default=str(REPO_DIR / "datasets"),
-        help="folder with MNIST (downloaded there when missing); may also hold the four IDX files directly, "
-             "plain or .gz")
+        help="folder with the dataset (downloaded there when missing): torchvision's layout (MNIST/raw/, "
+             "FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain or .gz")
     add("--out_dir", default=str(REPO_DIR / "outputs"),
         help="the run's folder: run.json, model/epoch_NNN.pth, visual/epoch_NNN.png, history.csv, "
              "training_state.pth")
@@ -95,9 +98,9 @@ def build_parser():
              "convolutions and pooling run faster")
     add("--compile", action="store_true",
         help="torch.compile the network; the first epoch then includes the compile time")
-    add("--holdout_classes", type=int, nargs="*", default=[], metavar="DIGIT",
-        help="digits left out of training, to see where never-seen classes land (e.g. --holdout_classes 8 9); "
-             "default: none")
+    add("--holdout_classes", nargs="*", default=[], metavar="CLASS",
+        help="classes left out of training, to see where never-seen classes land: indices 0-9 (the digits, "
+             "for MNIST) or class names (e.g. --holdout_classes 8 9, or Shirt Bag); default: none")
     add("--tensorboard", metavar="DIR", default=None,
         help="also log to TensorBoard in DIR (needs the tensorboard package); default: off")
     add("--img_show", action="store_true",
@@ -198,21 +201,22 @@ def test(model, head, test_loader, nll_loss, loss_weight, center_loss, class_of_
 
 
 def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None, unseen_digits=(),
-              class_directions=None):
+              class_directions=None, class_names=None):
     """Write the feature plot of one epoch to `path`: the training features with the
     centres, beside them the test features when given, and for an angular head their
-    directions with each class weight's (`class_directions`: digit -> weight)."""
+    directions with each class weight's (`class_directions`: class -> weight); the legend
+    names the classes by `class_names` (default: their indices, MNIST's digits)."""
     titles = [f"training features, epoch = {epoch}"]
     titles += [] if test_feat is None else [f"test features (eval mode), epoch = {epoch}"]
     titles += [] if class_directions is None else [f"test feature directions and class weights, epoch = {epoch}"]
     panels = len(titles)
     fig = Figure(figsize=(8 * panels, 7), dpi=100)
     axes = fig.subplots(1, panels, squeeze=False)[0]
-    draw_features(axes[0], feat, labels, centers, unseen_digits)
+    draw_features(axes[0], feat, labels, centers, unseen_digits, class_names)
     if test_feat is not None:
-        draw_features(axes[1], test_feat, test_labels, centers, unseen_digits)
+        draw_features(axes[1], test_feat, test_labels, centers, unseen_digits, class_names)
     if class_directions is not None:
-        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_digits)
+        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_digits, class_names)
     for ax, title in zip(axes, titles):
         ax.set_title(title)
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
@@ -240,7 +244,7 @@ def main(argv=None):
             train_loader, test_loader, classes = load_dataset(
                 args.dataset_dir, args.batch_size, args.batch_size, img_show=args.img_show and files.writes,
                 show_path=files.paths.train_batch, seed=args.seed, max_train_samples=args.max_train_samples,
-                max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes,
+                max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes, dataset=args.dataset,
                 **dict(zip(("rank", "world_size"), distributed.rank_and_world_size())))
 
             # Device

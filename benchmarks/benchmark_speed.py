@@ -353,7 +353,7 @@ def step_probe(args, settings, device, batch_size=128):
         model, center_loss, nll_loss, optimizers, _ = article.build(options, device)  # the same recipe
         speed_setup(model, device, channels_last=options.channels_last)
         steps[setting] = (model, center_loss, nll_loss, options.loss_weight, optimizers, options.amp)
-    class_of_digit = digit_to_class([str(digit) for digit in range(10)], device)
+    class_of_digit = digit_to_class(tuple(range(10)), device)
     seconds = {setting: [] for setting in steps}
     for _ in range(args.probe_rounds + 1):  # the first round warms up
         for setting, (model, center_loss, nll_loss, loss_weight, (net_optimizer, center_optimizer), amp) \

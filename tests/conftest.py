@@ -44,9 +44,10 @@ def synthetic_digits(count, seed):
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 
-def make_mnist(folder, train_count=300, test_count=100, layout="torchvision", compress=False):
-    """Write the four IDX files. layout: 'torchvision' (folder/MNIST/raw/) or 'flat' (folder/)."""
-    raw = Path(folder) / "MNIST" / "raw" if layout == "torchvision" else Path(folder)
+def make_mnist(folder, train_count=300, test_count=100, layout="torchvision", compress=False, name="MNIST"):
+    """Write the four IDX files. layout: 'torchvision' (folder/NAME/raw/, NAME being MNIST,
+    FashionMNIST or KMNIST) or 'flat' (folder/)."""
+    raw = Path(folder) / name / "raw" if layout == "torchvision" else Path(folder)
     raw.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if compress else ""
     for prefix, count, seed in (("train", train_count, 0), ("t10k", test_count, 1)):
@@ -62,11 +63,18 @@ def mnist_dir(tmp_path_factory):
     return make_mnist(tmp_path_factory.mktemp("mnist"))
 
 
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory):
+    """A small Fashion-MNIST in Debian's layout: the four .gz files in one folder."""
+    return make_mnist(tmp_path_factory.mktemp("fashion"), layout="flat", compress=True)
+
+
 @pytest.fixture
 def offline(monkeypatch):
-    """Make torchvision's download fail at once, as on a machine without network."""
-    from torchvision.datasets import MNIST
-    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    """Make torchvision's downloads fail at once, as on a machine without network."""
+    from torchvision.datasets import KMNIST, MNIST, FashionMNIST
+    for dataset in (MNIST, FashionMNIST, KMNIST):
+        monkeypatch.setattr(dataset, "mirrors", ["http://127.0.0.1:9/"])
 
 
 def run_script(*args, script="train_mnist_original_center.py", timeout=120):
@@ -108,6 +116,15 @@ def arcface_run(mnist_dir, tmp_path_factory):
     """A 2-epoch run with the ArcFace head, its defaults recorded: its output folder."""
     out = tmp_path_factory.mktemp("arcface")
     trainer.main(trainer_flags(mnist_dir, out, "--epochs", 2, "--head", "arcface"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def fashion_run(fashion_dir, tmp_path_factory):
+    """A 2-epoch Fashion-MNIST run with Shirt and Bag held out by name: its output folder."""
+    out = tmp_path_factory.mktemp("fashion_run")
+    trainer.main(trainer_flags(fashion_dir, out, "--epochs", 2, "--dataset", "fashion-mnist",
+                               "--holdout_classes", "Shirt", "bag"))
     return out
 
 

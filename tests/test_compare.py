@@ -29,10 +29,12 @@ def test_unseen_map_at_r_is_a_column_when_digits_were_held_out(two_epoch_run, ho
 @pytest.mark.parametrize("case, message", [
     ("no_run", "is not a run's folder: it has no run.json"),
     ("other_test_set", "was tested on other images than"),
+    ("other_dataset", "was trained on Fashion-MNIST"),
 ])
-def test_bad_input_is_one_line(two_epoch_run, reference_run, tmp_path, case, message):
+def test_bad_input_is_one_line(two_epoch_run, reference_run, fashion_run, tmp_path, case, message):
     _, softmax_run = two_epoch_run
-    other = tmp_path if case == "no_run" else reference_run  # the reference run tests on 16 images
+    # The reference run tests on 16 images.
+    other = {"no_run": tmp_path, "other_test_set": reference_run, "other_dataset": fashion_run}[case]
     with pytest.raises(SystemExit) as stop:
         compare.main([str(softmax_run), str(other), "--out", str(tmp_path / "c.png")])
     assert message in stop.value.code and "\n" not in stop.value.code

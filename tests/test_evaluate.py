@@ -97,6 +97,18 @@ def test_an_angular_checkpoint_is_judged_by_the_cosine_unless_told(arcface_run, 
     assert evaluate.main([str(arcface_run / "model" / "epoch_002.pth"), "--head", "softmax"])["head"] == "softmax"
 
 
+def test_a_fashion_mnist_run_is_evaluated_without_being_told_the_dataset(fashion_run, tmp_path, capsys):
+    metrics = evaluate.main([str(fashion_run / "model" / "epoch_002.pth"), "--json", str(tmp_path / "e.json"),
+                             "--ranking", str(tmp_path / "r.png"), "--ranking_per_class", "1"])
+    assert metrics["dataset"] == "fashion-mnist" and metrics["holdout_classes"] == [6, 8]
+    assert list(metrics["per_class"]) == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Sneaker",
+                                          "Ankle boot"]
+    for key in ("rank_1", "mean_average_precision", "unseen_rank_1", "unseen_mean_average_precision"):
+        assert 0 <= metrics[key] <= 1
+    assert "test images of Fashion-MNIST, classes [6, 8] (Shirt, Bag) held out" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e.json").read_text())["class_names"][6] == "Shirt"
+
+
 def broken_copy(two_epoch_run, tmp_path, change):
     _, out = two_epoch_run
     state = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
@@ -117,7 +129,7 @@ def test_a_damaged_model_is_refused_in_one_line(two_epoch_run, tmp_path, change,
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--holdout_classes", "10", "11"], "--holdout_classes takes digits 0-9"),
+    (["--holdout_classes", "10", "11"], "--holdout_classes: '10' is neither a class index 0-9 nor a class of MNIST"),
     (["--plot", "x.foo"], "--plot: matplotlib cannot write .foo images"),
 ])
 def test_bad_flags_of_evaluate(two_epoch_run, tmp_path, flags, message):

@@ -5,8 +5,9 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from conftest import make_mnist
-from mnist_loader import CLASSES, DatasetError, load_dataset, show_data
+from conftest import REPO_DIR, make_mnist
+from errors import UserError
+from mnist_loader import DATASETS, DatasetError, class_names, load_dataset, parse_classes, show_data
 
 REFERENCE = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
 
@@ -20,7 +21,7 @@ def reference_batch(dataset, indices):
 
 def test_batches_equal_totensor_normalize(mnist_dir):
     train_loader, test_loader, classes = load_dataset(mnist_dir, 64, 50, seed=3)
-    assert classes == CLASSES
+    assert classes == tuple(range(10))
     reference = MNIST(mnist_dir, train=True)
     # The same permutation the loader draws for its first epoch.
     order = torch.randperm(300, generator=torch.Generator().manual_seed(3))
@@ -71,6 +72,70 @@ def test_missing_files_offline(tmp_path, offline):
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         assert name in message
     assert "download failed" in message
+
+
+def test_fashion_mnist_from_debians_folder_with_its_own_normalisation(fashion_dir):
+    train_loader, test_loader, classes = load_dataset(fashion_dir, 64, 50, dataset="fashion-mnist",
+                                                      holdout_classes=parse_classes("fashion-mnist", ["shirt", "8"]))
+    assert classes == (0, 1, 2, 3, 4, 5, 7, 9)
+    assert class_names("fashion-mnist", classes)[:2] == ["T-shirt/top", "Trouser"]
+    raw = MNIST(make_mnist_reference(fashion_dir), train=True)
+    keep = ~torch.isin(raw.targets, torch.tensor([6, 8]))
+    expected = (raw.data[keep].float() / 255 - 0.2860) / 0.3530  # Fashion-MNIST's training mean and std
+    assert torch.allclose(train_loader.images[:, 0], expected, atol=1e-6)
+    assert not torch.isin(train_loader.labels, torch.tensor([6, 8])).any() and test_loader.num_samples == 100
+
+
+def make_mnist_reference(flat_dir):
+    """torchvision's MNIST layout of a flat .gz folder's files, for reading them as reference."""
+    import gzip
+    import shutil
+    raw = flat_dir.parent / f"{flat_dir.name}_reference" / "MNIST" / "raw"
+    if not raw.is_dir():
+        raw.mkdir(parents=True)
+        for packed in flat_dir.glob("*.gz"):
+            with gzip.open(packed) as source, open(raw / packed.stem, "wb") as target:
+                shutil.copyfileobj(source, target)
+    return raw.parent.parent
+
+
+REAL_FASHION_DIR = REPO_DIR.parent / "shared" / "fashion-mnist"
+
+
+@pytest.mark.skipif(not REAL_FASHION_DIR.is_dir(), reason=f"real Fashion-MNIST not found at {REAL_FASHION_DIR}")
+def test_real_fashion_mnist_is_normalised_by_its_stated_statistics():
+    train_loader, test_loader, _ = load_dataset(REAL_FASHION_DIR, dataset="fashion-mnist")
+    assert (train_loader.num_samples, test_loader.num_samples) == (60000, 10000)
+    images = train_loader.images.double()
+    assert abs(images.mean().item()) < 1e-3 and abs(images.std().item() - 1) < 1e-3
+
+
+def test_kmnist_in_torchvisions_layout_normalised_by_its_training_split(tmp_path):
+    make_mnist(tmp_path, train_count=60, test_count=20, name="KMNIST")
+    train_loader, _, _ = load_dataset(tmp_path, dataset="kmnist")
+    assert DATASETS["kmnist"].mean is None  # no stated value: computed from the training images
+    images = train_loader.images
+    # Normalised by the training split's own statistics (rounded to 4 places): mean ~0, std ~1.
+    assert abs(images.mean().item()) < 1e-3 and abs(images.std().item() - 1) < 1e-3
+    assert class_names("kmnist")[:3] == ["o", "ki", "su"]
+
+
+@pytest.mark.parametrize("dataset, folder", [("fashion-mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
+def test_missing_files_of_each_dataset_name_it(tmp_path, offline, dataset, folder):
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tmp_path, dataset=dataset)
+    message = str(error.value)
+    assert message.startswith(f"{DATASETS[dataset].title} could not be loaded from {tmp_path}")
+    assert f"in its {folder}/raw/ subfolder" in message and "t10k-labels-idx1-ubyte" in message
+    assert "\n" not in message
+
+
+def test_classes_by_index_or_name():
+    assert parse_classes("fashion-mnist", ["Shirt", "ankle boot", 0, "3"]) == [6, 9, 0, 3]
+    assert parse_classes("kmnist", ["wo", "KI"]) == [9, 1]
+    for dataset, value in (("mnist", "10"), ("fashion-mnist", "shoe"), ("mnist", "Shirt")):
+        with pytest.raises(UserError, match="is neither a class index 0-9 nor a class of"):
+            parse_classes(dataset, [value])
 
 
 def test_truncated_file(tmp_path):
@@ -137,7 +202,7 @@ def test_unshuffled_parts_cover_the_split(mnist_dir):
 
 def test_holdout_removes_digits_from_the_training_split(mnist_dir):
     train_loader, test_loader, classes = load_dataset(mnist_dir, holdout_classes=[8, 9])
-    assert classes == tuple("01234567")
+    assert classes == tuple(range(8))
     assert not torch.isin(train_loader.labels, torch.tensor([8, 9])).any()
     assert torch.isin(test_loader.labels, torch.tensor([8, 9])).any()
     assert train_loader.num_samples == 240  # 300 images, every digit 30 times
@@ -145,7 +210,7 @@ def test_holdout_removes_digits_from_the_training_split(mnist_dir):
 
 def test_digit_to_class_skips_the_held_out_digits():
     from mnist_loader import digit_to_class
-    assert digit_to_class(("0", "1", "3"), "cpu").tolist() == [0, 1, -1, 2, -1, -1, -1, -1, -1, -1]
+    assert digit_to_class((0, 1, 3), "cpu").tolist() == [0, 1, -1, 2, -1, -1, -1, -1, -1, -1]
 
 
 def test_moving_a_loader_leaves_the_original_as_it_was(mnist_dir):

@@ -24,6 +24,14 @@ def test_unseen_digits_are_crosses_in_the_legend():
     assert "8 (unseen)" in labels and "9 (unseen)" in labels and "7" in labels
 
 
+def test_the_legend_names_the_classes():
+    ax = Figure().add_subplot()
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_digits=[6], class_names=names)
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels[:3] == ["T-shirt/top", "Trouser", "Pullover"] and "Shirt (unseen)" in labels
+
+
 def test_decision_regions_are_wedges_of_the_classifier():
     ax = Figure().add_subplot()
     ax.plot([-1, 1], [-1, 1])

@@ -10,7 +10,7 @@ from run_folder import RunPaths, find_run_file, read_run_file, write_run_file
 
 def settings(tmp_path, **changes):
     values = dict(out_dir=str(tmp_path / "run"), model_path_temp=None, vis_img_path_temp=None,
-                  dataset_dir=str(tmp_path / "data"), holdout_classes=[8, 9], epochs=3)
+                  dataset_dir=str(tmp_path / "data"), dataset="mnist", holdout_classes=[8, 9], epochs=3)
     values.update(changes)
     return SimpleNamespace(**values)
 
@@ -40,9 +40,10 @@ def test_bad_templates(tmp_path, template, message):
 
 def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
     paths = RunPaths.from_settings(settings(tmp_path))
-    write_run_file(paths, settings(tmp_path), ("0", "1", "2", "3", "4", "5", "6", "7"), torch.device("cpu"), 1)
+    write_run_file(paths, settings(tmp_path), tuple(range(8)), torch.device("cpu"), 1)
     run = read_run_file(paths.out_dir)
     assert run["settings"]["epochs"] == 3 and run["holdout_classes"] == [8, 9] and run["classes"] == list(range(8))
+    assert run["dataset"] == "mnist" and run["class_names"] == [str(digit) for digit in range(10)]
     assert run["torch"] == torch.__version__ and run["device"] == "cpu" and run["resumed"] == []
     assert run["dataset_dir"] == str((tmp_path / "data").resolve())
     assert run["git_commit"] is None or len(run["git_commit"].split("+")[0]) == 40

@@ -86,6 +86,13 @@ def test_bad_head_settings_stop_in_one_line(mnist_dir, tmp_path):
     assert not (tmp_path / "run.json").exists()
 
 
+def test_a_fashion_mnist_run_records_its_dataset_and_names(fashion_run):
+    run = json.loads((fashion_run / "run.json").read_text())
+    assert run["dataset"] == run["settings"]["dataset"] == "fashion-mnist"
+    assert run["holdout_classes"] == [6, 8] and run["classes"] == [0, 1, 2, 3, 4, 5, 7, 9]
+    assert run["class_names"][6] == "Shirt"
+
+
 def test_main_returns_the_history_it_prints(mnist_dir, tmp_path, capsys):
     history = trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 3, "--batch_size", 32))
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch:")]
