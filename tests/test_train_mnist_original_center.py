@@ -80,6 +80,13 @@ def test_each_head_trains_with_center_loss(mnist_dir, tmp_path, head):
     assert last.train.loss < first.train.loss and last.train.center_loss > 0
 
 
+def test_a_diverging_head_stops_with_the_nan_message(mnist_dir, tmp_path):
+    message = stop_message(["--dataset_dir", str(mnist_dir), "--max_train_samples", "128", "--batch_size", "32",
+                            "--device", "cpu", "--head", "cosface", "--lr", "100", *output_flags(tmp_path)])
+    assert message.startswith("error: the features blew up") and "--lr 100" in message and "\n" not in message
+    assert "no training state was saved yet" in message and not (tmp_path / "model" / "epoch_001.pth").exists()
+
+
 def test_bad_head_settings_stop_in_one_line(mnist_dir, tmp_path):
     message = stop_message(trainer_flags(mnist_dir, tmp_path, "--head", "arcface", "--margin", "3.5"))
     assert message == "error: --margin of arcface is an angle in radians and must be below pi, got 3.5"
