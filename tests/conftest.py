@@ -115,7 +115,7 @@ def holdout_run(mnist_dir, tmp_path_factory):
 def arcface_run(mnist_dir, tmp_path_factory):
     """A 2-epoch run with the ArcFace head, its defaults recorded: its output folder."""
     out = tmp_path_factory.mktemp("arcface")
-    trainer.main(trainer_flags(mnist_dir, out, "--epochs", 2, "--head", "arcface"))
+    trainer.main(trainer_flags(mnist_dir, out, "--epochs", 2, "--head", "arcface", "--max_train_samples", 128))
     return out
 
 
@@ -124,7 +124,7 @@ def fashion_run(fashion_dir, tmp_path_factory):
     """A 2-epoch Fashion-MNIST run with Shirt and Bag held out by name: its output folder."""
     out = tmp_path_factory.mktemp("fashion_run")
     trainer.main(trainer_flags(fashion_dir, out, "--epochs", 2, "--dataset", "fashion-mnist",
-                               "--holdout_classes", "Shirt", "bag"))
+                               "--holdout_classes", "Shirt", "bag", "--max_train_samples", 128))
     return out
 
 

@@ -24,15 +24,21 @@ def test_reads_a_training_state_file(two_epoch_run, tmp_path):
 def test_an_angular_head_predicts_by_the_largest_cosine(arcface_run, mnist_dir):
     checkpoint = open_checkpoint(arcface_run / "model" / "epoch_002.pth")
     assert checkpoint.head.angular and (checkpoint.head.scale, checkpoint.head.margin) == (16.0, 0.2)
-    # Stretch one class weight: ip2's argmax changes, the cosine's does not.
-    with torch.no_grad():
-        checkpoint.model.ip2.weight[3] *= 50
     loader = load_test_split(mnist_dir, torch.device("cpu"))
-    metrics, features, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.class_digits, [])
-    cosine = F.normalize(features, dim=1) @ F.normalize(checkpoint.model.ip2.weight, dim=1).T
-    assert metrics["accuracy"] == pytest.approx((cosine.argmax(1) == loader.labels).float().mean().item())
+    weight = checkpoint.model.ip2.weight
+    features = checkpoint.model.eval()(loader.images)[0].detach()
+    cosine = F.normalize(features, dim=1) @ F.normalize(weight.detach(), dim=1).T
+    # Stretch the first image's second-nearest class weight: ip2's argmax there changes, the cosine's does not.
+    runner_up = cosine[0].topk(2).indices[1]
+    assert cosine[0, runner_up] > 0
+    with torch.no_grad():
+        weight[runner_up] *= 1000
+    ip2 = features @ weight.detach().T
+    assert ip2[0].argmax() == runner_up != cosine[0].argmax()
+    metrics, _, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.class_digits, [])
     softmax, _, _ = evaluate(checkpoint.model, Head("softmax"), loader, checkpoint.class_digits, [])
-    assert softmax["per_class"]["3"]["recall"] > metrics["per_class"]["3"]["recall"]  # the long weight wins ip2
+    assert metrics["accuracy"] == pytest.approx((cosine.argmax(1) == loader.labels).float().mean().item())
+    assert softmax["accuracy"] == pytest.approx((ip2.argmax(1) == loader.labels).float().mean().item())
 
 
 def test_undefined_figures_are_null_with_a_reason():
