@@ -10,7 +10,7 @@ from PIL import Image
 import train_mnist_original_center as trainer
 from article_net import ArticleNet
 from center_loss import CenterLoss
-from conftest import REAL_MNIST_DIR, make_mnist, output_flags, run_script, stop_message, trainer_flags
+from conftest import REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_script, stop_message, trainer_flags
 from devices import bf16_supported, speed_setup
 from margin_heads import Head
 from mnist_loader import digit_to_class, load_dataset
@@ -115,6 +115,15 @@ def test_main_returns_the_history_it_prints(mnist_dir, tmp_path, capsys):
     times = history.records[-1].times
     assert min(times.train, times.test, times.metrics, times.files) > 0
     assert history.records[-1].seconds == pytest.approx(times.train + times.test + times.metrics)
+
+
+def test_every_flag_is_in_both_readmes():
+    flags = [action.option_strings[0] for action in trainer.build_parser()._actions if action.option_strings
+             and action.option_strings[0] != "-h"]
+    for readme in ("README.md", "README.ja.md"):
+        text = (REPO_DIR / readme).read_text()
+        missing = [flag for flag in flags if f"| `{flag}`" not in text]
+        assert not missing, f"{readme} lacks {missing}"
 
 
 def test_visualize_writes_the_plot(tmp_path):
