@@ -1,7 +1,11 @@
 """What the scripts' command lines share."""
 import argparse
+import contextlib
 import os
 import signal
+import sys
+
+from errors import UserError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -20,3 +24,16 @@ def exit_on_signals(message):
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Around a script's work: a UserError ends it with `error: ...` on one line, and from
+    here Ctrl-C ends it with one line too (files are written atomically, so none is half)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("Stopped by SIGINT (Ctrl-C); every file is either whole or as it was before")

@@ -8,7 +8,6 @@ split (the same for every run, or nothing is compared).
     python compare.py outputs/softmax outputs/arcface --out compare.png --markdown compare.md
 """
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -76,8 +75,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     """Compare the runs; returns one dict of figures per run, in order."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here a Ctrl-C is caught below
-    try:
+    with cli.one_line_errors():
         args = parse_args(argv)
         check_image_format("--out", args.out)
         device = pick_device(args.device)
@@ -115,10 +113,6 @@ def main(argv=None):
             atomic_write(args.markdown, table.encode())
             print(f"Wrote {args.markdown}")
         return results
-    except UserError as error:
-        sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        sys.exit("Stopped by SIGINT (Ctrl-C); every file is either whole or as it was before")
 
 
 if __name__ == "__main__":

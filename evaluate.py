@@ -14,7 +14,6 @@ angular head predicts the class of the largest cosine); flags given win.
 """
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -75,8 +74,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     """Evaluate a checkpoint; returns its metrics (the JSON's content)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here a Ctrl-C is caught below
-    try:
+    with cli.one_line_errors():
         args = parse_args(argv)
         for flag, path in (("--plot", args.plot), ("--ranking", args.ranking)):
             if path:
@@ -120,10 +118,6 @@ def main(argv=None):
             save_figure(fig, args.ranking)
             print(f"Wrote {args.ranking}")
         return metrics
-    except UserError as error:
-        sys.exit(f"error: {error}")
-    except KeyboardInterrupt:
-        sys.exit("Stopped by SIGINT (Ctrl-C); every file is either whole or as it was before")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ class Head:
         self.scale, self.margin = check_head_settings(name, scale, margin)
         self.angular = name != "softmax"
         self.norm_floor = NORM_FLOOR
+        self.iteration = 0  # the last training step, whose SphereFace lambda the test loss uses
 
     def logits(self, features, labels, iteration=0, mix=None):
         """The angular head's logits with its margin at each true class `labels`, in float32
@@ -128,12 +129,14 @@ class Head:
                 return logits * norm
             return self.scale * logits * (norm / self.norm_floor).clamp(max=1)
 
-    def __call__(self, features, log_probs, labels, iteration=0):
+    def __call__(self, features, log_probs, labels, iteration=None):
         """The log-probabilities the loss is taken of: the article's `log_probs` for
-        softmax, else the head's with its margin."""
+        softmax, else the head's with its margin, as at training step `iteration` (by
+        default the last one given: a test pass scores the epoch's end)."""
+        self.iteration = self.iteration if iteration is None else iteration
         if not self.angular:
             return log_probs
-        return F.log_softmax(self.logits(features, labels, iteration), dim=1)
+        return F.log_softmax(self.logits(features, labels, self.iteration), dim=1)
 
     def predict(self, features, log_probs):
         """The predicted class of each feature: the largest ip2 output, or the largest cosine."""

@@ -79,6 +79,29 @@ def draw_directions(ax, feat, digits, class_directions, unseen_digits=(), class_
     ax.set_ylabel("feature 2 / |feature|")
 
 
+def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=None, unseen_digits=(),
+                 class_directions=None, class_names=None):
+    """The feature plot of one epoch: the training features with the centres, beside them
+    the test features when given, and for an angular head their directions with each class
+    weight's (`class_directions`: class -> weight); the legend names the classes by
+    `class_names` (default: their indices, MNIST's digits)."""
+    titles = [f"training features, epoch = {epoch}"]
+    titles += [] if test_feat is None else [f"test features (eval mode), epoch = {epoch}"]
+    titles += [] if class_directions is None else [f"test feature directions and class weights, epoch = {epoch}"]
+    panels = len(titles)
+    fig = Figure(figsize=(8 * panels, 7), dpi=100)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    draw_features(axes[0], feat, labels, centers, unseen_digits, class_names)
+    if test_feat is not None:
+        draw_features(axes[1], test_feat, test_labels, centers, unseen_digits, class_names)
+    if class_directions is not None:
+        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_digits, class_names)
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
+    fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
+    return fig
+
+
 def draw_decision_regions(ax, classifier_weight, class_digits, resolution=400):
     """Shade the plane by the class that `ip2` (no bias) predicts there: wedges from the
     origin, since the prediction argmax_k w_k . x depends on the direction of x alone."""

@@ -6,8 +6,10 @@ gives that signal (128 + its number). A second signal stops at once (KeyboardInt
 """
 import os
 import signal
+import sys
 
 import distributed
+from nan_watch import NonFiniteError
 
 
 class RunStopped(Exception):
@@ -56,3 +58,23 @@ class StopSignals:
     def stopped(self, message):
         """The `RunStopped` to raise, with `message`."""
         return RunStopped(message, self.signum)
+
+
+def exit_with(ending, stop, keeper, recipe):
+    """End the run on `ending` (a RunStopped, a second signal or a UserError) with one line
+    and the matching exit status; `recipe` holds the article's settings for the NaN advice."""
+    if isinstance(ending, RunStopped):
+        message, status = str(ending), ending.exit_status
+    elif isinstance(ending, KeyboardInterrupt):
+        saved = f"the last training state saved is {keeper.last_good}" if keeper and keeper.last_good else \
+            "no training state was saved"
+        message, status = f"Stopped at once by a second signal; {saved}", 128 + (stop.signum or 2)
+    elif isinstance(ending, NonFiniteError):  # with advice against the article's settings
+        message, status = f"error: {keeper.advice(ending, recipe)}", 1
+    else:
+        message, status = f"error: {ending}", 1
+    if status == 1:
+        sys.exit(message)  # printed by Python, exit status 1
+    if distributed.is_main_process():
+        print(message, file=sys.stderr, flush=True)
+    sys.exit(status)

@@ -9,7 +9,6 @@ torchrun) lives in the modules named for it.
 import argparse
 import itertools
 import shlex
-import sys
 from pathlib import Path
 
 import cli
@@ -21,7 +20,6 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 import torch.optim.lr_scheduler as lr_scheduler
-from matplotlib.figure import Figure
 from tqdm import tqdm
 
 import distributed
@@ -35,10 +33,10 @@ from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
 from metrics import embed, split_retrieval_metrics
 from mnist_loader import DATASETS, REPO_DIR, digit_to_class, load_dataset
 from mnist_net import Net
-from nan_watch import NanWatch, NonFiniteError, check_test_pass
-from plots import draw_directions, draw_features
+from nan_watch import NanWatch, check_test_pass
+from plots import epoch_figure
 from settings import check_settings
-from stop_signals import RunStopped, StopSignals, TrainingInterrupted
+from stop_signals import RunStopped, StopSignals, TrainingInterrupted, exit_with
 from training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
 
 
@@ -177,9 +175,9 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
 
 
 @torch.no_grad()
-def test(model, head, test_loader, nll_loss, loss_weight, center_loss, class_of_digit, amp=False, iteration=0):
+def test(model, head, test_loader, nll_loss, loss_weight, center_loss, class_of_digit, amp=False):
     """LossMetrics on the test images of the trained digits (means per image of the training
-    objective, as at training step `iteration`), and the features and digits of all test
+    objective, as at the last training step), and the features and digits of all test
     images, on the device (under torchrun: of all ranks' parts together)."""
     features, log_probs, digits = embed(model, test_loader, amp)
     labels = class_of_digit[digits]
@@ -187,7 +185,7 @@ def test(model, head, test_loader, nll_loss, loss_weight, center_loss, class_of_
     count = seen.sum()
     seen_features, seen_log_probs, labels = features[seen], log_probs[seen], labels[seen]
     center = center_loss(labels, seen_features) if count else features.new_zeros(())
-    head_log_probs = head(seen_features, seen_log_probs, labels, iteration)
+    head_log_probs = head(seen_features, seen_log_probs, labels)
     loss = (nll_loss(head_log_probs, labels) + loss_weight * center) if count else center
     correct = (head.predict(seen_features, seen_log_probs) == labels).sum()
     sums = distributed.sum_across_ranks(torch.stack([correct.float(), loss * count, center * count, count.float()]))
@@ -204,23 +202,9 @@ def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labe
               class_directions=None, class_names=None):
     """Write the feature plot of one epoch to `path`: the training features with the
     centres, beside them the test features when given, and for an angular head their
-    directions with each class weight's (`class_directions`: class -> weight); the legend
-    names the classes by `class_names` (default: their indices, MNIST's digits)."""
-    titles = [f"training features, epoch = {epoch}"]
-    titles += [] if test_feat is None else [f"test features (eval mode), epoch = {epoch}"]
-    titles += [] if class_directions is None else [f"test feature directions and class weights, epoch = {epoch}"]
-    panels = len(titles)
-    fig = Figure(figsize=(8 * panels, 7), dpi=100)
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    draw_features(axes[0], feat, labels, centers, unseen_digits, class_names)
-    if test_feat is not None:
-        draw_features(axes[1], test_feat, test_labels, centers, unseen_digits, class_names)
-    if class_directions is not None:
-        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_digits, class_names)
-    for ax, title in zip(axes, titles):
-        ax.set_title(title)
-    fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
-    save_figure(fig, path)
+    directions with each class weight's (`class_directions`: class -> weight)."""
+    save_figure(epoch_figure(epoch, feat, labels, centers, test_feat, test_labels, unseen_digits, class_directions,
+                             class_names), path)
 
 
 def resume_command():
@@ -276,19 +260,15 @@ def main(argv=None):
             for epoch in range(first_epoch, args.epochs + 1):
                 # Train and test a model.
                 clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
-                try:
+                with keeper.interruptible(stop, epoch, len(train_loader), history):
                     train_metrics, feat, digits = train(step_model, head, train_loader, nll_loss, args.loss_weight,
                                                         center_loss, dnn_optimizer, center_optimizer, epoch,
                                                         class_of_digit, args.amp, progress, stop)
-                except TrainingInterrupted as interrupted:
-                    raise stop.stopped(keeper.save_interrupted(epoch, len(train_loader), history,
-                                                               interrupted.progress)) from None
                 progress = None
                 scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
                 clock.lap("train")
                 test_metrics, test_feat, test_digits = test(step_model, head, test_loader, nll_loss, args.loss_weight,
-                                                            center_loss, class_of_digit, args.amp,
-                                                            epoch * len(train_loader))
+                                                            center_loss, class_of_digit, args.amp)
                 clock.lap("test")
                 retrieval = split_retrieval_metrics(test_feat, test_digits, args.holdout_classes)
                 record = history.add(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics, test_metrics,
@@ -300,34 +280,15 @@ def main(argv=None):
                                   head.class_directions(classes))
                 keeper.save(epoch, history)
                 clock.lap("files")
-                if stop.requested() and epoch < args.epochs:
-                    raise stop.stopped(f"Stopped after epoch {epoch}. {keeper.resume_hint()}")
+                keeper.stop_if_asked(stop, epoch)
             files.finish(history, test_loader)
             return history
     except (RunStopped, KeyboardInterrupt, UserError) as ending:
-        message, status = ending_of(ending, stop, keeper)  # the one line that ends the run
-        if status == 1:
-            sys.exit(message)  # printed by Python, exit status 1
-        if distributed.is_main_process():
-            print(message, file=sys.stderr, flush=True)
-        sys.exit(status)
+        exit_with(ending, stop, keeper, build_parser().parse_args([]))  # the one line that ends the run
     finally:
         if files:
             files.close()  # lets another run use the folder
         distributed.teardown()
-
-
-def ending_of(ending, stop, keeper):
-    """The message and exit status of a run ended by `ending` (a stop or an error)."""
-    if isinstance(ending, RunStopped):
-        return str(ending), ending.exit_status
-    if isinstance(ending, KeyboardInterrupt):
-        saved = f"the last training state saved is {keeper.last_good}" if keeper and keeper.last_good else \
-            "no training state was saved"
-        return f"Stopped at once by a second signal; {saved}", 128 + (stop.signum or 2)
-    if isinstance(ending, NonFiniteError):  # with advice against the article's settings
-        return f"error: {keeper.advice(ending, build_parser().parse_args([]))}", 1
-    return f"error: {ending}", 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ It holds the weights, the centres, both optimizers, the schedule, every random s
 settings, the history and, for a run stopped in the middle of an epoch, that epoch's
 progress; all in plain types that load with `weights_only=True`. `resume` puts it back.
 """
+import contextlib
 import hashlib
 import io
 import random
@@ -17,6 +18,7 @@ from checkpointing import CheckpointError, load_checkpoint, load_module_state, s
 from errors import UserError
 from history import EpochProgress, History
 from nan_watch import advice
+from stop_signals import TrainingInterrupted
 
 TRAINING_STATE_NAME = "training_state.pth"
 TRAINING_STATE_FORMAT = "mnist-center-loss-training-state"
@@ -269,6 +271,19 @@ class StateKeeper:
             return f"Stopped in epoch {epoch} after step {progress.step} of {num_steps}. {self.resume_hint(self.path)}"
         saved = self.resume_hint() if self.last_good else "No training state was saved yet."
         return f"Stopped in epoch {epoch}; it starts again on resuming. {saved}"
+
+    @contextlib.contextmanager
+    def interruptible(self, stop, epoch, num_steps, history):
+        """Around an epoch's training: a stop asked for in it saves the state and ends the run."""
+        try:
+            yield
+        except TrainingInterrupted as interrupted:
+            raise stop.stopped(self.save_interrupted(epoch, num_steps, history, interrupted.progress)) from None
+
+    def stop_if_asked(self, stop, epoch):
+        """After `epoch`'s files: end the run here when a stop was asked for and epochs remain."""
+        if stop.requested() and epoch < self.settings.epochs:
+            raise stop.stopped(f"Stopped after epoch {epoch}. {self.resume_hint()}")
 
     def advice(self, error, recipe):
         """The message for a NaN `error` in the epoch under way (see nan_watch.advice)."""

@@ -1,6 +1,9 @@
 import argparse
 
-from cli import HelpFormatter
+import pytest
+
+from cli import HelpFormatter, one_line_errors
+from errors import UserError
 
 
 def test_help_states_defaults_unless_said_in_words():
@@ -10,3 +13,11 @@ def test_help_states_defaults_unless_said_in_words():
     text = parser.format_help()
     assert "number of epochs (default: 100)" in text
     assert "default: all" in text and "(default: None)" not in text
+
+
+def test_one_line_errors_turn_a_user_error_and_ctrl_c_into_one_line():
+    for raised, message in ((UserError("--x must be 1"), "error: --x must be 1"),
+                            (KeyboardInterrupt(), "Stopped by SIGINT (Ctrl-C); every file is either whole")):
+        with pytest.raises(SystemExit) as stop, one_line_errors():
+            raise raised
+        assert str(stop.value.code).startswith(message)
