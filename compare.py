@@ -2,12 +2,15 @@
 Markdown table of their figures.
 
 Each RUN_DIR is a trainer's --out_dir: its run.json gives the head, the loss weight, the
-held-out classes and the dataset, and its last per-epoch checkpoint is evaluated on the test
-split (the same for every run, or nothing is compared).
+held-out classes and the dataset, and its last per-epoch checkpoint (or that of --epoch) is
+evaluated on the test split (the same for every run, or nothing is compared). The median
+seconds per epoch come from the run's history.csv.
 
     python compare.py outputs/softmax outputs/arcface --out compare.png --markdown compare.md
 """
 import argparse
+import csv
+import statistics
 import sys
 from pathlib import Path
 
@@ -28,20 +31,34 @@ from plots import draw_decision_regions, draw_features
 from run_folder import RunPaths, check_image_format, read_run_file
 
 COLUMNS = (("accuracy", "test accuracy"), ("precision_at_1", "Precision@1"), ("r_precision", "R-Precision"),
-           ("map_at_r", "MAP@R"), ("unseen_map_at_r", "unseen MAP@R"))
+           ("map_at_r", "MAP@R"), ("unseen_map_at_r", "unseen MAP@R"), ("seconds_per_epoch", "s/epoch"))
 
 
-def last_checkpoint(run_dir):
-    """The run's run.json, its last per-epoch checkpoint and that epoch; UserError when it
-    is no run or has no checkpoint yet."""
+def run_checkpoint(run_dir, epoch=None):
+    """The run's run.json, its paths, and the epoch to compare: `epoch`, or else the last one
+    with a checkpoint; UserError when it is no run or lacks that checkpoint."""
     run = read_run_file(run_dir)
     if run is None:
         raise UserError(f"{run_dir} is not a run's folder: it has no run.json (give a trainer's --out_dir)")
     paths = RunPaths.from_settings(argparse.Namespace(**run["settings"]))
-    for epoch in range(run["settings"]["epochs"], 0, -1):
-        if paths.model(epoch).is_file():
-            return run, paths.model(epoch), epoch
+    if epoch is not None:
+        if not paths.model(epoch).is_file():
+            raise UserError(f"{run_dir} has no checkpoint of epoch {epoch} ({paths.model(epoch)})")
+        return run, paths, epoch
+    for last in range(run["settings"]["epochs"], 0, -1):
+        if paths.model(last).is_file():
+            return run, paths, last
     raise UserError(f"{run_dir} has no per-epoch checkpoint yet ({paths.model_path_temp.format('NNN')})")
+
+
+def median_epoch_seconds(history_path, epoch):
+    """The median of the run's seconds per epoch up to `epoch` (training, test and metrics),
+    or None without a history: the median leaves out a first epoch's warm-up and pauses."""
+    if not history_path.is_file():
+        return None
+    with open(history_path, newline="") as file:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(file) if int(row["epoch"]) <= epoch]
+    return statistics.median(seconds) if seconds else None
 
 
 def panel_title(settings, epoch, metrics):
@@ -52,11 +69,12 @@ def panel_title(settings, epoch, metrics):
 
 def markdown_table(names, results):
     """The table of figures, a row per run; unseen MAP@R only when some run held digits out."""
-    columns = [(key, label) for key, label in COLUMNS if any(key in metrics for metrics in results)]
+    columns = [(key, label) for key, label in COLUMNS if any(metrics.get(key) is not None for metrics in results)]
     lines = ["| run | head | loss weight | epoch | " + " | ".join(label for _, label in columns) + " |",
              "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in columns) + " |"]
     for name, metrics in zip(names, results):
-        figures = [f"{metrics[key]:.4f}" if key in metrics else "-" for key, _ in columns]
+        figures = [("-" if metrics.get(key) is None else f"{metrics[key]:.1f}" if key == "seconds_per_epoch"
+                    else f"{metrics[key]:.4f}") for key, _ in columns]
         lines.append(f"| {name} | {metrics['head']} | {metrics['loss_weight']:g} | {metrics['epoch']} | "
                      + " | ".join(figures) + " |")
     return "\n".join(lines) + "\n"
@@ -66,6 +84,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the runs' folders (the trainer's --out_dir)")
     parser.add_argument("--out", default="compare.png", help="the figure, a panel per run")
+    parser.add_argument("--epoch", type=int, default=None,
+                        help="compare every run at this epoch; default: each run's last checkpoint")
     parser.add_argument("--markdown", default=None, help="also write the table of figures to this file; default: none")
     parser.add_argument("--device", default="auto",
                         help="where to evaluate: auto (the current accelerator, else the CPU) or a PyTorch "
@@ -79,13 +99,13 @@ def main(argv=None):
         args = parse_args(argv)
         check_image_format("--out", args.out)
         device = pick_device(args.device)
-        runs = [last_checkpoint(run_dir) for run_dir in args.run_dirs]
+        runs = [run_checkpoint(run_dir, args.epoch) for run_dir in args.run_dirs]
         fig = Figure(figsize=(6.4 * len(runs), 5.8), dpi=80)
         fig.subplots_adjust(left=0.06 / len(runs), right=1 - 0.14 / len(runs), wspace=0.5, top=0.86)
         axes = fig.subplots(1, len(runs), squeeze=False)[0]
         results, test_digits = [], None
-        for ax, run_dir, (run, path, epoch) in zip(axes, args.run_dirs, runs):
-            checkpoint = open_checkpoint(path)
+        for ax, run_dir, (run, paths, epoch) in zip(axes, args.run_dirs, runs):
+            checkpoint = open_checkpoint(paths.model(epoch))
             settings = run["settings"]
             if results and checkpoint.dataset != results[0]["dataset"]:
                 raise UserError(f"{run_dir} was trained on {DATASETS[checkpoint.dataset].title}, {args.run_dirs[0]} on "
@@ -100,7 +120,8 @@ def main(argv=None):
             metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head, test_loader,
                                             checkpoint.class_digits, checkpoint.holdout, checkpoint.class_names)
             metrics.update(run=str(run_dir), head=checkpoint.head.name, loss_weight=settings["loss_weight"],
-                           epoch=epoch, dataset=checkpoint.dataset)
+                           epoch=epoch, dataset=checkpoint.dataset,
+                           seconds_per_epoch=median_epoch_seconds(paths.history, epoch))
             results.append(metrics)
             draw_features(ax, features, test_digits, checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
             draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.class_digits)

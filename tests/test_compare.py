@@ -12,9 +12,24 @@ def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
     with Image.open(tmp_path / "c.png") as image:
         assert image.size == (2 * 512, 464)  # a panel per run
     table = (tmp_path / "c.md").read_text().splitlines()
-    assert table[0] == "| run | head | loss weight | epoch | test accuracy | Precision@1 | R-Precision | MAP@R |"
+    assert table[0] == ("| run | head | loss weight | epoch | test accuracy | Precision@1 | R-Precision | MAP@R "
+                        "| s/epoch |")
     assert len(table) == 4 and table[3].startswith(f"| {arcface_run.name} | arcface | 1 | 2 | ")
     assert f"{results[1]['map_at_r']:.4f}" in table[3] and table[1] in capsys.readouterr().out
+    history = (arcface_run / "history.csv").read_text().splitlines()
+    seconds = sorted(float(line.split(",")[-1]) for line in history[1:])
+    assert history[0].endswith(",seconds") and table[3].endswith(f"| {sum(seconds) / 2:.1f} |")  # median of 2
+
+
+def test_epoch_picks_the_checkpoint(two_epoch_run, arcface_run, tmp_path):
+    _, softmax_run = two_epoch_run
+    results = compare.main([str(softmax_run), str(arcface_run), "--epoch", "1", "--out", str(tmp_path / "c.png")])
+    assert [r["epoch"] for r in results] == [1, 1]
+    first = float((arcface_run / "history.csv").read_text().splitlines()[1].split(",")[-1])
+    assert results[1]["seconds_per_epoch"] == pytest.approx(first)
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(softmax_run), "--epoch", "3", "--out", str(tmp_path / "c.png")])
+    assert "has no checkpoint of epoch 3" in stop.value.code
 
 
 def test_unseen_map_at_r_is_a_column_when_digits_were_held_out(two_epoch_run, holdout_run, tmp_path):
@@ -22,8 +37,8 @@ def test_unseen_map_at_r_is_a_column_when_digits_were_held_out(two_epoch_run, ho
     compare.main([str(softmax_run), str(holdout_run), "--out", str(tmp_path / "c.png"), "--markdown",
                   str(tmp_path / "c.md")])
     header, _, softmax_row, holdout_row = (tmp_path / "c.md").read_text().splitlines()
-    assert header.endswith("| MAP@R | unseen MAP@R |") and softmax_row.endswith("| - |")
-    assert not holdout_row.endswith("| - |")
+    assert header.endswith("| MAP@R | unseen MAP@R | s/epoch |") and softmax_row.split(" | ")[-2] == "-"
+    assert holdout_row.split(" | ")[-2] != "-"
 
 
 @pytest.mark.parametrize("case, message", [
