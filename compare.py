@@ -30,6 +30,7 @@ from mnist_loader import DATASETS
 from plots import draw_decision_regions, draw_features
 from run_folder import RunPaths, check_image_format, read_run_file
 
+PANELS_PER_ROW = 3  # more runs wrap onto further rows
 COLUMNS = (("accuracy", "test accuracy"), ("precision_at_1", "Precision@1"), ("r_precision", "R-Precision"),
            ("map_at_r", "MAP@R"), ("unseen_map_at_r", "unseen MAP@R"), ("seconds_per_epoch", "s/epoch"))
 
@@ -100,9 +101,14 @@ def main(argv=None):
         check_image_format("--out", args.out)
         device = pick_device(args.device)
         runs = [run_checkpoint(run_dir, args.epoch) for run_dir in args.run_dirs]
-        fig = Figure(figsize=(6.4 * len(runs), 5.8), dpi=80)
-        fig.subplots_adjust(left=0.06 / len(runs), right=1 - 0.14 / len(runs), wspace=0.5, top=0.86)
-        axes = fig.subplots(1, len(runs), squeeze=False)[0]
+        columns = min(len(runs), PANELS_PER_ROW)
+        rows = -(-len(runs) // columns)
+        fig = Figure(figsize=(6.4 * columns, 5.8 * rows), dpi=80)
+        fig.subplots_adjust(left=0.06 / columns, right=1 - 0.14 / columns, wspace=0.5, hspace=0.45,
+                            top=1 - 0.14 / rows, bottom=0.11 / rows)
+        axes = fig.subplots(rows, columns, squeeze=False).ravel()
+        for spare in axes[len(runs):]:
+            spare.remove()
         results, test_digits = [], None
         for ax, run_dir, (run, paths, epoch) in zip(axes, args.run_dirs, runs):
             checkpoint = open_checkpoint(paths.model(epoch))

@@ -53,3 +53,11 @@ def test_bad_input_is_one_line(two_epoch_run, reference_run, fashion_run, tmp_pa
     with pytest.raises(SystemExit) as stop:
         compare.main([str(softmax_run), str(other), "--out", str(tmp_path / "c.png")])
     assert message in stop.value.code and "\n" not in stop.value.code
+
+
+def test_more_than_three_runs_wrap_onto_rows(two_epoch_run, arcface_run, tmp_path):
+    _, softmax_run = two_epoch_run
+    runs = [str(softmax_run), str(arcface_run)] * 2
+    assert len(compare.main(runs + ["--out", str(tmp_path / "c.png")])) == 4
+    with Image.open(tmp_path / "c.png") as image:
+        assert image.size == (3 * 512, 2 * 464)  # three panels a row; the last two places stay empty
