@@ -16,13 +16,20 @@ def probe(mnist_dir, capsys, *flags):
 
 def test_a_line_per_head_with_its_figures(mnist_dir, capsys):
     header, *lines = probe(mnist_dir, capsys)
-    assert header.startswith("2 steps of 128 images") and header.endswith("norm floor 1")
+    assert header.startswith("2 steps of 128 images") and header.endswith("norm floor 1, Center Loss weight 1")
     assert [line.split()[0] for line in lines] == ["softmax", "normface", "cosface", "arcface", "sphereface"]
     for line in lines:
         norms = re.search(r"feature norm: first ([\d.e+-]+), max ([\d.e+-]+), last", line)
         assert 0 < float(norms[1]) <= float(norms[2])
+        assert 0 <= float(re.search(r"closest class weights ([\d.]+) deg", line)[1]) <= 180
+
+
+def test_margin_and_loss_weight(mnist_dir, capsys):
+    header, *lines = probe(mnist_dir, capsys, "--heads", "normface", "cosface", "--margin", "0.05", "--loss_weight", "0")
+    assert header.endswith("Center Loss weight 0")
+    assert not lines[0].endswith(")") and lines[1].endswith("deg (m = 0.05)")  # NormFace takes no margin
 
 
 def test_without_the_floor(mnist_dir, capsys):
     header, *lines = probe(mnist_dir, capsys, "--heads", "arcface", "--no_norm_floor")
-    assert header.endswith("norm floor 1e-12") and len(lines) == 1 and lines[0].startswith("arcface ")
+    assert "norm floor 1e-12," in header and len(lines) == 1 and lines[0].startswith("arcface ")
