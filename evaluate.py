@@ -113,7 +113,7 @@ def main(argv=None):
             queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout)
             mean, std = normalization(checkpoint.dataset, dataset_dir)
             fig = ranking_figure(test_loader.images[:, 0].cpu() * std + mean, test_loader.labels, queries,
-                                 nearest_gallery(features, queries),
+                                 nearest_gallery(checkpoint.head.retrieval_features(features), queries),
                                  [f"{name} (unseen)" if index in holdout else name for index, name in enumerate(names)])
             save_figure(fig, args.ranking)
             print(f"Wrote {args.ranking}")

@@ -142,6 +142,6 @@ def evaluate(model, head, test_loader, class_digits, unseen_digits, names=None):
     report_text = classification_report(true_seen, predicted_seen, **report_options)
     metrics = {"accuracy": float((true_seen == predicted_seen).mean()),
                "num_test_images": int(digits.numel())}
-    metrics.update(split_retrieval_metrics(features, digits, unseen_digits))
+    metrics.update(split_retrieval_metrics(head.retrieval_features(features), digits, unseen_digits))
     metrics["per_class"] = {name: report[name] for name in target_names}
     return metrics, features, report_text

@@ -145,6 +145,12 @@ class Head:
         """The predicted class of each feature: the largest ip2 output, or the largest cosine."""
         return cosines(features, self.weight).argmax(1) if self.angular else log_probs.argmax(1)
 
+    def retrieval_features(self, features):
+        """The features as retrieval compares them: as they are for softmax; on the unit
+        circle for an angular head, which is trained on directions alone (so Euclidean
+        distance there ranks by cosine, as face recognition compares its embeddings)."""
+        return F.normalize(features.float(), dim=1) if self.angular else features
+
     def class_directions(self, classes):
         """For an angular head, {digit: its class weight} on the host (a copy: a picture
         drawn later must not see it change); None for softmax, which has no angular view."""

@@ -2,7 +2,8 @@
 MAP@R, as in "A Metric Learning Reality Check" (Musgrave et al., ECCV 2020), and the figures
 of person re-identification, CMC rank-k and mAP, as Market-1501 reports them.
 
-Every item is a query against all the other items (Euclidean distance). For a query of
+Every item is a query against all the other items (Euclidean distance; the callers give an
+angular head's features on the unit circle, so there it ranks by cosine). For a query of
 class y, R is the number of other items of class y; with rel(k) = 1 when the k-th
 nearest neighbour is of class y:
   Precision@1 = rel(1)

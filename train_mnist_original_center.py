@@ -270,7 +270,8 @@ def main(argv=None):
                 test_metrics, test_feat, test_digits = test(step_model, head, test_loader, nll_loss, args.loss_weight,
                                                             center_loss, class_of_digit, args.amp)
                 clock.lap("test")
-                retrieval = split_retrieval_metrics(test_feat, test_digits, args.holdout_classes)
+                retrieval = split_retrieval_metrics(head.retrieval_features(test_feat), test_digits,
+                                                    args.holdout_classes)
                 record = history.add(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics, test_metrics,
                                      retrieval, clock, test_feat.cpu(), test_digits.cpu())
                 print(record.line())

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation, read_checkpoint
 from margin_heads import Head
+from metrics import retrieval_metrics
 
 
 def test_reads_a_training_state_file(two_epoch_run, tmp_path):
@@ -39,6 +40,17 @@ def test_an_angular_head_predicts_by_the_largest_cosine(arcface_run, mnist_dir):
     softmax, _, _ = evaluate(checkpoint.model, Head("softmax"), loader, checkpoint.class_digits, [])
     assert metrics["accuracy"] == pytest.approx((cosine.argmax(1) == loader.labels).float().mean().item())
     assert softmax["accuracy"] == pytest.approx((ip2.argmax(1) == loader.labels).float().mean().item())
+
+
+def test_an_angular_head_retrieves_by_cosine(arcface_run, mnist_dir):
+    checkpoint = open_checkpoint(arcface_run / "model" / "epoch_002.pth")
+    loader = load_test_split(mnist_dir, torch.device("cpu"))
+    features = checkpoint.model.eval()(loader.images)[0].detach()
+    metrics, _, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.class_digits, [])
+    by_cosine = retrieval_metrics(F.normalize(features, dim=1), loader.labels)
+    by_distance = retrieval_metrics(features, loader.labels)
+    assert by_cosine["map_at_r"] != by_distance["map_at_r"]  # the two rankings differ on these features
+    assert metrics["map_at_r"] == pytest.approx(by_cosine["map_at_r"])
 
 
 def test_undefined_figures_are_null_with_a_reason():

@@ -171,3 +171,9 @@ def test_bad_values_are_one_line(name, scale, margin, message):
     with pytest.raises(UserError, match=message) as error:
         check_head_settings(name, scale, margin)
     assert "\n" not in str(error.value)
+
+
+def test_retrieval_compares_directions_for_angular_heads():
+    features = torch.tensor([[3.0, 4.0], [0.0, -0.5]])
+    assert torch.equal(Head("softmax", AXES).retrieval_features(features), features)
+    assert torch.allclose(Head("arcface", AXES).retrieval_features(features), torch.tensor([[0.6, 0.8], [0.0, -1.0]]))

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from PIL import Image
 
 import train_mnist_original_center as trainer
@@ -13,6 +14,7 @@ from center_loss import CenterLoss
 from conftest import REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_script, stop_message, trainer_flags
 from devices import bf16_supported, speed_setup
 from margin_heads import Head
+from metrics import retrieval_metrics
 from mnist_loader import digit_to_class, load_dataset
 from mnist_net import Net
 
@@ -69,6 +71,11 @@ def test_an_angular_head_run_describes_itself_and_keeps_the_articles_keys(arcfac
         assert image.size == (2400, 700)  # training, test, and the test features' directions
     with Image.open(arcface_run / "features.gif") as gif:
         assert gif.size == (1024, 448) and gif.n_frames == 2  # the features and their directions
+    saved = torch.load(arcface_run / "test_features.pt", weights_only=True)
+    header, *_, last_row = (arcface_run / "history.csv").read_text().splitlines()
+    map_at_r = float(last_row.split(",")[header.split(",").index("map_at_r")])
+    by_cosine = retrieval_metrics(F.normalize(saved["features"][-1].float(), dim=1), saved["digits"])
+    assert map_at_r == pytest.approx(by_cosine["map_at_r"])  # an angular head retrieves by direction
 
 
 @pytest.mark.parametrize("head", ["normface", "cosface", "arcface", "sphereface"])
