@@ -49,7 +49,9 @@ LAMBDA_BASE, LAMBDA_GAMMA, LAMBDA_MIN = 1000.0, 0.12, 5.0
 # and CosFace went NaN within 200 steps (benchmarks/head_first_steps.py). So below norm
 # NORM_FLOOR their logits are scaled by |x| / NORM_FLOOR: the head sees x / max(|x|, 1)
 # instead of x / |x|, its gradient stays bounded, and it pushes small features outwards;
-# beyond the floor it is the paper's head exactly.
+# beyond the floor it is the paper's head exactly. CosFace's margin is not damped: below the
+# floor its logits are s (x . w_j / |w_j|) - s m at the true class, a linear classifier with
+# the margin as a constant handicap (docs/margin-heads.md).
 NORM_FLOOR = 1.0
 COSINE_EPS = 1e-6  # keeps sqrt(1 - cos^2)'s gradient finite at cos = +-1
 
@@ -111,10 +113,8 @@ class Head:
         with torch.autocast(features.device.type, enabled=False):
             cosine = cosines(features, self.weight)
             target = cosine.gather(1, labels.unsqueeze(1))
-            if self.name == "normface":
+            if self.name in ("normface", "cosface"):  # cosface's margin comes after the norm floor
                 margined = target
-            elif self.name == "cosface":
-                margined = target - self.margin
             elif self.name == "arcface":
                 sine = (1 - target.square()).clamp(min=COSINE_EPS).sqrt()
                 margined = torch.where(target >= -math.cos(self.margin),  # theta + m <= pi
@@ -130,7 +130,12 @@ class Head:
             norm = features.float().norm(dim=1, keepdim=True)
             if self.name == "sphereface":
                 return logits * norm
-            return self.scale * logits * (norm / self.norm_floor).clamp(max=1)
+            logits = self.scale * logits * (norm / self.norm_floor).clamp(max=1)
+            if self.name == "cosface":
+                # Whole below the floor too: damped by |x| with the rest, the margin pulled every
+                # feature towards the origin with force s * m and trapped classes there.
+                logits = logits - self.scale * self.margin * F.one_hot(labels, logits.shape[1])
+            return logits
 
     def __call__(self, features, log_probs, labels, iteration=None):
         """The log-probabilities the loss is taken of: the article's `log_probs` for

@@ -31,6 +31,15 @@ def test_cosface_subtracts_the_margin_at_the_true_class_only():
     assert torch.allclose(logits, expected, atol=1e-5)
 
 
+def test_cosface_below_the_floor_is_linear_with_the_whole_margin():
+    """s (x . w_j / |w_j|) - s m at the true class: no pull of the margin towards the origin."""
+    features = torch.tensor([[0.03, -0.04]], requires_grad=True)
+    logits = Head("cosface", AXES * 5, scale=10, margin=0.1).logits(features, torch.tensor([0]))
+    assert torch.allclose(logits, torch.tensor([[10 * 0.03 - 10 * 0.1, 10 * -0.04]]), atol=1e-6)
+    logits[0, 0].backward()
+    assert torch.allclose(features.grad, torch.tensor([[10.0, 0.0]]))  # along w_0 alone, whatever |x|
+
+
 def test_arcface_adds_the_margin_to_the_angle():
     logits = Head("arcface", AXES, scale=2, margin=0.3).logits(at_angle(1.0), torch.tensor([0]))
     assert torch.allclose(logits, torch.tensor([[2 * math.cos(1.3), 2 * math.cos(math.pi / 2 - 1.0)]]), atol=1e-5)
@@ -83,12 +92,14 @@ def test_sphereface_scales_by_the_feature_norm_and_anneals():
 @pytest.mark.parametrize("name", ["normface", "cosface", "arcface"])
 def test_below_the_norm_floor_logits_shrink_with_the_feature_and_gradients_stay_bounded(name):
     head, label = Head(name, AXES, scale=16, margin=0.1 if name != "normface" else None), torch.tensor([1])
-    unit = head.logits(at_angle(0.7), label)
-    assert torch.allclose(head.logits(at_angle(0.7, norm=NORM_FLOOR * 0.01), label), unit * 0.01, atol=1e-6)
-    assert torch.allclose(head.logits(at_angle(0.7, norm=NORM_FLOOR * 7), label), unit)
+    whole_margin = torch.tensor([[0.0, 16 * 0.1 if name == "cosface" else 0.0]])  # CosFace's is not damped
+    unit = head.logits(at_angle(0.7), label) + whole_margin
+    assert torch.allclose(head.logits(at_angle(0.7, norm=NORM_FLOOR * 0.01), label) + whole_margin, unit * 0.01,
+                          atol=1e-6)
+    assert torch.allclose(head.logits(at_angle(0.7, norm=NORM_FLOOR * 7), label) + whole_margin, unit)
     feature = at_angle(0.7, norm=0.01).requires_grad_(True)  # LeNets++'s features start near this norm
     F.nll_loss(head(feature, None, label), label).backward()
-    assert feature.grad.norm() < 16  # s / NORM_FLOOR; x / |x| alone would give about 16 / 0.01
+    assert feature.grad.norm() < 2 * 16  # at most 2 s / NORM_FLOOR; x / |x| alone would give about 16 / 0.01
 
 
 @pytest.mark.parametrize("name", HEADS[1:])
