@@ -5,6 +5,7 @@ takes the current accelerator through `torch.accelerator`, or the CPU.
 """
 import torch
 
+import distributed
 from errors import UserError
 
 
@@ -44,8 +45,10 @@ def bf16_supported(device):
     return True
 
 
-def speed_setup(model, device, channels_last=False):
-    """Apply the speed settings to `model` (in place) and to the backends."""
+def speed_setup(model, device, channels_last=False, compiled=False):
+    """Apply the speed settings to `model` (in place) and to the backends; returns the model
+    that the training steps go through: under torchrun DDP around `model`, torch.compiled
+    when `compiled` (checkpoints take the plain model's weights)."""
     if device.type == "cuda":
         # Inputs have a fixed shape, so cuDNN's autotuning pays off after the first batch.
         torch.backends.cudnn.benchmark = True
@@ -55,3 +58,5 @@ def speed_setup(model, device, channels_last=False):
         # Only the weights: a 1-channel image has the same layout in both formats, and the
         # convolutions follow the weights' format from the first layer on.
         model.to(memory_format=torch.channels_last)
+    step_model = distributed.wrap(model)
+    return torch.compile(step_model) if compiled else step_model

@@ -3,12 +3,15 @@
 Inside `with StopSignals() as stop:` a first signal only asks training to stop: the step
 under way finishes, the training state is saved, and the run ends with the status a shell
 gives that signal (128 + its number). A second signal stops at once (KeyboardInterrupt).
+`run_ending` wraps a whole run in them and turns its end into one line.
 """
 import os
 import signal
 import sys
+from contextlib import contextmanager
 
 import distributed
+from errors import UserError
 from nan_watch import NonFiniteError
 
 
@@ -78,3 +81,27 @@ def exit_with(ending, stop, keeper, recipe):
     if distributed.is_main_process():
         print(message, file=sys.stderr, flush=True)
     sys.exit(status)
+
+
+class RunScope:
+    """What ending a run needs: its StopSignals, and once made, its files and state keeper."""
+
+    def __init__(self):
+        self.stop, self.files, self.keeper = StopSignals(), None, None
+
+
+@contextmanager
+def run_ending(recipe):
+    """Run the block under StopSignals (yields its RunScope); a stop, a second signal or a
+    UserError ends it with one line (`exit_with`, `recipe()` giving the article's settings),
+    and whatever happens the run's folder and torchrun's process group are released."""
+    run = RunScope()
+    try:
+        with run.stop:
+            yield run
+    except (RunStopped, KeyboardInterrupt, UserError) as ending:
+        exit_with(ending, run.stop, run.keeper, recipe())
+    finally:
+        if run.files:
+            run.files.close()  # lets another run use the folder
+        distributed.teardown()

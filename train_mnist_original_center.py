@@ -27,7 +27,6 @@ from center_loss import CenterLoss
 from checkpointing import save_figure
 from devices import pick_device, speed_setup
 from epoch_files import EpochFiles
-from errors import UserError
 from history import EpochClock, EpochProgress, LossMetrics
 from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
 from metrics import embed, split_retrieval_metrics
@@ -36,7 +35,7 @@ from mnist_net import Net
 from nan_watch import NanWatch, check_test_pass
 from plots import epoch_figure
 from settings import check_settings
-from stop_signals import RunStopped, StopSignals, TrainingInterrupted, exit_with
+from stop_signals import TrainingInterrupted, run_ending
 from training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
 
 
@@ -216,80 +215,69 @@ def resume_command():
 
 def main(argv=None):
     """Train and test as the article does; returns the run's History (one EpochRecord per epoch)."""
-    stop, files, keeper = StopSignals(), None, None
-    try:
-        with stop:
-            # Arguments
-            args = parse_args(argv)
-            files = EpochFiles(args)  # the run's folder, checked before anything is trained
-            seed_all(args.seed)  # every rank: the same initial weights, centres and shuffling
+    with run_ending(lambda: build_parser().parse_args([])) as run:  # a stop or an error ends in one line
+        # Arguments
+        args = parse_args(argv)
+        files = run.files = EpochFiles(args)  # the run's folder, checked before anything is trained
+        seed_all(args.seed)  # every rank: the same initial weights, centres and shuffling
 
-            # Dataset
-            train_loader, test_loader, classes = load_dataset(
-                args.dataset_dir, args.batch_size, args.batch_size, img_show=args.img_show and files.writes,
-                show_path=files.paths.train_batch, seed=args.seed, max_train_samples=args.max_train_samples,
-                max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes, dataset=args.dataset,
-                **dict(zip(("rank", "world_size"), distributed.rank_and_world_size())))
+        # Dataset
+        train_loader, test_loader, classes = load_dataset(
+            args.dataset_dir, args.batch_size, args.batch_size, img_show=args.img_show and files.writes,
+            show_path=files.paths.train_batch, seed=args.seed, max_train_samples=args.max_train_samples,
+            max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes, dataset=args.dataset,
+            **dict(zip(("rank", "world_size"), distributed.rank_and_world_size())))
 
-            # Device
-            device = distributed.setup(pick_device(args.device))
-            train_loader, test_loader = train_loader.to(device), test_loader.to(device)
+        # Device
+        device = distributed.setup(pick_device(args.device))
+        train_loader, test_loader = train_loader.to(device), test_loader.to(device)
 
-            # Model
-            model = Net(num_classes=len(classes)).to(device)
-            speed_setup(model, device, args.channels_last)
-            step_model = distributed.wrap(model)  # checkpoints take the plain model's weights
-            step_model = torch.compile(step_model) if args.compile else step_model
+        # Model
+        model = Net(num_classes=len(classes)).to(device)
+        step_model = speed_setup(model, device, args.channels_last, args.compile)  # DDP and compile around it
 
-            # Loss
-            nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
-            head = Head(args.head, model.ip2.weight, args.scale, args.margin)  # softmax: the article's ip2
-            center_loss = CenterLoss(len(classes), 2).to(device)
+        # Loss
+        nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
+        head = Head(args.head, model.ip2.weight, args.scale, args.margin)  # softmax: the article's ip2
+        center_loss = CenterLoss(len(classes), 2).to(device)
 
-            # Optimizer
-            dnn_optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                      weight_decay=args.weight_decay)
-            center_optimizer = optim.SGD(center_loss.parameters(), lr=args.center_lr)
-            scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
+        # Optimizer
+        dnn_optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        center_optimizer = optim.SGD(center_loss.parameters(), lr=args.center_lr)
+        scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
 
-            # Training state: new, or the stopped run that --resume names
-            keeper = StateKeeper(files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, resume_command())
-            history, first_epoch, progress = keeper.start(train_loader)
-            files.start(classes, device, train_loader, test_loader, first_epoch)
-            class_of_digit = digit_to_class(classes, device)
-            for epoch in range(first_epoch, args.epochs + 1):
-                # Train and test a model.
-                clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
-                with keeper.interruptible(stop, epoch, len(train_loader), history):
-                    train_metrics, feat, digits = train(step_model, head, train_loader, nll_loss, args.loss_weight,
-                                                        center_loss, dnn_optimizer, center_optimizer, epoch,
-                                                        class_of_digit, args.amp, progress, stop)
-                progress = None
-                scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
-                clock.lap("train")
-                test_metrics, test_feat, test_digits = test(step_model, head, test_loader, nll_loss, args.loss_weight,
-                                                            center_loss, class_of_digit, args.amp)
-                clock.lap("test")
-                retrieval = split_retrieval_metrics(head.retrieval_features(test_feat), test_digits,
-                                                    args.holdout_classes)
-                record = history.add(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics, test_metrics,
-                                     retrieval, clock, test_feat.cpu(), test_digits.cpu())
-                print(record.line())
+        # Training state: new, or the stopped run that --resume names
+        keeper = run.keeper = StateKeeper(files, model, center_loss, dnn_optimizer, center_optimizer, scheduler,
+                                          resume_command())
+        history, first_epoch, progress = keeper.start(train_loader)
+        files.start(classes, device, train_loader, test_loader, first_epoch)
+        class_of_digit = digit_to_class(classes, device)
+        for epoch in range(first_epoch, args.epochs + 1):
+            # Train and test a model.
+            clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
+            with keeper.interruptible(run.stop, epoch, len(train_loader), history):
+                train_metrics, feat, digits = train(step_model, head, train_loader, nll_loss, args.loss_weight,
+                                                    center_loss, dnn_optimizer, center_optimizer, epoch,
+                                                    class_of_digit, args.amp, progress, run.stop)
+            progress = None
+            scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
+            clock.lap("train")
+            test_metrics, test_feat, test_digits = test(step_model, head, test_loader, nll_loss, args.loss_weight,
+                                                        center_loss, class_of_digit, args.amp)
+            clock.lap("test")
+            retrieval = split_retrieval_metrics(head.retrieval_features(test_feat), test_digits, args.holdout_classes)
+            record = history.add(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics, test_metrics,
+                                 retrieval, clock, test_feat.cpu(), test_digits.cpu())
+            print(record.line())
 
-                # Visualize features of each class; save the model and the training state.
-                files.write_epoch(record, model, history, visualize, feat, digits, center_loss.centers,
-                                  head.class_directions(classes))
-                keeper.save(epoch, history)
-                clock.lap("files")
-                keeper.stop_if_asked(stop, epoch)
-            files.finish(history, test_loader)
-            return history
-    except (RunStopped, KeyboardInterrupt, UserError) as ending:
-        exit_with(ending, stop, keeper, build_parser().parse_args([]))  # the one line that ends the run
-    finally:
-        if files:
-            files.close()  # lets another run use the folder
-        distributed.teardown()
+            # Visualize features of each class; save the model and the training state.
+            files.write_epoch(record, model, history, visualize, feat, digits, center_loss.centers,
+                              head.class_directions(classes))
+            keeper.save(epoch, history)
+            clock.lap("files")
+            keeper.stop_if_asked(run.stop, epoch)
+        files.finish(history, test_loader)
+        return history
 
 
 if __name__ == "__main__":

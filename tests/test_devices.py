@@ -47,6 +47,13 @@ def test_cuda_setup_turns_on_autotuning_and_tf32(monkeypatch):
 def test_channels_last_setup_keeps_the_weights():
     model = Net()
     state = {key: value.clone() for key, value in model.state_dict().items()}
-    speed_setup(model, torch.device("cpu"), channels_last=True)
+    assert speed_setup(model, torch.device("cpu"), channels_last=True) is model  # no torchrun, no compile
     assert model.conv2_1.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
+
+
+def test_compiled_setup_steps_through_a_compiled_model_sharing_the_weights():
+    model = Net()
+    step_model = speed_setup(model, torch.device("cpu"), compiled=True)
+    assert isinstance(step_model, torch._dynamo.eval_frame.OptimizedModule)
+    assert step_model._orig_mod is model  # checkpoints take the plain model's weights

@@ -13,6 +13,8 @@ from PIL import Image
 import train_mnist_original_center as trainer
 from checkpointing import load_checkpoint
 from conftest import REPO_DIR, assert_same_run, interrupt_at_training_step, small_run_flags, stop_message
+from errors import UserError
+from stop_signals import RunStopped, run_ending
 from training_state import load_training_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -114,3 +116,39 @@ def test_sigkill_at_any_moment_leaves_whole_files_and_resume_is_exact(mnist_dir,
     resume = ["--resume", "auto"] if state_path.exists() else ["--overwrite"]
     trainer.main(small_run_flags(mnist_dir, tmp_path) + resume)
     assert_same_run(tmp_path, reference_run)
+
+
+class FolderLock:
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_run_ending_returns_the_run_and_releases_the_folder():
+    signal_handler = signal.getsignal(signal.SIGINT)
+    with run_ending(dict) as run:
+        run.files = FolderLock()
+        assert signal.getsignal(signal.SIGINT) == run.stop.handle
+    assert run.files.closed and signal.getsignal(signal.SIGINT) == signal_handler
+
+
+@pytest.mark.parametrize("ending, status, message", [
+    (UserError("no such folder"), "error: no such folder", None),
+    (RunStopped("Stopped after epoch 3", signal.SIGTERM), 128 + signal.SIGTERM, "Stopped after epoch 3"),
+])
+def test_run_ending_ends_a_stop_or_an_error_in_one_line(ending, status, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        with run_ending(dict) as run:
+            run.files = FolderLock()
+            raise ending
+    assert exit_info.value.code == status and run.files.closed
+    assert capsys.readouterr().err.strip() == (message or "")
+
+
+def test_run_ending_lets_other_errors_through_with_their_traceback():
+    with pytest.raises(ZeroDivisionError):
+        with run_ending(dict) as run:
+            run.files = FolderLock()
+            1 / 0
+    assert run.files.closed
