@@ -20,7 +20,7 @@ from run_folder import find_run_file
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=cli.HelpFormatter)
     parser.add_argument("features", help="the test_features.pt a training run wrote")
     parser.add_argument("--out", default=None, help="GIF path; default: features.gif beside the input")

@@ -82,7 +82,7 @@ def markdown_table(names, results):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=cli.HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the runs' folders (the trainer's --out_dir)")
     parser.add_argument("--out", default="compare.png", help="the figure, a panel per run")
     parser.add_argument("--epoch", type=int, default=None,

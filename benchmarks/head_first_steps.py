@@ -56,7 +56,7 @@ def first_steps(head_name, train_loader, class_of_digit, amp, norm_floor=NORM_FL
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset_dir", required=True, help="MNIST folder, as for the trainer")
     parser.add_argument("--images", type=int, default=12800, help="training images (steps = images / 128)")
     parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS))

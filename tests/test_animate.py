@@ -19,3 +19,9 @@ def test_a_file_that_is_no_test_features_is_one_line(two_epoch_run, tmp_path):
         message = str(stop.value.code)
         assert message.startswith("error: ") and "\n" not in message
     assert not (tmp_path / "x.gif").exists()
+
+
+def test_help_describes_the_gif(capsys):
+    with pytest.raises(SystemExit):
+        animate.main(["--help"])
+    assert "an animated GIF of the per-epoch test features." in " ".join(capsys.readouterr().out.split())

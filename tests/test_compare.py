@@ -61,3 +61,9 @@ def test_more_than_three_runs_wrap_onto_rows(two_epoch_run, arcface_run, tmp_pat
     assert len(compare.main(runs + ["--out", str(tmp_path / "c.png")])) == 4
     with Image.open(tmp_path / "c.png") as image:
         assert image.size == (3 * 512, 2 * 464)  # three panels a row; the last two places stay empty
+
+
+def test_help_describes_the_figure_and_the_table(capsys):
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--help"])
+    assert "per run, and a Markdown table of their figures." in " ".join(capsys.readouterr().out.split())

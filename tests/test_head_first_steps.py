@@ -2,6 +2,8 @@
 import re
 import sys
 
+import pytest
+
 from conftest import REPO_DIR
 
 sys.path.insert(0, str(REPO_DIR / "benchmarks"))
@@ -33,3 +35,10 @@ def test_margin_and_loss_weight(mnist_dir, capsys):
 def test_without_the_floor(mnist_dir, capsys):
     header, *lines = probe(mnist_dir, capsys, "--heads", "arcface", "--no_norm_floor")
     assert "norm floor 1e-12," in header and len(lines) == 1 and lines[0].startswith("arcface ")
+
+
+def test_help_says_what_the_figures_are_behind(capsys):
+    with pytest.raises(SystemExit):
+        head_first_steps.main(["--help"])
+    assert "the figures behind margin_heads.NORM_FLOOR (see docs/margin-heads.md)." in \
+        " ".join(capsys.readouterr().out.split())
