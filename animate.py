@@ -8,7 +8,6 @@ run's run.json names an angular head, and its classes named):
     python animate.py outputs/test_features.pt --out outputs/features.gif
 """
 import argparse
-import sys
 from pathlib import Path
 
 from checkpointing import load_checkpoint
@@ -26,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="GIF path; default: features.gif beside the input")
     parser.add_argument("--seconds_per_frame", type=float, default=0.4, help="display time of each epoch")
     args = parser.parse_args(argv)
-    try:
+    with cli.one_line_errors():
         saved = load_checkpoint(args.features)
         if not isinstance(saved, dict) or not {"features", "digits", "epochs"} <= saved.keys():
             raise UserError(f"{args.features} is not a test_features.pt written by the trainer")
@@ -36,8 +35,6 @@ def main(argv=None):
                                    saved["epochs"], args.seconds_per_frame,
                                    angular=settings.get("head", "softmax") != "softmax",
                                    class_names=class_names(settings.get("dataset", "mnist")))
-    except UserError as error:
-        sys.exit(f"error: {error}")
     print(f"Wrote {frames} frames to {out}")
     return out
 

@@ -10,6 +10,7 @@ seconds per epoch come from the run's history.csv.
 """
 import argparse
 import csv
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -31,8 +32,10 @@ from plots import draw_decision_regions, draw_features
 from run_folder import RunPaths, check_image_format, read_run_file
 
 PANELS_PER_ROW = 3  # more runs wrap onto further rows
-COLUMNS = (("accuracy", "test accuracy"), ("precision_at_1", "Precision@1"), ("r_precision", "R-Precision"),
-           ("map_at_r", "MAP@R"), ("unseen_map_at_r", "unseen MAP@R"), ("seconds_per_epoch", "s/epoch"))
+COLUMNS = (("accuracy", "test accuracy", ".4f"), ("precision_at_1", "Precision@1", ".4f"),
+           ("r_precision", "R-Precision", ".4f"), ("map_at_r", "MAP@R", ".4f"), ("rank_1", "rank-1", ".4f"),
+           ("mean_average_precision", "mAP", ".4f"), ("unseen_map_at_r", "unseen MAP@R", ".4f"),
+           ("seconds_per_epoch", "s/epoch", ".1f"))
 
 
 def run_checkpoint(run_dir, epoch=None):
@@ -69,13 +72,13 @@ def panel_title(settings, epoch, metrics):
 
 
 def markdown_table(names, results):
-    """The table of figures, a row per run; unseen MAP@R only when some run held digits out."""
-    columns = [(key, label) for key, label in COLUMNS if any(metrics.get(key) is not None for metrics in results)]
-    lines = ["| run | head | loss weight | epoch | " + " | ".join(label for _, label in columns) + " |",
+    """The table of figures, a row per run; a column only where some run has its figure
+    (unseen MAP@R: a run held classes out; s/epoch: a run has its history.csv)."""
+    columns = [column for column in COLUMNS if any(metrics.get(column[0]) is not None for metrics in results)]
+    lines = ["| run | head | loss weight | epoch | " + " | ".join(label for _, label, _ in columns) + " |",
              "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in columns) + " |"]
     for name, metrics in zip(names, results):
-        figures = [("-" if metrics.get(key) is None else f"{metrics[key]:.1f}" if key == "seconds_per_epoch"
-                    else f"{metrics[key]:.4f}") for key, _ in columns]
+        figures = ["-" if metrics.get(key) is None else format(metrics[key], spec) for key, _, spec in columns]
         lines.append(f"| {name} | {metrics['head']} | {metrics['loss_weight']:g} | {metrics['epoch']} | "
                      + " | ".join(figures) + " |")
     return "\n".join(lines) + "\n"
@@ -102,7 +105,7 @@ def main(argv=None):
         device = pick_device(args.device)
         runs = [run_checkpoint(run_dir, args.epoch) for run_dir in args.run_dirs]
         columns = min(len(runs), PANELS_PER_ROW)
-        rows = -(-len(runs) // columns)
+        rows = math.ceil(len(runs) / columns)
         fig = Figure(figsize=(6.4 * columns, 5.8 * rows), dpi=80)
         fig.subplots_adjust(left=0.09 / columns, right=1 - 0.14 / columns, wspace=0.5, hspace=0.45,
                             top=1 - 0.14 / rows, bottom=0.11 / rows)

@@ -18,7 +18,8 @@ between x and W_j, y the true class, s the scale and m the margin:
               lambda = max(LAMBDA_MIN, LAMBDA_BASE / (1 + LAMBDA_GAMMA * iteration))
 
 Below norm 1 NormFace, CosFace and ArcFace also scale their logits by |x| (NORM_FLOOR,
-below): the papers' x / |x| throws LeNets++'s tiny first features about.
+below; CosFace's margin excepted): the papers' x / |x| throws LeNets++'s tiny first
+features about.
 
 The margin applies in training (and the test loss) only. An angular head predicts the
 class of the largest cosine: ip2's output would weigh the classes by their weights' norms,
@@ -134,7 +135,8 @@ class Head:
             if self.name == "cosface":
                 # Whole below the floor too: damped by |x| with the rest, the margin pulled every
                 # feature towards the origin with force s * m and trapped classes there.
-                logits = logits - self.scale * self.margin * F.one_hot(labels, logits.shape[1])
+                logits = logits.scatter_add(1, labels.unsqueeze(1), logits.new_full((len(labels), 1),
+                                                                                -self.scale * self.margin))
             return logits
 
     def __call__(self, features, log_probs, labels, iteration=None):

@@ -65,7 +65,7 @@ class StopSignals:
 
 def exit_with(ending, stop, keeper, recipe):
     """End the run on `ending` (a RunStopped, a second signal or a UserError) with one line
-    and the matching exit status; `recipe` holds the article's settings for the NaN advice."""
+    and the matching exit status; `recipe()` gives the article's settings for the NaN advice."""
     if isinstance(ending, RunStopped):
         message, status = str(ending), ending.exit_status
     elif isinstance(ending, KeyboardInterrupt):
@@ -73,7 +73,7 @@ def exit_with(ending, stop, keeper, recipe):
             "no training state was saved"
         message, status = f"Stopped at once by a second signal; {saved}", 128 + (stop.signum or 2)
     elif isinstance(ending, NonFiniteError):  # with advice against the article's settings
-        message, status = f"error: {keeper.advice(ending, recipe)}", 1
+        message, status = f"error: {keeper.advice(ending, recipe())}", 1
     else:
         message, status = f"error: {ending}", 1
     if status == 1:
@@ -100,7 +100,7 @@ def run_ending(recipe):
         with run.stop:
             yield run
     except (RunStopped, KeyboardInterrupt, UserError) as ending:
-        exit_with(ending, run.stop, run.keeper, recipe())
+        exit_with(ending, run.stop, run.keeper, recipe)
     finally:
         if run.files:
             run.files.close()  # lets another run use the folder

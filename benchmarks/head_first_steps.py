@@ -18,9 +18,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from center_loss import CenterLoss  # noqa: E402  (after the path is set)
+import cli  # noqa: E402  (after the path is set)
+from center_loss import CenterLoss  # noqa: E402
 from devices import bf16_supported  # noqa: E402
-from margin_heads import DEFAULT_MARGIN, HEADS, NORM_FLOOR, Head  # noqa: E402
+from margin_heads import DEFAULT_MARGIN, HEADS, NORM_FLOOR, Head, check_head_settings  # noqa: E402
 from mnist_loader import digit_to_class, load_dataset  # noqa: E402
 from mnist_net import Net  # noqa: E402
 
@@ -65,6 +66,9 @@ def main(argv=None):
                         help="m for every head listed that takes one; default: each head's")
     parser.add_argument("--loss_weight", type=float, default=1.0, help="weight of the Center Loss (0: the head alone)")
     args = parser.parse_args(argv)
+    with cli.one_line_errors():  # a --margin that some head listed cannot take, before any training
+        margins = {name: check_head_settings(name, None, args.margin if name in DEFAULT_MARGIN else None)[1]
+                   for name in args.heads}
     norm_floor = 1e-12 if args.no_norm_floor else NORM_FLOOR
     train_loader, _, classes = load_dataset(args.dataset_dir, 128, 128, seed=1, max_train_samples=args.images,
                                             max_test_samples=128)
@@ -73,7 +77,7 @@ def main(argv=None):
     print(f"{len(train_loader)} steps of 128 images, {'bfloat16 autocast' if amp else 'float32'}, "
           f"norm floor {norm_floor:g}, Center Loss weight {args.loss_weight:g}")
     for name in args.heads:
-        margin = args.margin if name in DEFAULT_MARGIN else None
+        margin = margins[name]
         steps, last_loss, closest = first_steps(name, train_loader, class_of_digit, amp, norm_floor, margin=margin,
                                                 loss_weight=args.loss_weight)
         norms, grads, accuracies = zip(*steps)

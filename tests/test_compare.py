@@ -13,9 +13,10 @@ def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
         assert image.size == (2 * 512, 464)  # a panel per run
     table = (tmp_path / "c.md").read_text().splitlines()
     assert table[0] == ("| run | head | loss weight | epoch | test accuracy | Precision@1 | R-Precision | MAP@R "
-                        "| s/epoch |")
+                        "| rank-1 | mAP | s/epoch |")
     assert len(table) == 4 and table[3].startswith(f"| {arcface_run.name} | arcface | 1 | 2 | ")
-    assert f"{results[1]['map_at_r']:.4f}" in table[3] and table[1] in capsys.readouterr().out
+    figures = [results[1][key] for key in ("map_at_r", "rank_1", "mean_average_precision")]
+    assert " | ".join(f"{figure:.4f}" for figure in figures) in table[3] and table[1] in capsys.readouterr().out
     history = (arcface_run / "history.csv").read_text().splitlines()
     seconds = sorted(float(line.split(",")[-1]) for line in history[1:])
     assert history[0].endswith(",seconds") and table[3].endswith(f"| {sum(seconds) / 2:.1f} |")  # median of 2
@@ -37,7 +38,7 @@ def test_unseen_map_at_r_is_a_column_when_digits_were_held_out(two_epoch_run, ho
     compare.main([str(softmax_run), str(holdout_run), "--out", str(tmp_path / "c.png"), "--markdown",
                   str(tmp_path / "c.md")])
     header, _, softmax_row, holdout_row = (tmp_path / "c.md").read_text().splitlines()
-    assert header.endswith("| MAP@R | unseen MAP@R | s/epoch |") and softmax_row.split(" | ")[-2] == "-"
+    assert header.endswith("| MAP@R | rank-1 | mAP | unseen MAP@R | s/epoch |") and softmax_row.split(" | ")[-2] == "-"
     assert holdout_row.split(" | ")[-2] != "-"
 
 

@@ -32,6 +32,13 @@ def test_margin_and_loss_weight(mnist_dir, capsys):
     assert not lines[0].endswith(")") and lines[1].endswith("deg (m = 0.05)")  # NormFace takes no margin
 
 
+def test_a_margin_a_listed_head_cannot_take_is_one_line_before_training(mnist_dir, capsys):
+    with pytest.raises(SystemExit) as stop:
+        probe(mnist_dir, capsys, "--margin", "0.1")  # every head, SphereFace's margin an integer
+    assert stop.value.code == "error: --margin of sphereface multiplies the angle and must be a positive integer, got 0.1"
+    assert capsys.readouterr().out == ""
+
+
 def test_without_the_floor(mnist_dir, capsys):
     header, *lines = probe(mnist_dir, capsys, "--heads", "arcface", "--no_norm_floor")
     assert "norm floor 1e-12," in header and len(lines) == 1 and lines[0].startswith("arcface ")
