@@ -12,7 +12,9 @@ nearest neighbour is of class y:
 Re-identification ranks the whole gallery (all the other items) for each query:
   rank-k = 1 if an item of the query's class is among the k nearest
   AP     = sum_k rel(k) * P(k) / (number of items of the query's class in the gallery)
-and mAP is the mean AP. Ties in distance are ranked in gallery order (a stable sort).
+and mAP is the mean AP. Ties in distance are ranked in gallery order, and the distances
+are computed pair by pair (not through a matrix product, whose rounding depends on the
+block), so every figure ranks alike: rank-1 is Precision@1 exactly, duplicates included.
 The metrics are means over the queries that have at least one other item of their class.
 Distances are computed on the features' device, a block of queries at a time, so no
 N x N matrix is ever held whole.
@@ -41,6 +43,16 @@ def embed(model, loader, amp=False):
     return features, log_probs, labels
 
 
+def ranking_keys(features, queries):
+    """Keys (len(queries), N) whose ascending order ranks all items for each query by
+    Euclidean distance, ties in gallery order, the query itself last: the float32
+    distance's bits (non-negative floats order as their bits do) then the gallery index."""
+    distances = torch.cdist(features[queries], features, compute_mode="donot_use_mm_for_euclid_dist")
+    distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
+    num_items = features.size(0)
+    return distances.view(torch.int32).long() * num_items + torch.arange(num_items, device=features.device)
+
+
 def retrieval_metrics(features, labels, query_block=1024):
     """Precision@1, R-Precision and MAP@R (floats in [0, 1]) of `features` (N, D) with
     integer `labels` (N,), each item a query against all others."""
@@ -55,9 +67,7 @@ def retrieval_metrics(features, labels, query_block=1024):
         k = int(r.max()) if r.numel() else 0
         if k == 0:
             continue
-        distances = torch.cdist(features[queries], features)
-        distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
-        neighbours = distances.topk(k, dim=1, largest=False).indices
+        neighbours = ranking_keys(features, queries).topk(k, dim=1, largest=False).indices
         relevant = (labels[neighbours] == labels[queries].unsqueeze(1)).float()
         ranks = torch.arange(1, k + 1, device=features.device)
         within_r = (ranks.unsqueeze(0) <= r.unsqueeze(1)).float()
@@ -89,10 +99,7 @@ def reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
     positions = torch.arange(1, num_items, device=features.device)  # ranks in the gallery
     for start in range(0, num_items, query_block):
         queries = torch.arange(start, min(start + query_block, num_items), device=features.device)
-        distances = torch.cdist(features[queries], features)
-        distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
-        # The query itself, at infinity, sorts last and is dropped.
-        gallery = distances.argsort(dim=1, stable=True)[:, :-1]
+        gallery = ranking_keys(features, queries).argsort(dim=1)[:, :-1]  # the query itself, last, dropped
         relevant = labels[gallery] == labels[queries].unsqueeze(1)
         valid = matches[queries] > 0
         first_match = torch.where(relevant.any(1), relevant.float().argmax(1), num_items)
@@ -112,9 +119,7 @@ def reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
 def nearest_gallery(features, queries, k=10):
     """The indices (len(queries), k) of the k nearest other items of each query in
     `queries` (indices into `features`), nearest first, ties in gallery order."""
-    distances = torch.cdist(features[queries].float(), features.float())
-    distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
-    return distances.argsort(dim=1, stable=True)[:, :k]
+    return ranking_keys(features.float(), queries).topk(k, dim=1, largest=False).indices
 
 
 def ranking_queries(labels, per_class=2, first_classes=()):

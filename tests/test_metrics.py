@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metrics import reid_metrics, retrieval_metrics, split_retrieval_metrics
+from metrics import nearest_gallery, reid_metrics, retrieval_metrics, split_retrieval_metrics
 
 # Points on a line (second coordinate 0) with a hand-worked answer:
 #  item:   0    1    2    3    4    5
@@ -68,6 +68,21 @@ def test_reid_ties_are_ranked_in_gallery_order():
     metrics = reid_metrics(features, torch.tensor([0, 1, 0]))
     assert metrics["rank_1"] == 0.5 and metrics["mean_average_precision"] == 0.75
     assert metrics["queries_without_match"] == 1  # the lone B
+
+
+def test_every_figure_ranks_ties_alike_whatever_the_blocks():
+    # Duplicates of other classes at distance 0 (Fashion-MNIST's test split has such images),
+    # and near-ties that a matrix-product distance would round differently in another block.
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(300, 2, generator=generator) * 40
+    labels = torch.randint(0, 10, (300,), generator=generator)
+    features[150:200] = features[100:150]  # each of these a copy of an item of another class ...
+    labels[150:200] = (labels[100:150] + 1) % 10  # ... so tie order decides Precision@1
+    for retrieval_block, reid_block in ((1024, 512), (7, 64), (100, 3)):
+        precision_at_1 = retrieval_metrics(features, labels, query_block=retrieval_block)["precision_at_1"]
+        assert reid_metrics(features, labels, query_block=reid_block)["rank_1"] == precision_at_1
+    first = nearest_gallery(features, torch.arange(100, 200))[:, 0]
+    assert torch.equal(first[:50], torch.arange(150, 200)) and torch.equal(first[50:], torch.arange(100, 150))
 
 
 def test_rank_k_grows_with_k_and_rank_1_is_precision_at_1():
