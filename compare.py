@@ -107,7 +107,7 @@ def main(argv=None):
         columns = min(len(runs), PANELS_PER_ROW)
         rows = math.ceil(len(runs) / columns)
         fig = Figure(figsize=(6.4 * columns, 5.8 * rows), dpi=80)
-        fig.subplots_adjust(left=0.09 / columns, right=1 - 0.14 / columns, wspace=0.5, hspace=0.45,
+        fig.subplots_adjust(left=0.09 / columns, right=1 - 0.25 / columns, wspace=0.5, hspace=0.45,
                             top=1 - 0.14 / rows, bottom=0.11 / rows)
         axes = fig.subplots(rows, columns, squeeze=False).ravel()
         for spare in axes[len(runs):]:

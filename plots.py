@@ -131,7 +131,7 @@ def ranking_figure(images, labels, queries, neighbours, class_names):
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height, wspace=0.15, hspace=0.35)
     grid = fig.add_gridspec(rows, k + 2, width_ratios=[1, 0.4, *[1] * k])
     for row, (query, found) in enumerate(zip(as_numpy(queries), as_numpy(neighbours))):
-        cells = [(0, query, "tab:blue", f"query: {class_names[labels[query]]}")]
+        cells = [(0, query, "tab:blue", class_names[labels[query]])]  # blue: the query (the title says so)
         cells += [(column + 2, item, "tab:green" if labels[item] == labels[query] else "tab:red",
                    class_names[labels[item]]) for column, item in enumerate(found)]
         for column, item, color, title in cells:

@@ -82,4 +82,4 @@ def test_ranking_figure_rows_and_frames():
     frames = [ax.spines["top"].get_edgecolor() for ax in axes]
     blue, green, red = (matplotlib.colors.to_rgba(c) for c in ("tab:blue", "tab:green", "tab:red"))
     assert frames == [blue, green, red, blue, red, green]
-    assert [ax.get_title() for ax in axes] == ["query: zero", "zero", "one", "query: one", "two", "one"]
+    assert [ax.get_title() for ax in axes] == ["zero", "zero", "one", "one", "two", "one"]
