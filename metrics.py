@@ -118,8 +118,10 @@ def reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
 
 def nearest_gallery(features, queries, k=10):
     """The indices (len(queries), k) of the k nearest other items of each query in
-    `queries` (indices into `features`), nearest first, ties in gallery order."""
-    return ranking_keys(features.float(), queries).topk(k, dim=1, largest=False).indices
+    `queries` (indices into `features`), nearest first, ties in gallery order; fewer when
+    there are not k other items."""
+    keys = ranking_keys(features.float(), queries)
+    return keys.topk(min(k, features.size(0) - 1), dim=1, largest=False).indices
 
 
 def ranking_queries(labels, per_class=2, first_classes=()):

@@ -119,3 +119,8 @@ def test_nearest_gallery_and_the_queries_of_a_ranking_picture():
     assert nearest_gallery(FEATURES, torch.tensor([0, 3]), k=3).tolist() == [[1, 2, 3], [2, 1, 0]]
     labels = torch.tensor([3, 1, 1, 3, 2, 1, 3])
     assert ranking_queries(labels, per_class=2, first_classes=[3]).tolist() == [0, 3, 1, 2, 4]
+
+
+def test_nearest_gallery_of_a_split_smaller_than_k_gives_every_other_item():
+    features = torch.tensor([[0.0, 0.0], [3.0, 0.0], [1.0, 0.0]])
+    assert nearest_gallery(features, torch.tensor([0, 1]), k=10).tolist() == [[2, 1], [2, 0]]
