@@ -10,12 +10,12 @@ run's run.json names an angular head, and its classes named):
 import argparse
 from pathlib import Path
 
-from checkpointing import load_checkpoint
-import cli
-from errors import UserError
+from run_machinery.checkpointing import load_checkpoint
+from run_machinery import cli
+from run_machinery.errors import UserError
 from mnist_loader import class_names
-from plots import write_feature_gif
-from run_folder import find_run_file
+from run_machinery.plots import write_feature_gif
+from run_machinery.run_folder import find_run_file
 
 
 def main(argv=None):

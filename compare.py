@@ -15,7 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
-import cli
+from run_machinery import cli
 
 if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
     cli.exit_on_signals("before the comparison began; nothing was written")
@@ -23,13 +23,13 @@ if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends 
 import torch
 from matplotlib.figure import Figure
 
-from checkpointing import atomic_write, save_figure
-from devices import pick_device
-from errors import UserError
-from evaluation import evaluate, load_test_split, open_checkpoint
+from run_machinery.checkpointing import atomic_write, save_figure
+from run_machinery.devices import pick_device
+from run_machinery.errors import UserError
+from run_machinery.evaluation import evaluate, load_test_split, open_checkpoint
 from mnist_loader import DATASETS
-from plots import draw_decision_regions, draw_features
-from run_folder import RunPaths, check_image_format, read_run_file
+from run_machinery.plots import draw_decision_regions, draw_features
+from run_machinery.run_folder import RunPaths, check_image_format, read_run_file
 
 PANELS_PER_ROW = 3  # more runs wrap onto further rows
 COLUMNS = (("accuracy", "test accuracy", ".4f"), ("precision_at_1", "Precision@1", ".4f"),

@@ -17,20 +17,20 @@ import json
 import sys
 from pathlib import Path
 
-import cli
+from run_machinery import cli
 
 if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
     cli.exit_on_signals("before the evaluation began; nothing was written")
 
-from checkpointing import atomic_write, save_figure
-from devices import pick_device
-from errors import UserError
-from evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation
+from run_machinery.checkpointing import atomic_write, save_figure
+from run_machinery.devices import pick_device
+from run_machinery.errors import UserError
+from run_machinery.evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation
 from margin_heads import HEADS
-from metrics import nearest_gallery, ranking_queries
+from run_machinery.metrics import nearest_gallery, ranking_queries
 from mnist_loader import DATASETS, REPO_DIR, normalization
-from plots import ranking_figure
-from run_folder import check_image_format
+from run_machinery.plots import ranking_figure
+from run_machinery.run_folder import check_image_format
 
 
 def parse_args(argv=None):

@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from errors import UserError
+from run_machinery.errors import UserError
 
 HEADS = ("softmax", "normface", "cosface", "arcface", "sphereface")
 # Defaults for a 2-D feature and ten classes, where neighbouring classes lie about 36

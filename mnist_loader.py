@@ -19,8 +19,8 @@ import torch
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 from torchvision.utils import make_grid, save_image
 
-from checkpointing import atomic_write
-from errors import UserError
+from run_machinery.checkpointing import atomic_write
+from run_machinery.errors import UserError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -11,7 +11,7 @@ import itertools
 import shlex
 from pathlib import Path
 
-import cli
+from run_machinery import cli
 
 if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
     cli.exit_on_signals("before training began; nothing was written")
@@ -22,21 +22,21 @@ import torch.optim as optim
 import torch.optim.lr_scheduler as lr_scheduler
 from tqdm import tqdm
 
-import distributed
+from run_machinery import distributed
 from center_loss import CenterLoss
-from checkpointing import save_figure
-from devices import pick_device, speed_setup
-from epoch_files import EpochFiles
-from history import EpochClock, EpochProgress, LossMetrics
+from run_machinery.checkpointing import save_figure
+from run_machinery.devices import pick_device, speed_setup
+from run_machinery.epoch_files import EpochFiles
+from run_machinery.history import EpochClock, EpochProgress, LossMetrics
 from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
-from metrics import embed, split_retrieval_metrics
+from run_machinery.metrics import embed, split_retrieval_metrics
 from mnist_loader import DATASETS, REPO_DIR, digit_to_class, load_dataset
 from mnist_net import Net
-from nan_watch import NanWatch, check_test_pass
-from plots import epoch_figure
-from settings import check_settings
-from stop_signals import TrainingInterrupted, run_ending
-from training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
+from run_machinery.nan_watch import NanWatch, check_test_pass
+from run_machinery.plots import epoch_figure
+from run_machinery.settings import check_settings
+from run_machinery.stop_signals import TrainingInterrupted, run_ending
+from run_machinery.training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
 
 
 def build_parser():

@@ -60,12 +60,12 @@ sys.path.insert(0, str(REPO_DIR))
 import article_pipeline as article  # noqa: E402  (after the path is set)
 import train_mnist_original_center as trainer  # noqa: E402
 from center_loss import CenterLoss  # noqa: E402
-from devices import bf16_supported, speed_setup  # noqa: E402
+from run_machinery.devices import bf16_supported, speed_setup  # noqa: E402
 from margin_heads import Head  # noqa: E402
 from mnist_loader import TensorLoader, digit_to_class, read_split  # noqa: E402
-from metrics import reid_metrics, retrieval_metrics  # noqa: E402
+from run_machinery.metrics import reid_metrics, retrieval_metrics  # noqa: E402
 from mnist_net import Net  # noqa: E402
-from run_folder import RunPaths  # noqa: E402
+from run_machinery.run_folder import RunPaths  # noqa: E402
 
 PARTS = ("train", "eval", "metrics", "files", "other")
 # What the 3% budget covers: everything that is not the network (the data

@@ -17,8 +17,8 @@ sys.path.insert(0, str(REPO_DIR))
 
 import train_mnist_original_center as trainer  # noqa: E402  (after the path is set)
 from center_loss import CenterLoss  # noqa: E402
-from checkpointing import load_checkpoint  # noqa: E402
-from training_state import load_training_state  # noqa: E402
+from run_machinery.checkpointing import load_checkpoint  # noqa: E402
+from run_machinery.training_state import load_training_state  # noqa: E402
 
 REAL_MNIST_DIR = REPO_DIR.parent / "shared" / "mnist"
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import train_mnist_original_center as trainer
-from background_plotter import Plotter
-from checkpointing import WriteError
+from run_machinery.background_plotter import Plotter
+from run_machinery.checkpointing import WriteError
 
 
 def test_background_plotter_writes_and_reports_errors(tmp_path):

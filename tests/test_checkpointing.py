@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpointing import CheckpointError, WriteError, atomic_write, load_checkpoint, load_module_state, save_checkpoint
+from run_machinery.checkpointing import CheckpointError, WriteError, atomic_write, load_checkpoint, load_module_state, save_checkpoint
 from mnist_net import Net
 
 

@@ -2,8 +2,8 @@ import argparse
 
 import pytest
 
-from cli import HelpFormatter, one_line_errors
-from errors import UserError
+from run_machinery.cli import HelpFormatter, one_line_errors
+from run_machinery.errors import UserError
 
 
 def test_help_states_defaults_unless_said_in_words():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from devices import bf16_supported, pick_device, speed_setup
-from errors import UserError
+from run_machinery.devices import bf16_supported, pick_device, speed_setup
+from run_machinery.errors import UserError
 from mnist_net import Net
 
 

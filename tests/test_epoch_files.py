@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 import train_mnist_original_center as trainer
-from checkpointing import load_checkpoint
+from run_machinery.checkpointing import load_checkpoint
 from conftest import output_flags, trainer_flags
-from epoch_files import EpochFiles
+from run_machinery.epoch_files import EpochFiles
 
 
 def test_history_csv_and_curves(two_epoch_run):

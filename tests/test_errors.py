@@ -1,10 +1,10 @@
 """Every error a user can fix is a UserError, which each script's main() prints as one line."""
 import pytest
 
-import checkpointing
+from run_machinery import checkpointing
 import mnist_loader
-import nan_watch
-from errors import UserError
+from run_machinery import nan_watch
+from run_machinery.errors import UserError
 
 
 @pytest.mark.parametrize("error", [checkpointing.CheckpointError, checkpointing.WriteError,

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation, read_checkpoint
+from run_machinery.evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation, read_checkpoint
 from margin_heads import Head
-from metrics import retrieval_metrics
+from run_machinery.metrics import retrieval_metrics
 
 
 def test_reads_a_training_state_file(two_epoch_run, tmp_path):

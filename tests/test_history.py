@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from history import EpochClock, EpochProgress, EpochRecord, EpochTimes, History, LossMetrics
+from run_machinery.history import EpochClock, EpochProgress, EpochRecord, EpochTimes, History, LossMetrics
 
 
 def record(epoch, retrieval=None):

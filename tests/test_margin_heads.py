@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
-from errors import UserError
+from run_machinery.errors import UserError
 from margin_heads import (DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, LAMBDA_MIN, NORM_FLOOR, Head, chebyshev,
                           check_head_settings, sphereface_lambda)
 

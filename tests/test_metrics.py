@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metrics import nearest_gallery, reid_metrics, retrieval_metrics, split_retrieval_metrics
+from run_machinery.metrics import nearest_gallery, reid_metrics, retrieval_metrics, split_retrieval_metrics
 
 # Points on a line (second coordinate 0) with a hand-worked answer:
 #  item:   0    1    2    3    4    5
@@ -115,7 +115,7 @@ def test_every_metric_agrees_with_pytorch_metric_learning():
 
 
 def test_nearest_gallery_and_the_queries_of_a_ranking_picture():
-    from metrics import nearest_gallery, ranking_queries
+    from run_machinery.metrics import nearest_gallery, ranking_queries
     assert nearest_gallery(FEATURES, torch.tensor([0, 3]), k=3).tolist() == [[1, 2, 3], [2, 1, 0]]
     labels = torch.tensor([3, 1, 1, 3, 2, 1, 3])
     assert ranking_queries(labels, per_class=2, first_classes=[3]).tolist() == [0, 3, 1, 2, 4]

@@ -6,7 +6,7 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from conftest import REPO_DIR, make_mnist
-from errors import UserError
+from run_machinery.errors import UserError
 from mnist_loader import DATASETS, DatasetError, class_names, load_dataset, parse_classes, show_data
 
 REFERENCE = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])

@@ -7,8 +7,8 @@ import torch
 
 import train_mnist_original_center as trainer
 from conftest import small_run_flags, stop_message
-from nan_watch import FEATURE_NORM_LIMIT, NanWatch, NonFiniteError, advice, check_test_pass
-from training_state import load_training_state
+from run_machinery.nan_watch import FEATURE_NORM_LIMIT, NanWatch, NonFiniteError, advice, check_test_pass
+from run_machinery.training_state import load_training_state
 
 RECIPE = trainer.build_parser().parse_args([])
 

@@ -4,7 +4,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from plots import DIGIT_COLORS, draw_decision_regions, draw_directions, draw_features, plot_curves, write_feature_gif
+from run_machinery.plots import DIGIT_COLORS, draw_decision_regions, draw_directions, draw_features, plot_curves, write_feature_gif
 
 
 def test_axes_hold_every_point_and_centre():
@@ -73,7 +73,7 @@ def test_feature_gif_has_a_frame_per_epoch(tmp_path):
 
 
 def test_ranking_figure_rows_and_frames():
-    from plots import ranking_figure
+    from run_machinery.plots import ranking_figure
     labels = torch.tensor([0, 0, 1, 1, 2])
     queries, neighbours = torch.tensor([0, 2]), torch.tensor([[1, 2], [4, 3]])
     fig = ranking_figure(torch.rand(5, 28, 28), labels, queries, neighbours, ["zero", "one", "two"])

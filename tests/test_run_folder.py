@@ -4,8 +4,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from errors import UserError
-from run_folder import RunPaths, find_run_file, read_run_file, write_run_file
+from run_machinery.errors import UserError
+from run_machinery.run_folder import RunPaths, find_run_file, read_run_file, write_run_file
 
 
 def settings(tmp_path, **changes):

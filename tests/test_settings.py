@@ -3,7 +3,7 @@ anything is loaded or written."""
 import pytest
 import torch
 
-import settings
+from run_machinery import settings
 from conftest import stop_message, trainer_flags
 
 

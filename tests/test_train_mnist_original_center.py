@@ -12,9 +12,9 @@ import train_mnist_original_center as trainer
 from article_net import ArticleNet
 from center_loss import CenterLoss
 from conftest import REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_script, stop_message, trainer_flags
-from devices import bf16_supported, speed_setup
+from run_machinery.devices import bf16_supported, speed_setup
 from margin_heads import Head
-from metrics import retrieval_metrics
+from run_machinery.metrics import retrieval_metrics
 from mnist_loader import digit_to_class, load_dataset
 from mnist_net import Net
 
@@ -165,7 +165,7 @@ def test_one_run_per_folder(mnist_dir, tmp_path, capsys):
 
 def test_a_second_trainer_on_the_same_folder_stops(mnist_dir, tmp_path):
     import os
-    from run_folder import RunLock
+    from run_machinery.run_folder import RunLock
     tmp_path.mkdir(exist_ok=True)
     held = RunLock(tmp_path)  # as a running trainer holds it
     try:
@@ -179,7 +179,7 @@ def test_a_second_trainer_on_the_same_folder_stops(mnist_dir, tmp_path):
 def test_the_seed_seeds_numpy_and_python_too(mnist_dir, tmp_path):
     import random
     import numpy as np
-    from training_state import load_training_state
+    from run_machinery.training_state import load_training_state
     trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64, "--seed", 7))
     saved = load_training_state(tmp_path / "training_state.pth")["rng"]
     np.random.seed(7)

@@ -5,8 +5,8 @@ takes the current accelerator through `torch.accelerator`, or the CPU.
 """
 import torch
 
-import distributed
-from errors import UserError
+from . import distributed
+from .errors import UserError
 
 
 def pick_device(name):

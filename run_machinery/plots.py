@@ -15,7 +15,7 @@ from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from checkpointing import atomic_write, save_figure
+from .checkpointing import atomic_write, save_figure
 
 # The article's ten colours, one per digit 0-9.
 DIGIT_COLORS = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff",

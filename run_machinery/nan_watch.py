@@ -11,8 +11,8 @@ import shlex
 
 import torch
 
-import distributed
-from errors import UserError
+from . import distributed
+from .errors import UserError
 
 # The parts of a training step watched.
 LOSS_PARTS = ("features", "softmax loss", "centre loss")

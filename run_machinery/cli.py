@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from errors import UserError
+from .errors import UserError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -9,13 +9,13 @@ import functools
 
 import torch
 
-import distributed
-from background_plotter import Plotter
-from checkpointing import atomic_write, save_checkpoint
-from errors import UserError
+from . import distributed
+from .background_plotter import Plotter
+from .checkpointing import atomic_write, save_checkpoint
+from .errors import UserError
 from mnist_loader import DATASETS, class_names, normalization
-from plots import plot_curves, write_feature_gif
-from run_folder import RunLock, RunPaths, write_run_file
+from .plots import plot_curves, write_feature_gif
+from .run_folder import RunLock, RunPaths, write_run_file
 
 
 class EpochFiles:

@@ -20,10 +20,10 @@ import torch
 import torchvision
 from matplotlib.figure import Figure
 
-from checkpointing import atomic_write
-from errors import UserError
+from .checkpointing import atomic_write
+from .errors import UserError
 from mnist_loader import class_names
-from training_state import TRAINING_STATE_NAME
+from .training_state import TRAINING_STATE_NAME
 
 try:
     import fcntl
@@ -32,7 +32,7 @@ except ImportError:  # Windows has no flock: there a second trainer on a folder 
 
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
-REPO_DIR = Path(__file__).resolve().parent
+REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 def epoch_path(template, epoch):

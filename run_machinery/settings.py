@@ -5,8 +5,8 @@ Each broken rule is a `UserError` with one line naming the flag, the rule and th
 import math
 from pathlib import Path
 
-from devices import bf16_supported, pick_device
-from errors import UserError
+from .devices import bf16_supported, pick_device
+from .errors import UserError
 from margin_heads import check_head_settings
 from mnist_loader import parse_classes
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from errors import UserError
+from .errors import UserError
 
 
 class CheckpointError(UserError):

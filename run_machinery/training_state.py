@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpointing import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
-from errors import UserError
-from history import EpochProgress, History
-from nan_watch import advice
-from stop_signals import TrainingInterrupted
+from .checkpointing import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
+from .errors import UserError
+from .history import EpochProgress, History
+from .nan_watch import advice
+from .stop_signals import TrainingInterrupted
 
 TRAINING_STATE_NAME = "training_state.pth"
 TRAINING_STATE_FORMAT = "mnist-center-loss-training-state"

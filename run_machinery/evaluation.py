@@ -8,15 +8,15 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import classification_report
 
-from checkpointing import CheckpointError, load_checkpoint, load_module_state, save_figure
-from errors import UserError
+from .checkpointing import CheckpointError, load_checkpoint, load_module_state, save_figure
+from .errors import UserError
 from margin_heads import Head
-from metrics import embed, split_retrieval_metrics
+from .metrics import embed, split_retrieval_metrics
 from mnist_loader import TensorLoader, class_names, digit_to_class, normalization, normalize, parse_classes, read_split
 from mnist_net import Net
-from plots import draw_decision_regions, draw_directions, draw_features
-from run_folder import find_run_file
-from training_state import TRAINING_STATE_FORMAT, load_training_state
+from .plots import draw_decision_regions, draw_directions, draw_features
+from .run_folder import find_run_file
+from .training_state import TRAINING_STATE_FORMAT, load_training_state
 
 
 def read_checkpoint(path):

@@ -10,9 +10,9 @@ import signal
 import sys
 from contextlib import contextmanager
 
-import distributed
-from errors import UserError
-from nan_watch import NonFiniteError
+from . import distributed
+from .errors import UserError
+from .nan_watch import NonFiniteError
 
 
 class RunStopped(Exception):
