@@ -112,7 +112,7 @@ def main(argv=None):
         axes = fig.subplots(rows, columns, squeeze=False).ravel()
         for spare in axes[len(runs):]:
             spare.remove()
-        results, test_digits = [], None
+        results, test_labels = [], None
         for ax, run_dir, (run, paths, epoch) in zip(axes, args.run_dirs, runs):
             checkpoint = open_checkpoint(paths.model(epoch))
             settings = run["settings"]
@@ -121,19 +121,19 @@ def main(argv=None):
                                 f"{DATASETS[results[0]['dataset']].title}; compare runs on the same test split")
             test_loader = load_test_split(run["dataset_dir"], device, settings.get("max_test_samples"),
                                           dataset=checkpoint.dataset)
-            if test_digits is not None and not torch.equal(test_loader.labels.cpu(), test_digits):
+            if test_labels is not None and not torch.equal(test_loader.labels.cpu(), test_labels):
                 raise UserError(f"{run_dir} was tested on other images than {args.run_dirs[0]} "
                                 f"({test_loader.num_samples} against {test_digits.numel()} test images, or other "
                                 f"labels); compare runs on the same test split")
-            test_digits = test_loader.labels.cpu()
+            test_labels = test_loader.labels.cpu()
             metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head, test_loader,
-                                            checkpoint.class_digits, checkpoint.holdout, checkpoint.class_names)
+                                            checkpoint.classes, checkpoint.holdout, checkpoint.class_names)
             metrics.update(run=str(run_dir), head=checkpoint.head.name, loss_weight=settings["loss_weight"],
                            epoch=epoch, dataset=checkpoint.dataset,
                            seconds_per_epoch=median_epoch_seconds(paths.history, epoch))
             results.append(metrics)
-            draw_features(ax, features, test_digits, checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
-            draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.class_digits)
+            draw_features(ax, features, test_labels, checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
+            draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes)
             ax.set_title(panel_title(settings, epoch, metrics), fontsize=10)
         save_figure(fig, args.out)
         table = markdown_table([Path(run_dir).name for run_dir in args.run_dirs], results)

@@ -28,7 +28,7 @@ from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation
 from margin_heads import HEADS
 from run_machinery.metrics import nearest_gallery, ranking_queries
-from mnist_loader import DATASETS, REPO_DIR, normalization
+from mnist_loader import DATASETS, REPO_DIR
 from run_machinery.plots import ranking_figure
 from run_machinery.run_folder import check_image_format
 
@@ -80,13 +80,13 @@ def main(argv=None):
             if path:
                 check_image_format(flag, path)
         checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset)
-        holdout, class_digits, names = checkpoint.holdout, checkpoint.class_digits, checkpoint.class_names
+        holdout, classes, names = checkpoint.holdout, checkpoint.classes, checkpoint.class_names
         device = pick_device(args.device)
         dataset_dir = args.dataset_dir or checkpoint.run.get("dataset_dir") or str(REPO_DIR / "datasets")
         test_loader = load_test_split(dataset_dir, device, args.max_test_samples, args.batch_size, checkpoint.dataset)
         model = checkpoint.model.to(device)
 
-        metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, class_digits, holdout, names)
+        metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, classes, holdout, names)
         metrics.update(checkpoint=str(args.checkpoint), head=checkpoint.head.name, dataset=checkpoint.dataset,
                        class_names=names, holdout_classes=holdout)
         print(f"Checkpoint {args.checkpoint}: {metrics['num_test_images']} test images of "
@@ -106,13 +106,12 @@ def main(argv=None):
             atomic_write(args.json, json.dumps(json_ready(metrics), indent=2, allow_nan=False).encode())
             print(f"Wrote {args.json}")
         if args.plot:
-            plot_evaluation(features, test_loader.labels, checkpoint.head, class_digits, checkpoint.centers, holdout,
+            plot_evaluation(features, test_loader.labels, checkpoint.head, classes, checkpoint.centers, holdout,
                             f"{Path(args.checkpoint).name}: test features and decision regions", args.plot, names)
             print(f"Wrote {args.plot}")
         if args.ranking:
             queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout)
-            mean, std = normalization(checkpoint.dataset, dataset_dir)
-            fig = ranking_figure(test_loader.images[:, 0].cpu() * std + mean, test_loader.labels, queries,
+            fig = ranking_figure(test_loader.pixels(test_loader.images[:, 0].cpu()), test_loader.labels, queries,
                                  nearest_gallery(checkpoint.head.retrieval_features(features), queries),
                                  [f"{name} (unseen)" if index in holdout else name for index, name in enumerate(names)])
             save_figure(fig, args.ranking)

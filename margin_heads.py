@@ -30,8 +30,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from run_machinery.errors import UserError
-
 HEADS = ("softmax", "normface", "cosface", "arcface", "sphereface")
 # Defaults for a 2-D feature and ten classes, where neighbouring classes lie about 36
 # degrees apart: the papers' values for 512-D faces (s = 64, m = 0.35 or 0.5) leave no room
@@ -57,26 +55,32 @@ NORM_FLOOR = 1.0
 COSINE_EPS = 1e-6  # keeps sqrt(1 - cos^2)'s gradient finite at cos = +-1
 
 
+class HeadSettingsError(ValueError):
+    """A head's setting it cannot use; the message, one line, names the flag and the value
+    (the scripts print it as the user's error to fix)."""
+
+
 def check_head_settings(head, scale, margin):
-    """The head's scale and margin, defaults filled in; UserError for values it cannot use."""
+    """The head's scale and margin, defaults filled in; HeadSettingsError for values it
+    cannot use."""
     if head not in HEADS:
-        raise UserError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
+        raise HeadSettingsError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
     for flag, value, defaults in (("--scale", scale, DEFAULT_SCALE), ("--margin", margin, DEFAULT_MARGIN)):
         if value is not None and head not in defaults:
-            raise UserError(f"{flag} does not apply to --head {head}"
+            raise HeadSettingsError(f"{flag} does not apply to --head {head}"
                              + (" (its scale is the feature's norm)" if head == "sphereface" else ""))
         if value is not None and not 0 <= value < math.inf:
-            raise UserError(f"{flag} must be finite and not negative, got {value}")
+            raise HeadSettingsError(f"{flag} must be finite and not negative, got {value}")
     scale = DEFAULT_SCALE.get(head) if scale is None else scale
     margin = DEFAULT_MARGIN.get(head) if margin is None else margin
     if scale is not None and scale <= 0:
-        raise UserError(f"--scale must be positive, got {scale}")
+        raise HeadSettingsError(f"--scale must be positive, got {scale}")
     if head == "sphereface":
         if margin != int(margin) or margin < 1:
-            raise UserError(f"--margin of sphereface multiplies the angle and must be a positive integer, got {margin}")
+            raise HeadSettingsError(f"--margin of sphereface multiplies the angle and must be a positive integer, got {margin}")
         margin = int(margin)
     if head == "arcface" and margin >= math.pi:
-        raise UserError(f"--margin of arcface is an angle in radians and must be below pi, got {margin}")
+        raise HeadSettingsError(f"--margin of arcface is an angle in radians and must be below pi, got {margin}")
     return scale, margin
 
 

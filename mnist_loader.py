@@ -7,7 +7,6 @@ indexing: no DataLoader workers, no PIL image per sample per epoch.
 """
 import copy
 import gzip
-import io
 import math
 import os
 import shutil
@@ -17,15 +16,10 @@ from pathlib import Path
 
 import torch
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
-from torchvision.utils import make_grid, save_image
-
-from run_machinery.checkpointing import atomic_write
-from run_machinery.errors import UserError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 REPO_DIR = Path(__file__).resolve().parent
-DEFAULT_SHOW_PATH = REPO_DIR / "outputs" / "visual" / "train_batch.png"
 
 
 @dataclass(frozen=True)
@@ -46,7 +40,7 @@ class Dataset:
 
 DATASETS = {
     # The article's values, those of torchvision's and pytorch/examples' MNIST code.
-    "mnist": Dataset("MNIST", MNIST, 0.1307, 0.3081, tuple(str(digit) for digit in range(10))),
+    "mnist": Dataset("MNIST", MNIST, 0.1307, 0.3081, tuple(str(label) for label in range(10))),
     # Computed from the 60,000 training images of Debian's dataset-fashion-mnist:
     # 0.28604 and 0.35302.
     "fashion-mnist": Dataset("Fashion-MNIST", FashionMNIST, 0.2860, 0.3530,
@@ -61,8 +55,9 @@ DATASETS = {
 MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean, DATASETS["mnist"].std
 
 
-class DatasetError(UserError):
-    """The dataset could not be found, downloaded or read; the message says where and what."""
+class DatasetError(Exception):
+    """The dataset could not be found, downloaded or read; the message, one line, says
+    where and what (the scripts print it as the user's error to fix)."""
 
 
 def dataset_error(dataset, dataset_dir, reason):
@@ -78,23 +73,6 @@ def class_names(dataset, classes=range(10)):
     return [DATASETS[dataset].class_names[index] for index in classes]
 
 
-def parse_classes(dataset, values):
-    """Class indices from `values`, each an index 0-9 or a class name of `dataset` (any
-    case); UserError for one that is neither."""
-    names = {name.lower(): index for index, name in enumerate(DATASETS[dataset].class_names)}
-    indices = []
-    for value in values:
-        text = str(value).strip()
-        if text.isdigit() and int(text) <= 9:
-            indices.append(int(text))
-        elif text.lower() in names:
-            indices.append(names[text.lower()])
-        else:
-            raise UserError(f"--holdout_classes: {value!r} is neither a class index 0-9 nor a class of "
-                            f"{DATASETS[dataset].title} ({', '.join(DATASETS[dataset].class_names)})")
-    return indices
-
-
 class TensorLoader:
     """Yields `(images, labels)` batches of tensors already on the device.
 
@@ -103,12 +81,18 @@ class TensorLoader:
     of `world_size` processes makes one: a shuffled loader gives its `rank` every
     `world_size`-th item of the same permutation, in batches of `batch_size // world_size`,
     so that the ranks' batches together are the single-process batches; an unshuffled
-    one (the test split) gives each rank one contiguous part.
+    one (the test split) gives each rank one contiguous part. `mean` and `std` are the
+    normalisation the images had (see `normalize`), for pictures of them; `classes` the
+    labels a model is trained on, in the order of its outputs.
     """
 
-    def __init__(self, images, labels, batch_size, shuffle=False, generator=None, rank=0, world_size=1):
+    def __init__(self, images, labels, batch_size, shuffle=False, generator=None, rank=0, world_size=1,
+                 mean=0.0, std=1.0, classes=tuple(range(10))):
         self.images = images
         self.labels = labels
+        self.mean, self.std = mean, std
+        # label -> the model's output index of its class (-1: held out); `classes`: those trained on.
+        self.class_of_label = label_to_class(classes, labels.device)
         self.shuffle = shuffle
         self.generator = generator
         self.rank = rank
@@ -128,6 +112,10 @@ class TensorLoader:
     def __len__(self):
         return math.ceil(self.num_samples / self.batch_size)
 
+    def pixels(self, images):
+        """`images` of this loader with their normalisation undone: pixel values in 0-1."""
+        return images * self.std + self.mean
+
     def to(self, device):
         """This loader with its tensors on `device`; a shuffling generator not yet drawn from
         is made anew there with the same seed (a generator lives on one device)."""
@@ -136,6 +124,7 @@ class TensorLoader:
             return self
         moved = copy.copy(self)
         moved.images, moved.labels = self.images.to(device), self.labels.to(device)
+        moved.class_of_label = self.class_of_label.to(device)
         if self.generator is not None:
             moved.generator = torch.Generator(device=device)
             moved.generator.manual_seed(self.generator.initial_seed())
@@ -227,9 +216,9 @@ def read_split(dataset_dir, train, limit=None, dataset="mnist"):
     return images, labels
 
 
-def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_show=False,
-                 device="cpu", seed=0, max_train_samples=None, max_test_samples=None,
-                 holdout_classes=(), rank=0, world_size=1, show_path=DEFAULT_SHOW_PATH, dataset="mnist"):
+def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device="cpu", seed=0,
+                 max_train_samples=None, max_test_samples=None, holdout_classes=(), rank=0, world_size=1,
+                 dataset="mnist"):
     """Return `(train_loader, test_loader, classes)` as in the article, of `dataset` (a key
     of DATASETS; the article's MNIST by default).
 
@@ -244,6 +233,7 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_sho
     """
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
+    classes = tuple(index for index in range(10) if index not in holdout_classes)
     loaders = []
     for train, limit, batch_size in ((True, max_train_samples, train_batch_size),
                                      (False, max_test_samples, test_batch_size)):
@@ -258,40 +248,14 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, img_sho
                 raise DatasetError(f"no training image is left after holding out classes {list(holdout_classes)}")
         loaders.append(TensorLoader(normalize(images, device, mean, std), labels.to(device), batch_size,
                                     shuffle=train, generator=generator if train else None, rank=rank,
-                                    world_size=world_size))
+                                    world_size=world_size, mean=mean, std=std, classes=classes))
     train_loader, test_loader = loaders
-    if img_show:
-        show_data(train_loader, show_path, show=True, mean=mean, std=std)
-    classes = tuple(index for index in range(10) if index not in holdout_classes)
     return train_loader, test_loader, classes
 
 
-def digit_to_class(classes, device):
+def label_to_class(classes, device):
     """Lookup tensor: label (a digit, for MNIST) -> index of its class in the model's
     outputs, -1 if held out; `classes` are the labels trained on, in order."""
     lookup = torch.full((10,), -1, dtype=torch.long)
     lookup[torch.tensor(classes, dtype=torch.long)] = torch.arange(len(classes))
     return lookup.to(device)
-
-
-def display_available():
-    return os.name == "nt" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def show_data(loader, path=DEFAULT_SHOW_PATH, show=False, mean=MNIST_MEAN, std=MNIST_STD):
-    """Write one training batch (normalised with `mean` and `std`) as a 16-wide image grid
-    to `path`; open a window when `show` is asked and a display exists. Returns the path."""
-    images, _ = next(iter(loader))
-    images = images.cpu() * std + mean
-    path = Path(path)
-    grid = io.BytesIO()
-    save_image(images, grid, nrow=16, format="png")
-    atomic_write(path, grid.getvalue())
-    if show and display_available():
-        import matplotlib.pyplot as plt  # only here: importing pyplot picks a GUI backend
-        plt.imshow(make_grid(images, nrow=16).permute(1, 2, 0).clamp(0, 1))
-        plt.axis("off")
-        plt.show()
-    elif show:
-        print(f"No display found; the batch grid is in {path}")
-    return path

@@ -22,22 +22,21 @@ import torch.optim as optim
 import torch.optim.lr_scheduler as lr_scheduler
 from tqdm import tqdm
 
-from run_machinery import distributed
 from center_loss import CenterLoss
+from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
+from mnist_loader import DATASETS, REPO_DIR, class_names, load_dataset
+from mnist_net import Net
+from run_machinery import distributed
 from run_machinery.checkpointing import save_figure
 from run_machinery.devices import pick_device, speed_setup
 from run_machinery.epoch_files import EpochFiles
-from run_machinery.history import EpochClock, EpochProgress, LossMetrics
-from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
+from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics
 from run_machinery.metrics import embed, split_retrieval_metrics
-from mnist_loader import DATASETS, REPO_DIR, digit_to_class, load_dataset
-from mnist_net import Net
 from run_machinery.nan_watch import NanWatch, check_test_pass
-from run_machinery.plots import epoch_figure
-from run_machinery.settings import check_settings
+from run_machinery.plots import epoch_figure, show_batch
+from run_machinery.settings import check_settings, settled
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
 from run_machinery.training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
-
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -124,34 +123,35 @@ def parse_args(argv=None):
         args = resumed_settings(parser, argv, load_training_state(path)["args"])
         args.resume = str(path)
     check_settings(args)
-    return args
+    return settled(args)
 
 
-def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer, center_optimizer, epoch,
-          class_of_digit, amp=False, progress=None, stop=None):
-    """One epoch, as in the article. Returns its LossMetrics and the features and digits of
+def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer, center_optimizer,
+          epoch, amp=False, progress=None, stop=None):
+    """One epoch, as in the article. Returns its LossMetrics and the features and labels of
     every training image in the order seen (under torchrun: of every rank), on the host.
 
     Raises NonFiniteError when a loss, a feature or a weight became NaN or infinite, and
-    TrainingInterrupted after a step (not the last) at which a stop was asked for; the
-    epoch goes on exactly when that `progress` is given back with the loader's generator
-    as it was at the epoch's start.
+    TrainingInterrupted after a step (not the last) at which `stop` was asked for; the epoch
+    goes on exactly when that `progress` is given back with the loader's generator as it
+    was at the epoch's start.
     """
     model.train()
-    progress = progress or EpochProgress.start(train_loader.num_samples, center_loss.feat_dim, class_of_digit.device)
-    watch = NanWatch(class_of_digit.device)
+    num_steps, device = len(train_loader), train_loader.labels.device
+    progress = progress or EpochProgress.start(train_loader.num_samples, center_loss.feat_dim, device)
+    watch = NanWatch(device)
     start = progress.step * train_loader.batch_size
     batches = itertools.islice(train_loader, progress.step, None)  # the steps done before a stop are skipped
-    for step, (images, digits) in enumerate(tqdm(batches, desc=f"Epoch {epoch:>3}", total=len(train_loader),
-                                                 initial=progress.step, leave=False, disable=None),
-                                            start=progress.step + 1):
-        labels = class_of_digit[digits]
+    batches = tqdm(batches, desc=f"Epoch {epoch:>3}", total=num_steps, initial=progress.step, leave=False,
+                   disable=None)
+    for step, (images, labels) in enumerate(batches, start=progress.step + 1):
+        targets = train_loader.class_of_label[labels]  # each label's class among the model's outputs
         # Predict labels and calculate the loss, the two parts weighted.
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             ip1, pred = model(images)
             # The article's log-softmax, or an angular head's with its margin at the true class.
-            softmax_loss = nll_loss(head(ip1, pred, labels, (epoch - 1) * len(train_loader) + step), labels)
-            center = center_loss(labels, ip1, distributed.batch_class_counts(labels, center_loss.num_classes))
+            softmax_loss = nll_loss(head(ip1, pred, targets, (epoch - 1) * num_steps + step), targets)
+            center = center_loss(targets, ip1, distributed.batch_class_counts(targets, center_loss.num_classes))
             loss = softmax_loss + loss_weight * center
         # Initialise the gradients, calculate them, update the parameters.
         dnn_optimizer.zero_grad(set_to_none=True)
@@ -162,48 +162,51 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
         center_optimizer.step()
         # For the metrics and the picture, kept on the device: no host sync per step.
         watch.step(step, ip1, softmax_loss, center)
-        start = progress.add(step, start, ip1, digits, (head.predict(ip1, pred) == labels).sum(), loss, center)
-        if stop is not None and stop.requested() and step < len(train_loader):
-            watch.check(model.parameters(), center_loss.centers, epoch, step, len(train_loader))
+        correct = (head.predict(ip1, pred) == targets).sum()
+        start = progress.add(step, start, ip1, labels, correct, loss, center)
+        if stop is not None and stop.requested() and step < num_steps:
+            watch.check(model.parameters(), center_loss.centers, epoch, step, num_steps)
             raise TrainingInterrupted(progress)
     # The one host sync of the epoch: the metrics are printed.
-    watch.check(model.parameters(), center_loss.centers, epoch, len(train_loader), len(train_loader))
-    sums = distributed.sum_across_ranks(torch.stack([progress.correct, progress.loss_sum, progress.center_loss_sum]))
-    metrics = LossMetrics(*(sums / (train_loader.num_samples * train_loader.world_size)).tolist())
-    return metrics, distributed.gather_rows(progress.features).cpu(), distributed.gather_rows(progress.digits).cpu()
+    watch.check(model.parameters(), center_loss.centers, epoch, num_steps, num_steps)
+    sums = torch.stack([progress.correct, progress.loss_sum, progress.center_loss_sum])
+    sums = distributed.sum_across_ranks(sums) / (train_loader.num_samples * train_loader.world_size)
+    features, labels = distributed.gather_rows(progress.features), distributed.gather_rows(progress.labels)
+    return LossMetrics(*sums.tolist()), features.cpu(), labels.cpu()
 
 
 @torch.no_grad()
-def test(model, head, test_loader, nll_loss, loss_weight, center_loss, class_of_digit, amp=False):
-    """LossMetrics on the test images of the trained digits (means per image of the training
-    objective, as at the last training step), and the features and digits of all test
-    images, on the device (under torchrun: of all ranks' parts together)."""
-    features, log_probs, digits = embed(model, test_loader, amp)
-    labels = class_of_digit[digits]
-    seen = labels >= 0  # held-out digits have no class to be scored against
+def test(model, head, test_loader, nll_loss, loss_weight, center_loss, amp=False):
+    """LossMetrics on the test images of the trained classes (means per image of the
+    training objective, as at the last training step), and the features and labels of all
+    test images, on the device (under torchrun: of all ranks' parts together)."""
+    features, log_probs, labels = embed(model, test_loader, amp)
+    targets = test_loader.class_of_label[labels]
+    seen = targets >= 0  # held-out classes have no output to be scored against
     count = seen.sum()
-    seen_features, seen_log_probs, labels = features[seen], log_probs[seen], labels[seen]
-    center = center_loss(labels, seen_features) if count else features.new_zeros(())
-    head_log_probs = head(seen_features, seen_log_probs, labels)
-    loss = (nll_loss(head_log_probs, labels) + loss_weight * center) if count else center
-    correct = (head.predict(seen_features, seen_log_probs) == labels).sum()
-    sums = distributed.sum_across_ranks(torch.stack([correct.float(), loss * count, center * count, count.float()]))
+    seen_features, seen_log_probs, targets = features[seen], log_probs[seen], targets[seen]
+    center = center_loss(targets, seen_features) if count else features.new_zeros(())
+    head_log_probs = head(seen_features, seen_log_probs, targets)
+    loss = (nll_loss(head_log_probs, targets) + loss_weight * center) if count else center
+    correct = (head.predict(seen_features, seen_log_probs) == targets).sum()
+    sums = torch.stack([correct.float(), loss * count, center * count, count.float()])
     # Host sync: the metrics are printed.
-    correct, loss, center, count = sums.tolist()
+    correct, loss, center, count = distributed.sum_across_ranks(sums).tolist()
     count = max(count, 1)
     metrics = LossMetrics(correct / count, loss / count, center / count)
-    features, digits = distributed.gather_rows(features), distributed.gather_rows(digits)
+    features, labels = distributed.gather_rows(features), distributed.gather_rows(labels)
     check_test_pass(features, metrics.loss)  # a bad epoch is never saved
-    return metrics, features, digits
+    return metrics, features, labels
 
 
-def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None, unseen_digits=(),
+def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None, unseen_classes=(),
               class_directions=None, class_names=None):
     """Write the feature plot of one epoch to `path`: the training features with the
     centres, beside them the test features when given, and for an angular head their
     directions with each class weight's (`class_directions`: class -> weight)."""
-    save_figure(epoch_figure(epoch, feat, labels, centers, test_feat, test_labels, unseen_digits, class_directions,
-                             class_names), path)
+    figure = epoch_figure(epoch, feat, labels, centers, test_feat, test_labels, unseen_classes,
+                          class_directions, class_names)
+    save_figure(figure, path)
 
 
 def resume_command():
@@ -214,19 +217,22 @@ def resume_command():
 
 
 def main(argv=None):
-    """Train and test as the article does; returns the run's History (one EpochRecord per epoch)."""
-    with run_ending(lambda: build_parser().parse_args([])) as run:  # a stop or an error ends in one line
+    """Train and test as the article does; returns the run's History (an EpochRecord an epoch)."""
+    with run_ending() as run:  # a stop or an error ends in one line
         # Arguments
         args = parse_args(argv)
         files = run.files = EpochFiles(args)  # the run's folder, checked before anything is trained
         seed_all(args.seed)  # every rank: the same initial weights, centres and shuffling
 
         # Dataset
+        rank, world_size = distributed.rank_and_world_size()
         train_loader, test_loader, classes = load_dataset(
-            args.dataset_dir, args.batch_size, args.batch_size, img_show=args.img_show and files.writes,
-            show_path=files.paths.train_batch, seed=args.seed, max_train_samples=args.max_train_samples,
-            max_test_samples=args.max_test_samples, holdout_classes=args.holdout_classes, dataset=args.dataset,
-            **dict(zip(("rank", "world_size"), distributed.rank_and_world_size())))
+            args.dataset_dir, args.batch_size, args.batch_size, seed=args.seed, dataset=args.dataset,
+            max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples,
+            holdout_classes=args.holdout_classes, rank=rank, world_size=world_size)
+        if args.img_show and files.writes:  # the article's look at one training batch
+            images, _ = next(iter(train_loader))
+            show_batch(train_loader.pixels(images), files.paths.train_batch, show=True)
 
         # Device
         device = distributed.setup(pick_device(args.device))
@@ -234,7 +240,7 @@ def main(argv=None):
 
         # Model
         model = Net(num_classes=len(classes)).to(device)
-        step_model = speed_setup(model, device, args.channels_last, args.compile)  # DDP and compile around it
+        step_model = speed_setup(model, device, args.channels_last, args.compile)  # DDP, compile
 
         # Loss
         nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
@@ -242,37 +248,44 @@ def main(argv=None):
         center_loss = CenterLoss(len(classes), 2).to(device)
 
         # Optimizer
-        dnn_optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        dnn_optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                  weight_decay=args.weight_decay)
         center_optimizer = optim.SGD(center_loss.parameters(), lr=args.center_lr)
         scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
 
         # Training state: new, or the stopped run that --resume names
-        keeper = run.keeper = StateKeeper(files, model, center_loss, dnn_optimizer, center_optimizer, scheduler,
-                                          resume_command())
+        keeper = run.keeper = StateKeeper(files, model, center_loss, dnn_optimizer, center_optimizer,
+                                          scheduler, resume_command(), recipe=build_parser().parse_args([]))
         history, first_epoch, progress = keeper.start(train_loader)
         files.start(classes, device, train_loader, test_loader, first_epoch)
-        class_of_digit = digit_to_class(classes, device)
         for epoch in range(first_epoch, args.epochs + 1):
             # Train and test a model.
             clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
-            with keeper.interruptible(run.stop, epoch, len(train_loader), history):
-                train_metrics, feat, digits = train(step_model, head, train_loader, nll_loss, args.loss_weight,
+            with keeper.watching(run.stop, epoch, len(train_loader), history):  # a stop saves; a NaN advises
+                train_metrics, feat, labels = train(step_model, head, train_loader, nll_loss, args.loss_weight,
                                                     center_loss, dnn_optimizer, center_optimizer, epoch,
-                                                    class_of_digit, args.amp, progress, run.stop)
-            progress = None
-            scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
-            clock.lap("train")
-            test_metrics, test_feat, test_digits = test(step_model, head, test_loader, nll_loss, args.loss_weight,
-                                                        center_loss, class_of_digit, args.amp)
-            clock.lap("test")
-            retrieval = split_retrieval_metrics(head.retrieval_features(test_feat), test_digits, args.holdout_classes)
-            record = history.add(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics, test_metrics,
-                                 retrieval, clock, test_feat.cpu(), test_digits.cpu())
+                                                    amp=args.amp, progress=progress, stop=run.stop)
+                progress = None
+                scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
+                clock.lap("train")
+                test_metrics, test_feat, test_labels = test(step_model, head, test_loader, nll_loss,
+                                                            args.loss_weight, center_loss, args.amp)
+                clock.lap("test")
+            retrieval = split_retrieval_metrics(head.retrieval_features(test_feat), test_labels,
+                                                args.holdout_classes)
+            test_feat, test_labels = test_feat.cpu(), test_labels.cpu()
+            clock.lap("metrics")
+            record = history.add(EpochRecord(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics,
+                                             test_metrics, retrieval, clock.seconds(), clock.times),
+                                 test_feat, test_labels)
             print(record.line())
 
             # Visualize features of each class; save the model and the training state.
-            files.write_epoch(record, model, history, visualize, feat, digits, center_loss.centers,
-                              head.class_directions(classes))
+            files.plot(visualize, feat, labels, epoch, files.paths.visual(epoch),
+                       centers=center_loss.centers.detach().cpu(), test_feat=test_feat,
+                       test_labels=test_labels, unseen_classes=args.holdout_classes,
+                       class_directions=head.class_directions(classes), class_names=class_names(args.dataset))
+            files.write_epoch(record, model, history)
             keeper.save(epoch, history)
             clock.lap("files")
             keeper.stop_if_asked(run.stop, epoch)

@@ -62,7 +62,7 @@ import train_mnist_original_center as trainer  # noqa: E402
 from center_loss import CenterLoss  # noqa: E402
 from run_machinery.devices import bf16_supported, speed_setup  # noqa: E402
 from margin_heads import Head  # noqa: E402
-from mnist_loader import TensorLoader, digit_to_class, read_split  # noqa: E402
+from mnist_loader import TensorLoader, read_split  # noqa: E402
 from run_machinery.metrics import reid_metrics, retrieval_metrics  # noqa: E402
 from mnist_net import Net  # noqa: E402
 from run_machinery.run_folder import RunPaths  # noqa: E402
@@ -353,14 +353,13 @@ def step_probe(args, settings, device, batch_size=128):
         model, center_loss, nll_loss, optimizers, _ = article.build(options, device)  # the same recipe
         speed_setup(model, device, channels_last=options.channels_last)
         steps[setting] = (model, center_loss, nll_loss, options.loss_weight, optimizers, options.amp)
-    class_of_digit = digit_to_class(tuple(range(10)), device)
     seconds = {setting: [] for setting in steps}
     for _ in range(args.probe_rounds + 1):  # the first round warms up
         for setting, (model, center_loss, nll_loss, loss_weight, (net_optimizer, center_optimizer), amp) \
                 in steps.items():
             start = time.perf_counter()
             trainer.train(model, Head("softmax"), batch, nll_loss, loss_weight, center_loss, net_optimizer,
-                          center_optimizer, 1, class_of_digit, amp=amp)
+                          center_optimizer, 1, amp=amp)
             seconds[setting].append(time.perf_counter() - start)
     return {setting: batch_size / statistics.median(times[1:]) for setting, times in seconds.items()}
 

@@ -22,11 +22,11 @@ from run_machinery import cli  # noqa: E402  (after the path is set)
 from center_loss import CenterLoss  # noqa: E402
 from run_machinery.devices import bf16_supported  # noqa: E402
 from margin_heads import DEFAULT_MARGIN, HEADS, NORM_FLOOR, Head, check_head_settings  # noqa: E402
-from mnist_loader import digit_to_class, load_dataset  # noqa: E402
+from mnist_loader import label_to_class, load_dataset  # noqa: E402
 from mnist_net import Net  # noqa: E402
 
 
-def first_steps(head_name, train_loader, class_of_digit, amp, norm_floor=NORM_FLOOR, seed=1, margin=None,
+def first_steps(head_name, train_loader, class_of_label, amp, norm_floor=NORM_FLOOR, seed=1, margin=None,
                 loss_weight=1.0):
     """Per step: mean feature norm, the network's gradient norm, batch accuracy; the last loss
     and the smallest angle between two class weights at the end, in degrees."""
@@ -37,12 +37,12 @@ def first_steps(head_name, train_loader, class_of_digit, amp, norm_floor=NORM_FL
     net_optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     center_optimizer = torch.optim.SGD(center_loss.parameters(), lr=0.5)
     steps = []
-    for step, (images, digits) in enumerate(train_loader, start=1):
-        labels = class_of_digit[digits]
+    for step, (images, labels) in enumerate(train_loader, start=1):
+        targets = class_of_label[labels]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             features, log_probs = model(images)
-            loss = F.nll_loss(head(features, log_probs, labels, step), labels)
-            loss = loss + loss_weight * center_loss(labels, features)
+            loss = F.nll_loss(head(features, log_probs, targets, step), targets)
+            loss = loss + loss_weight * center_loss(targets, features)
         net_optimizer.zero_grad()
         center_optimizer.zero_grad()
         loss.backward()
@@ -50,7 +50,7 @@ def first_steps(head_name, train_loader, class_of_digit, amp, norm_floor=NORM_FL
         net_optimizer.step()
         center_optimizer.step()
         steps.append((features.float().norm(dim=1).mean().item(), grad_norm.item(),
-                      (head.predict(features, log_probs) == labels).float().mean().item()))
+                      (head.predict(features, log_probs) == targets).float().mean().item()))
     directions = F.normalize(model.ip2.weight.detach(), dim=1)
     angles = torch.rad2deg(torch.acos((directions @ directions.T).clamp(-1, 1)))
     return steps, loss.item(), angles[~torch.eye(len(angles), dtype=torch.bool)].min().item()
@@ -72,13 +72,13 @@ def main(argv=None):
     norm_floor = 1e-12 if args.no_norm_floor else NORM_FLOOR
     train_loader, _, classes = load_dataset(args.dataset_dir, 128, 128, seed=1, max_train_samples=args.images,
                                             max_test_samples=128)
-    class_of_digit = digit_to_class(classes, torch.device("cpu"))
+    class_of_label = label_to_class(classes, torch.device("cpu"))
     amp = bf16_supported(torch.device("cpu"))
     print(f"{len(train_loader)} steps of 128 images, {'bfloat16 autocast' if amp else 'float32'}, "
           f"norm floor {norm_floor:g}, Center Loss weight {args.loss_weight:g}")
     for name in args.heads:
         margin = margins[name]
-        steps, last_loss, closest = first_steps(name, train_loader, class_of_digit, amp, norm_floor, margin=margin,
+        steps, last_loss, closest = first_steps(name, train_loader, class_of_label, amp, norm_floor, margin=margin,
                                                 loss_weight=args.loss_weight)
         norms, grads, accuracies = zip(*steps)
         print(f"{name:<10} feature norm: first {norms[0]:.3g}, max {max(norms):.3g}, last {norms[-1]:.3g}; "

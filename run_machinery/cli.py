@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from .errors import UserError
+from .errors import USER_ERRORS
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -33,7 +33,7 @@ def one_line_errors():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
-    except UserError as error:
+    except USER_ERRORS as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit("Stopped by SIGINT (Ctrl-C); every file is either whole or as it was before")

@@ -1,19 +1,18 @@
 """The files a run writes after each epoch, and once at its end.
 
-Each epoch: the model's state_dict, the feature plot (through the plotter), the history
+Each epoch: the model's state_dict, the feature plot (through the Plotter), the history
 CSV with its curves, the test features of every epoch so far, and TensorBoard scalars
 when asked for. At the end: the animation of the test features. Every file is written
 atomically (see checkpointing.py).
 """
-import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from . import distributed
-from .background_plotter import Plotter
 from .checkpointing import atomic_write, save_checkpoint
 from .errors import UserError
-from mnist_loader import DATASETS, class_names, normalization
+from mnist_loader import DATASETS, class_names
 from .plots import plot_curves, write_feature_gif
 from .run_folder import RunLock, RunPaths, write_run_file
 
@@ -57,18 +56,17 @@ class EpochFiles:
             self.lock.release()
             self.lock = None
 
-    def write_epoch(self, record, model, history, visualize, feat, digits, centers, class_directions=None):
-        """The epoch's files; its plot is `visualize` (the script's) of the training features
-        `feat` of `digits`, the `centers` and the epoch's test features (with an angular
-        head's `class_directions`, their angular view)."""
+    def plot(self, draw, *args, **kwargs):
+        """Have the epoch's feature plot drawn: `draw(*args, **kwargs)`, through the plotter
+        (in the background on CUDA: pass it copies of what training goes on changing)."""
         if self.writes:
-            # A copy of the centres (on CUDA): a background plot must not see them change.
-            plot = functools.partial(visualize, feat, digits, record.epoch, self.paths.visual(record.epoch),
-                                     centers.detach().cpu(), history.test_features[-1], history.test_digits,
-                                     self.settings.holdout_classes, class_directions,
-                                     class_names(self.settings.dataset))
-            write_epoch_files(self.paths, record, model, history, self.settings.holdout_classes, self.plotter, plot,
-                              self.tensorboard)
+            self.plotter.submit(draw, *args, **kwargs)
+
+    def write_epoch(self, record, model, history):
+        """The epoch's other files: the checkpoint, the history and its curves, the test
+        features so far, TensorBoard's scalars."""
+        if self.writes:
+            write_epoch_files(self.paths, record, model, history, self.settings.holdout_classes, self.tensorboard)
 
     def finish(self, history, test_loader):
         """After the last epoch: wait for the last plot, write the animation (and the
@@ -77,39 +75,36 @@ class EpochFiles:
         if self.writes and history.records:
             thumbnails = None
             if self.tensorboard:
-                mean, std = normalization(self.settings.dataset, self.settings.dataset_dir)
-                thumbnails = test_loader.images.cpu() * std + mean
+                thumbnails = test_loader.pixels(test_loader.images.cpu())
             frames = write_run_end(self.paths, history, self.settings.holdout_classes, self.tensorboard, thumbnails,
                                    angular=self.settings.head != "softmax", names=class_names(self.settings.dataset))
             print(f"Wrote {frames} frames of test features to {self.paths.gif}")
 
 
-def write_epoch_files(paths, record, model, history, unseen_digits, plotter, plot, tensorboard=None):
-    """Write the files of the epoch of `record` (the last one of `history`). `plot` is a
-    function that draws the epoch's feature plot; the plotter runs it."""
+def write_epoch_files(paths, record, model, history, unseen_classes, tensorboard=None):
+    """Write the files of the epoch of `record` (the last one of `history`) but its plot."""
     save_checkpoint(paths.model(record.epoch), model.state_dict())
-    plotter.submit(plot)
     atomic_write(paths.history, history.csv_text().encode())
     plot_curves([record.row() for record in history.records], paths.curves)
     save_checkpoint(paths.test_features, {
-        "features": torch.stack(history.test_features), "digits": history.test_digits,
-        "epochs": [record.epoch for record in history.records], "unseen_digits": unseen_digits})
+        "features": torch.stack(history.test_features), "digits": history.test_labels,
+        "epochs": [record.epoch for record in history.records], "unseen_digits": unseen_classes})
     if tensorboard:
         for name, value in record.row().items():
             if name != "epoch":
                 tensorboard.add_scalar(name, value, record.epoch)
 
 
-def write_run_end(paths, history, unseen_digits, tensorboard=None, test_images=None, angular=False, names=None):
+def write_run_end(paths, history, unseen_classes, tensorboard=None, test_images=None, angular=False, names=None):
     """The animation of the test features over the epochs (with their directions for an
     `angular` head), and for TensorBoard the last epoch's features with the images
     (`test_images`, in 0-1), the classes named by `names`; returns the number of frames."""
     if tensorboard:
-        metadata = [names[label] for label in history.test_digits.tolist()] if names else history.test_digits.tolist()
+        metadata = [names[label] for label in history.test_labels.tolist()] if names else history.test_labels.tolist()
         tensorboard.add_embedding(history.test_features[-1], metadata=metadata,
                                   label_img=test_images, global_step=history.records[-1].epoch, tag="test_features")
         tensorboard.close()
-    return write_feature_gif(torch.stack(history.test_features), history.test_digits, paths.gif, unseen_digits,
+    return write_feature_gif(torch.stack(history.test_features), history.test_labels, paths.gif, unseen_classes,
                              [record.epoch for record in history.records], angular=angular, class_names=names)
 
 
@@ -120,3 +115,26 @@ def open_tensorboard(log_dir):
         raise UserError("--tensorboard needs the tensorboard package, which is not installed: "
                         "pip install tensorboard") from None
     return SummaryWriter(log_dir)
+
+
+class Plotter:
+    """Draws the per-epoch plots; with `background` (on CUDA) in a worker thread, so the
+    GPU does not wait for matplotlib. On a CPU the cores are busy training anyway: the plot
+    is drawn at once. At most one call is pending; its error, if any, is raised by the next
+    `submit` or by `wait`."""
+
+    def __init__(self, background):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plotter") if background else None
+        self._pending = None
+
+    def submit(self, function, *args, **kwargs):
+        self.wait()
+        if self._executor is None:
+            function(*args, **kwargs)
+        else:
+            self._pending = self._executor.submit(function, *args, **kwargs)
+
+    def wait(self):
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()

@@ -12,37 +12,38 @@ from .checkpointing import CheckpointError, load_checkpoint, load_module_state, 
 from .errors import UserError
 from margin_heads import Head
 from .metrics import embed, split_retrieval_metrics
-from mnist_loader import TensorLoader, class_names, digit_to_class, normalization, normalize, parse_classes, read_split
+from .settings import parse_classes
+from mnist_loader import TensorLoader, class_names, label_to_class, normalization, normalize, read_split
 from mnist_net import Net
 from .plots import draw_decision_regions, draw_directions, draw_features
 from .run_folder import find_run_file
-from .training_state import TRAINING_STATE_FORMAT, load_training_state
+from .training_state import is_training_state, unpack_training_state
 
 
 def read_checkpoint(path):
-    """The model's state_dict, the centres (or None) and the held-out digits (or None) of
-    a per-epoch `state_dict` file or of a training state; `CheckpointError` when it is
-    none, or holds a tensor of the wrong shape, a value that is no tensor, or a weight
-    that is NaN or infinite (such a model's metrics would mean nothing)."""
+    """The model, the centres (or None) and the held-out digits (or None) of a per-epoch
+    `state_dict` file or of a training state, read once; `CheckpointError` when it is none,
+    or holds a tensor of the wrong shape, a value that is no tensor, or a weight that is NaN
+    or infinite (such a model's metrics would mean nothing)."""
     content = load_checkpoint(path)
     centers = holdout = None
-    if isinstance(content, dict) and content.get("format") == TRAINING_STATE_FORMAT:
-        state = load_training_state(path)
+    if is_training_state(content):
+        state = unpack_training_state(content, path)
         content, centers = state["modules"].get("model"), state["modules"].get("center_loss", {}).get("centers")
         holdout = state["args"].get("holdout_classes")
     if not isinstance(content, dict):
         raise CheckpointError(f"{path} holds a {type(content).__name__}, not a model's state_dict")
-    expected = set(Net().state_dict())
+    for name, value in content.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
+    classifier = content.get("ip2.weight")
+    model = Net(num_classes=classifier.shape[0] if classifier is not None and classifier.dim() == 2 else 10)
+    expected = set(model.state_dict())
     if set(content) != expected:
         missing, unexpected = sorted(expected - set(content)), sorted(set(content) - expected)
         raise CheckpointError(f"{path} is not a checkpoint of this project's Net "
                               f"(missing {', '.join(missing[:4]) or 'nothing'}{', ...' if len(missing) > 4 else ''}; "
                               f"unexpected {', '.join(map(str, unexpected[:4])) or 'nothing'})")
-    for name, value in content.items():
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
-    classifier = content["ip2.weight"]
-    model = Net(num_classes=classifier.shape[0] if classifier.dim() == 2 else 10)
     load_module_state(model, content, f"model in {path}")
     for name, value in [*content.items(), ("centres", centers if centers is not None else torch.zeros(()))]:
         if not value.isfinite().all():
@@ -72,7 +73,7 @@ class CheckpointRun:
     model: Net
     centers: torch.Tensor
     holdout: list
-    class_digits: list
+    classes: list
     head: Head
     dataset: str
     run: dict
@@ -92,56 +93,57 @@ def open_checkpoint(path, holdout=None, head=None, dataset=None):
     dataset = dataset or settings.get("dataset", "mnist")  # runs from before the datasets were MNIST's
     holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
     holdout = sorted(set(parse_classes(dataset, holdout or [])))
-    class_digits = [digit for digit in range(10) if digit not in holdout]
+    classes = [label for label in range(10) if label not in holdout]
     num_classes = model.ip2.weight.shape[0]
-    if len(class_digits) != num_classes:
+    if len(classes) != num_classes:
         raise UserError(f"the checkpoint classifies {num_classes} digits, but {len(class_digits)} remain after "
                         f"holding out {holdout}; pass --holdout_classes with the {10 - num_classes} classes "
                         f"held out in training")
     run_head = settings.get("head", "softmax")  # runs from before the heads had softmax
     head = head or run_head
     scale, margin = (settings.get("scale"), settings.get("margin")) if head == run_head else (None, None)
-    return CheckpointRun(model, centers, holdout, class_digits, Head(head, model.ip2.weight, scale, margin), dataset,
+    return CheckpointRun(model, centers, holdout, classes, Head(head, model.ip2.weight, scale, margin), dataset,
                          run)
 
 
 def load_test_split(dataset_dir, device, limit=None, batch_size=1024, dataset="mnist"):
     """The test split of `dataset` in `dataset_dir`, normalised as in training, as a
     TensorLoader on `device`."""
-    images, digits = read_split(dataset_dir, train=False, limit=limit, dataset=dataset)
-    return TensorLoader(normalize(images, device, *normalization(dataset, dataset_dir)), digits.to(device), batch_size)
+    images, labels = read_split(dataset_dir, train=False, limit=limit, dataset=dataset)
+    mean, std = normalization(dataset, dataset_dir)
+    return TensorLoader(normalize(images, device, mean, std), labels.to(device), batch_size, mean=mean, std=std)
 
 
-def plot_evaluation(features, digits, head, class_digits, centers, unseen_digits, title, path, names=None):
+def plot_evaluation(features, labels, head, classes, centers, unseen_classes, title, path, names=None):
     """The test features over the head's decision regions; for an angular head, their
     directions with the class weights' beside them. `names`: the class names."""
     panels = 2 if head.angular else 1
     fig = Figure(figsize=(8 * panels, 7), dpi=100)
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.35)
     ax, *angular_ax = fig.subplots(1, panels, squeeze=False)[0]
-    draw_features(ax, features, digits, centers, unseen_digits, names)
-    draw_decision_regions(ax, head.decision_weight(), class_digits)
+    draw_features(ax, features, labels, centers, unseen_classes, names)
+    draw_decision_regions(ax, head.decision_weight(), classes)
     ax.set_title(title)
     for direction_ax in angular_ax:
-        draw_directions(direction_ax, features, digits, head.class_directions(class_digits), unseen_digits, names)
+        draw_directions(direction_ax, features, labels, head.class_directions(classes), unseen_classes, names)
         direction_ax.set_title(f"their directions and the class weights ({head.name})")
     save_figure(fig, path)
 
 
-def evaluate(model, head, test_loader, class_digits, unseen_digits, names=None):
+def evaluate(model, head, test_loader, classes, unseen_classes, names=None):
     """All the metrics of a model with its head on `test_loader`, as a JSON-ready dict, the
     test features, and the per-class report as text, the classes named by `names`
     (default: their indices, MNIST's digits)."""
-    features, log_probs, digits = embed(model, test_loader)
-    seen = digit_to_class(class_digits, digits.device)[digits] >= 0
-    predicted_digits = torch.tensor(class_digits, device=digits.device)[head.predict(features, log_probs)]
-    true_seen, predicted_seen = digits[seen].cpu().numpy(), predicted_digits[seen].cpu().numpy()
-    target_names = [names[digit] if names else str(digit) for digit in class_digits]
-    report_options = dict(labels=class_digits, target_names=target_names, digits=4, zero_division=0)
+    features, log_probs, labels = embed(model, test_loader)
+    seen = label_to_class(classes, labels.device)[labels] >= 0
+    predicted_labels = torch.tensor(classes, device=labels.device)[head.predict(features, log_probs)]
+    true_seen, predicted_seen = labels[seen].cpu().numpy(), predicted_labels[seen].cpu().numpy()
+    target_names = [names[label] if names else str(label) for label in classes]
+    report_options = dict(labels=classes, target_names=target_names, digits=4, zero_division=0)
     report = classification_report(true_seen, predicted_seen, output_dict=True, **report_options)
     report_text = classification_report(true_seen, predicted_seen, **report_options)
     metrics = {"accuracy": float((true_seen == predicted_seen).mean()),
-               "num_test_images": int(digits.numel())}
-    metrics.update(split_retrieval_metrics(head.retrieval_features(features), digits, unseen_digits))
+               "num_test_images": int(labels.numel())}
+    metrics.update(split_retrieval_metrics(head.retrieval_features(features), labels, unseen_classes))
     metrics["per_class"] = {name: report[name] for name in target_names}
     return metrics, features, report_text

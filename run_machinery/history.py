@@ -14,10 +14,10 @@ import torch
 
 @dataclass
 class EpochProgress:
-    """The epoch under way, kept on the device: the features and digits of the images seen
+    """The epoch under way, kept on the device: the features and labels of the images seen
     so far, in the order seen, and the sums of correct answers, loss and centre-loss part."""
     features: torch.Tensor
-    digits: torch.Tensor
+    labels: torch.Tensor
     correct: torch.Tensor
     loss_sum: torch.Tensor
     center_loss_sum: torch.Tensor
@@ -29,23 +29,27 @@ class EpochProgress:
         return cls(torch.empty(num_samples, feat_dim, device=device),
                    torch.empty(num_samples, dtype=torch.long, device=device), zero, zero.clone(), zero.clone())
 
-    def add(self, step, start, features, digits, correct, loss, center_loss):
+    def add(self, step, start, features, labels, correct, loss, center_loss):
         """Record one step's batch, which starts at item `start` of the epoch."""
-        end = start + digits.size(0)
+        end = start + labels.size(0)
         self.features[start:end] = features.detach()
-        self.digits[start:end] = digits
+        self.labels[start:end] = labels
         self.correct = self.correct + correct.float()
-        self.loss_sum = self.loss_sum + loss.detach() * digits.size(0)
-        self.center_loss_sum = self.center_loss_sum + center_loss.detach() * digits.size(0)
+        self.loss_sum = self.loss_sum + loss.detach() * labels.size(0)
+        self.center_loss_sum = self.center_loss_sum + center_loss.detach() * labels.size(0)
         self.step = step
         return end
 
     def as_saved(self):
-        return {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        # The training state's names since its version 3: the labels were then called digits.
+        return {"features": self.features, "digits": self.labels, "correct": self.correct,
+                "loss_sum": self.loss_sum, "center_loss_sum": self.center_loss_sum, "step": self.step}
 
     @classmethod
     def from_saved(cls, saved, device):
-        return cls(**{name: value.to(device) if torch.is_tensor(value) else value for name, value in saved.items()})
+        saved = {name: value.to(device) if torch.is_tensor(value) else value for name, value in saved.items()}
+        return cls(saved["features"], saved["digits"], saved["correct"], saved["loss_sum"],
+                   saved["center_loss_sum"], saved["step"])
 
 
 @dataclass
@@ -119,25 +123,22 @@ class EpochRecord:
 
 @dataclass
 class History:
-    """Every finished epoch's record and test features (for the animation), and the digits
+    """Every finished epoch's record and test features (for the animation), and the labels
     of the test images, on the host."""
     records: list = field(default_factory=list)
     test_features: list = field(default_factory=list)
-    test_digits: torch.Tensor = None
+    test_labels: torch.Tensor = None
 
-    def add(self, epoch, lr, center_lr, train, test, retrieval, clock, test_features, test_digits):
-        """Record a finished epoch (its metrics computed, `clock` running since its start);
-        returns its EpochRecord."""
-        clock.lap("metrics")
-        record = EpochRecord(epoch, lr, center_lr, train, test, retrieval, clock.seconds(), clock.times)
+    def add(self, record, test_features, test_labels):
+        """Record a finished epoch, its EpochRecord and test features; returns the record."""
         self.records.append(record)
         self.test_features.append(test_features)
-        self.test_digits = test_digits
+        self.test_labels = test_labels
         return record
 
     def as_saved(self):
         return {"records": [dataclasses.asdict(record) for record in self.records],
-                "test_features": self.test_features, "test_digits": self.test_digits}
+                "test_features": self.test_features, "test_digits": self.test_labels}
 
     @classmethod
     def from_saved(cls, saved):

@@ -131,16 +131,16 @@ def ranking_queries(labels, per_class=2, first_classes=()):
     return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in classes])
 
 
-def split_retrieval_metrics(features, digits, unseen_digits=()):
+def split_retrieval_metrics(features, labels, unseen_classes=()):
     """The retrieval and re-identification metrics over all items, and with held-out digits
     also among the seen digits' items alone and among the unseen digits' items alone, keys
     prefixed `seen_`/`unseen_`."""
-    def both(features, digits):
-        return retrieval_metrics(features, digits) | reid_metrics(features, digits)
+    def both(features, labels):
+        return retrieval_metrics(features, labels) | reid_metrics(features, labels)
 
-    metrics = both(features, digits)
-    if unseen_digits:
-        unseen = torch.isin(digits, torch.tensor(list(unseen_digits), device=digits.device))
+    metrics = both(features, labels)
+    if unseen_classes:
+        unseen = torch.isin(labels, torch.tensor(list(unseen_classes), device=labels.device))
         for prefix, mask in (("seen_", ~unseen), ("unseen_", unseen)):
-            metrics.update({prefix + name: value for name, value in both(features[mask], digits[mask]).items()})
+            metrics.update({prefix + name: value for name, value in both(features[mask], labels[mask]).items()})
     return metrics

@@ -3,12 +3,10 @@
 During an epoch, `NanWatch.step` notes on the device the first step at which each part
 of a training step went bad (a feature NaN, infinite or beyond FEATURE_NORM_LIMIT in
 norm; a loss NaN or infinite) and the largest feature norm up to that step. `NanWatch.check` reads that
-once (when the epoch's metrics are read anyway) and raises `NonFiniteError`. `advice`
-turns the error and the evidence into a message: what went bad, the likely cause, and a
-resume from the last state known to be good, with the setting to change.
+once (when the epoch's metrics are read anyway) and raises `NonFiniteError`. `remedy`
+reads the likely cause and the setting to change from the evidence; the run's state keeper
+turns them into a resume from the last state known to be good.
 """
-import shlex
-
 import torch
 
 from . import distributed
@@ -29,7 +27,8 @@ class NonFiniteError(UserError):
     def __init__(self, parts, where, network_finite=True, centers_finite=True, max_feature_norm=None):
         troubles = [f"the {part} blew up (NaN, infinite or a norm over {FEATURE_NORM_LIMIT:g})"
                     if part.endswith("features") else f"the {part} became NaN or infinite" for part in parts]
-        super().__init__(" and ".join(troubles) + f" {where}")
+        largest = f" (largest feature norm {max_feature_norm:.3g})" if max_feature_norm is not None else ""
+        super().__init__(" and ".join(troubles) + f" {where}{largest}")
         self.parts, self.network_finite, self.centers_finite = parts, network_finite, centers_finite
         self.max_feature_norm = max_feature_norm
 
@@ -61,26 +60,33 @@ class NanWatch:
         if first < NEVER:
             parts = [part for part, bad in zip(LOSS_PARTS, bad_steps) if bad == first]
             raise NonFiniteError(parts, f"in epoch {epoch} at step {first} of {num_steps}", **evidence)
-        if not (network_finite and centers_finite):
-            parts = ["network's weights"] * (not network_finite) + ["centres"] * (not centers_finite)
+        parts = []
+        if not network_finite:
+            parts.append("network's weights")
+        if not centers_finite:
+            parts.append("centres")
+        if parts:
             raise NonFiniteError(parts, f"in epoch {epoch} at step {step} of {num_steps}", **evidence)
 
 
 def check_test_pass(features, loss):
     """Raise NonFiniteError when the test pass gave bad features or a bad loss (`loss` a float)."""
     norm = features.float().norm(dim=1).max().nan_to_num(nan=torch.inf).item() if features.numel() else 0.0
-    parts = ["test features"] * (norm > FEATURE_NORM_LIMIT) + ["test loss"] * (not abs(loss) < torch.inf)
+    parts = []
+    if norm > FEATURE_NORM_LIMIT:
+        parts.append("test features")
+    if not abs(loss) < torch.inf:
+        parts.append("test loss")
     if parts:
         raise NonFiniteError(parts, "in the test pass after the epoch's training", max_feature_norm=norm)
 
 
-def advice(error, epoch, settings, recipe, current_lr, last_good, command):
-    """The message for `error` in `epoch`: the likely cause from its evidence, and what to do.
-    `current_lr` is the network's rate in that epoch, `last_good` the newest good state or
-    None; the suggested rate is the `recipe`'s (the article's settings) when the run's is
-    higher, else a tenth of the run's."""
-    if current_lr > settings.lr * (1 + 1e-9):
-        cause = (f"the schedule raised the network's learning rate to {current_lr:g} (--gamma {settings.gamma:g} "
+def remedy(error, settings, recipe, epoch_lr):
+    """The likely cause of `error` from its evidence, and the flag to change with its new
+    value, e.g. "--lr 0.001": the article's (`recipe`) when the run's is higher, else a tenth
+    of the run's. `epoch_lr` is the network's rate in the epoch that went bad."""
+    if epoch_lr > settings.lr * (1 + 1e-9):
+        cause = (f"the schedule raised the network's learning rate to {epoch_lr:g} (--gamma {settings.gamma:g} "
                  f"every --step_size {settings.step_size} epochs)")
         name = "gamma"
     elif error.parts == ["centres"] or (error.parts == ["centre loss"] and
@@ -88,14 +94,8 @@ def advice(error, epoch, settings, recipe, current_lr, last_good, command):
         cause = f"the centres' learning rate is too high (--center_lr {settings.center_lr:g})"
         name = "center_lr"
     else:
-        rate = f"--lr {settings.lr:g}" + (f", {current_lr:g} in this epoch" if current_lr != settings.lr else "")
+        rate = f"--lr {settings.lr:g}" + (f", {epoch_lr:g} in this epoch" if epoch_lr != settings.lr else "")
         cause = f"the network's learning rate is too high ({rate})"
         name = "lr"
-    largest = f" (largest feature norm {error.max_feature_norm:.3g})" if error.max_feature_norm is not None else ""
-    message = f"{error}{largest}; the run stops without saving epoch {epoch}. The likely cause: {cause}; "
     run_value, recipe_value = getattr(settings, name), getattr(recipe, name)
-    change = f"--{name} {recipe_value if name == 'gamma' or run_value > recipe_value else run_value / 10:g}"
-    if last_good is None:
-        return message + f"no training state was saved yet: start again with a lower one, e.g. {change}"
-    return message + (f"the last good training state is {last_good}: resume from it with a lower one, "
-                      f"e.g. {command} --resume {shlex.quote(str(last_good))} {change}")
+    return cause, f"--{name} {recipe_value if name == 'gamma' or run_value > recipe_value else run_value / 10:g}"

@@ -5,6 +5,8 @@ Figures are made with `matplotlib.figure.Figure`, not pyplot: they need no displ
 are freed with their last reference, so a long run leaks no open figure.
 """
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
+from torchvision.utils import make_grid, save_image
 
 from .checkpointing import atomic_write, save_figure
 
@@ -27,7 +30,7 @@ def as_numpy(values):
     return torch.as_tensor(values).detach().cpu().numpy()
 
 
-def draw_features(ax, feat, digits, centers=None, unseen_digits=(), class_names=None):
+def draw_features(ax, feat, labels, centers=None, unseen_classes=(), class_names=None):
     """Scatter 2-D features on `ax`, coloured by class (the digit, for MNIST), with the
     centres and a legend naming each class by `class_names` (default: its index).
 
@@ -35,16 +38,16 @@ def draw_features(ax, feat, digits, centers=None, unseen_digits=(), class_names=
     clipping a point; equal scales keep the angles between classes true, since the
     bias-free classifier separates them by angle.
     """
-    feat, digits = as_numpy(feat), as_numpy(digits)
+    feat, labels = as_numpy(feat), as_numpy(labels)
     legend = []
-    for digit, color in enumerate(DIGIT_COLORS):
-        points = feat[digits == digit]
+    for label, color in enumerate(DIGIT_COLORS):
+        points = feat[labels == label]
         if not len(points):
             continue
-        unseen = digit in unseen_digits
+        unseen = label in unseen_classes
         marker, size = ("x", 3) if unseen else (".", 2)
         ax.plot(points[:, 0], points[:, 1], marker, color=color, markersize=size, linestyle="")
-        name = class_names[digit] if class_names else str(digit)
+        name = class_names[label] if class_names else str(label)
         legend.append(Line2D([], [], linestyle="", marker="X" if unseen else "o", color=color,
                              label=f"{name} (unseen)" if unseen else name))
     if centers is not None:
@@ -60,18 +63,18 @@ def draw_features(ax, feat, digits, centers=None, unseen_digits=(), class_names=
     ax.set_ylabel("feature 2")
 
 
-def draw_directions(ax, feat, digits, class_directions, unseen_digits=(), class_names=None):
+def draw_directions(ax, feat, labels, class_directions, unseen_classes=(), class_names=None):
     """The angular view of an angular-margin head: each feature scaled onto the unit circle,
     and each class weight's direction drawn from the origin in its class's colour
     (`class_directions`: class -> 2-vector), so the angles between the classes show."""
     feat = as_numpy(feat)
     unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
-    draw_features(ax, unit, digits, unseen_digits=unseen_digits, class_names=class_names)
-    for digit, direction in class_directions.items():
+    draw_features(ax, unit, labels, unseen_classes=unseen_classes, class_names=class_names)
+    for label, direction in class_directions.items():
         x, y = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
-        ax.plot([0, x], [0, y], "-", color=DIGIT_COLORS[digit], linewidth=2, path_effects=[OUTLINE])
-        ax.annotate(class_names[digit] if class_names else str(digit), (x, y), ha="center", va="center", fontsize=9, fontweight="bold",
-                    color=DIGIT_COLORS[digit], path_effects=[OUTLINE])
+        ax.plot([0, x], [0, y], "-", color=DIGIT_COLORS[label], linewidth=2, path_effects=[OUTLINE])
+        ax.annotate(class_names[label] if class_names else str(label), (x, y), ha="center", va="center", fontsize=9, fontweight="bold",
+                    color=DIGIT_COLORS[label], path_effects=[OUTLINE])
     ax.set_xlim(-1.4, 1.4)
     ax.set_ylim(-1.4, 1.4)  # the unit circle, and the class directions beyond it
     ax.set_aspect("equal", adjustable="box")
@@ -79,7 +82,7 @@ def draw_directions(ax, feat, digits, class_directions, unseen_digits=(), class_
     ax.set_ylabel("feature 2 / |feature|")
 
 
-def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=None, unseen_digits=(),
+def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=None, unseen_classes=(),
                  class_directions=None, class_names=None):
     """The feature plot of one epoch: the training features with the centres, beside them
     the test features when given, and for an angular head their directions with each class
@@ -91,18 +94,18 @@ def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=
     panels = len(titles)
     fig = Figure(figsize=(8 * panels, 7), dpi=100)
     axes = fig.subplots(1, panels, squeeze=False)[0]
-    draw_features(axes[0], feat, labels, centers, unseen_digits, class_names)
+    draw_features(axes[0], feat, labels, centers, unseen_classes, class_names)
     if test_feat is not None:
-        draw_features(axes[1], test_feat, test_labels, centers, unseen_digits, class_names)
+        draw_features(axes[1], test_feat, test_labels, centers, unseen_classes, class_names)
     if class_directions is not None:
-        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_digits, class_names)
+        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_classes, class_names)
     for ax, title in zip(axes, titles):
         ax.set_title(title)
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
     return fig
 
 
-def draw_decision_regions(ax, classifier_weight, class_digits, resolution=400):
+def draw_decision_regions(ax, classifier_weight, classes, resolution=400):
     """Shade the plane by the class that `ip2` (no bias) predicts there: wedges from the
     origin, since the prediction argmax_k w_k . x depends on the direction of x alone."""
     ax.figure.canvas.draw()  # settle the data limits, including the equal-aspect adjustment
@@ -110,9 +113,9 @@ def draw_decision_regions(ax, classifier_weight, class_digits, resolution=400):
     xs, ys = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
     grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
     predicted = (grid @ as_numpy(classifier_weight).T).argmax(1).reshape(xs.shape)
-    colors = ListedColormap([DIGIT_COLORS[digit] for digit in class_digits])
+    colors = ListedColormap([DIGIT_COLORS[label] for label in classes])
     ax.imshow(predicted, extent=(x0, x1, y0, y1), origin="lower", cmap=colors, alpha=0.18,
-              vmin=-0.5, vmax=len(class_digits) - 0.5, interpolation="nearest", zorder=0,
+              vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest", zorder=0,
               aspect="auto")
     # Keep the settled limits: the shading must cover exactly the visible plane.
     ax.set_aspect("equal", adjustable="box")
@@ -176,7 +179,7 @@ def plot_curves(history, path):
     save_figure(fig, path)
 
 
-def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs=None, seconds_per_frame=0.4,
+def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epochs=None, seconds_per_frame=0.4,
                       angular=False, class_names=None):
     """An animated GIF of the features epoch by epoch, with one axis range for the whole
     run so that the motion is readable; with `angular` (an angular head), their directions
@@ -191,13 +194,13 @@ def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs
         fig = Figure(figsize=(6.4 * panels, 5.6), dpi=80)
         fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.4)
         ax, *angular_ax = fig.subplots(1, panels, squeeze=False)[0]
-        draw_features(ax, feat, digits, unseen_digits=unseen_digits, class_names=class_names)
+        draw_features(ax, feat, labels, unseen_classes=unseen_classes, class_names=class_names)
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlim(low[0] - margin, high[0] + margin)
         ax.set_ylim(low[1] - margin, high[1] + margin)
         ax.set_title(f"test features, epoch {epoch}")
         for direction_ax in angular_ax:
-            draw_directions(direction_ax, feat, digits, {}, unseen_digits, class_names)
+            draw_directions(direction_ax, feat, labels, {}, unseen_classes, class_names)
             direction_ax.set_title(f"their directions, epoch {epoch}")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
@@ -207,3 +210,25 @@ def write_feature_gif(features_per_epoch, digits, path, unseen_digits=(), epochs
                    duration=int(seconds_per_frame * 1000), loop=0)
     atomic_write(path, gif.getvalue())
     return len(frames)
+
+
+def display_available():
+    return os.name == "nt" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def show_batch(images, path, show=False):
+    """Write a batch of `images` (N, 1, 28, 28, pixel values in 0-1) as a 16-wide image grid
+    to `path`, as the article looks at its data; open a window when `show` is asked and a
+    display exists. Returns the path."""
+    path = Path(path)
+    grid = io.BytesIO()
+    save_image(images, grid, nrow=16, format="png")
+    atomic_write(path, grid.getvalue())
+    if show and display_available():
+        import matplotlib.pyplot as plt  # only here: importing pyplot picks a GUI backend
+        plt.imshow(make_grid(images, nrow=16).permute(1, 2, 0).clamp(0, 1))
+        plt.axis("off")
+        plt.show()
+    elif show:
+        print(f"No display found; the batch grid is in {path}")
+    return path

@@ -1,14 +1,16 @@
-"""The checks a run's settings pass before anything is loaded, trained or written.
+"""The checks a run's settings pass before anything is loaded, trained or written, and
+the settings as the run then records them.
 
 Each broken rule is a `UserError` with one line naming the flag, the rule and the value.
 """
+import argparse
 import math
 from pathlib import Path
 
 from .devices import bf16_supported, pick_device
 from .errors import UserError
 from margin_heads import check_head_settings
-from mnist_loader import parse_classes
+from mnist_loader import DATASETS
 
 
 def check_settings(args):
@@ -30,19 +32,42 @@ def check_settings(args):
     for name in ("max_train_samples", "max_test_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    holdout = parse_classes(args.dataset, args.holdout_classes)  # indices or names
-    if len(set(holdout)) > 8:
+    if len(set(parse_classes(args.dataset, args.holdout_classes))) > 8:  # indices or names
         raise UserError(f"--holdout_classes takes distinct classes and leaves at least two to train on, "
                         f"got {args.holdout_classes}")
-    args.holdout_classes = sorted(set(holdout))
-    args.scale, args.margin = check_head_settings(args.head, args.scale, args.margin)  # the defaults recorded
+    check_head_settings(args.head, args.scale, args.margin)
     device = pick_device(args.device)  # one that the machine lacks stops here
     if args.amp and not bf16_supported(device):
         raise UserError(f"--amp needs native bfloat16, which this {device.type.upper()} lacks "
                         "(on a CPU: AVX512-BF16 or AMX); train in float32 without --amp")
+
+
+def settled(args):
+    """Checked settings (see `check_settings`) as the run records and uses them: held-out
+    classes as sorted indices, the head's default scale and margin filled in, a dry run's
+    one step, and absolute folders, so that run.json and --resume work from any folder."""
+    scale, margin = check_head_settings(args.head, args.scale, args.margin)
+    changes = dict(holdout_classes=sorted(set(parse_classes(args.dataset, args.holdout_classes))),
+                   scale=scale, margin=margin, dataset_dir=str(Path(args.dataset_dir).resolve()),
+                   out_dir=str(Path(args.out_dir).resolve()))
     if args.dry_run:  # one step of training and one test batch
-        args.max_train_samples = min(args.max_train_samples or args.batch_size, args.batch_size)
-        args.max_test_samples = min(args.max_test_samples or args.batch_size, args.batch_size)
-        args.epochs = 1
-    # Absolute, so that run.json and --resume work from any folder.
-    args.dataset_dir, args.out_dir = str(Path(args.dataset_dir).resolve()), str(Path(args.out_dir).resolve())
+        changes.update(max_train_samples=min(args.max_train_samples or args.batch_size, args.batch_size),
+                       max_test_samples=min(args.max_test_samples or args.batch_size, args.batch_size), epochs=1)
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
+def parse_classes(dataset, values):
+    """Class indices from `values`, each an index 0-9 or a class name of `dataset` (any
+    case); UserError for one that is neither."""
+    names = {name.lower(): index for index, name in enumerate(DATASETS[dataset].class_names)}
+    indices = []
+    for value in values:
+        text = str(value).strip()
+        if text.isdigit() and int(text) <= 9:
+            indices.append(int(text))
+        elif text.lower() in names:
+            indices.append(names[text.lower()])
+        else:
+            raise UserError(f"--holdout_classes: {value!r} is neither a class index 0-9 nor a class of "
+                            f"{DATASETS[dataset].title} ({', '.join(DATASETS[dataset].class_names)})")
+    return indices

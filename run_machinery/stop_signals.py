@@ -11,8 +11,7 @@ import sys
 from contextlib import contextmanager
 
 from . import distributed
-from .errors import UserError
-from .nan_watch import NonFiniteError
+from .errors import USER_ERRORS
 
 
 class RunStopped(Exception):
@@ -63,17 +62,15 @@ class StopSignals:
         return RunStopped(message, self.signum)
 
 
-def exit_with(ending, stop, keeper, recipe):
-    """End the run on `ending` (a RunStopped, a second signal or a UserError) with one line
-    and the matching exit status; `recipe()` gives the article's settings for the NaN advice."""
+def exit_with(ending, stop, keeper):
+    """End the run on `ending` (a RunStopped, a second signal or a user's error) with one
+    line and the matching exit status."""
     if isinstance(ending, RunStopped):
         message, status = str(ending), ending.exit_status
     elif isinstance(ending, KeyboardInterrupt):
         saved = f"the last training state saved is {keeper.last_good}" if keeper and keeper.last_good else \
             "no training state was saved"
         message, status = f"Stopped at once by a second signal; {saved}", 128 + (stop.signum or 2)
-    elif isinstance(ending, NonFiniteError):  # with advice against the article's settings
-        message, status = f"error: {keeper.advice(ending, recipe())}", 1
     else:
         message, status = f"error: {ending}", 1
     if status == 1:
@@ -91,16 +88,16 @@ class RunScope:
 
 
 @contextmanager
-def run_ending(recipe):
+def run_ending():
     """Run the block under StopSignals (yields its RunScope); a stop, a second signal or a
-    UserError ends it with one line (`exit_with`, `recipe()` giving the article's settings),
-    and whatever happens the run's folder and torchrun's process group are released."""
+    user's error ends it with one line (`exit_with`), and whatever happens the run's folder
+    and torchrun's process group are released."""
     run = RunScope()
     try:
         with run.stop:
             yield run
-    except (RunStopped, KeyboardInterrupt, UserError) as ending:
-        exit_with(ending, run.stop, run.keeper, recipe)
+    except (RunStopped, KeyboardInterrupt, *USER_ERRORS) as ending:
+        exit_with(ending, run.stop, run.keeper)
     finally:
         if run.files:
             run.files.close()  # lets another run use the folder

@@ -17,7 +17,7 @@ import torch
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
 from .errors import UserError
 from .history import EpochProgress, History
-from .nan_watch import advice
+from .nan_watch import NonFiniteError, remedy
 from .stop_signals import TrainingInterrupted
 
 TRAINING_STATE_NAME = "training_state.pth"
@@ -92,7 +92,17 @@ def load_training_state(path):
     """Read a training state written by `save_training_state`; `CheckpointError` when the
     file is broken, damaged (its checksum differs) or is not one (another program's
     checkpoint, a per-epoch model file)."""
-    saved = load_checkpoint(path)
+    return unpack_training_state(load_checkpoint(path), path)
+
+
+def is_training_state(saved):
+    """Whether `saved`, a loaded checkpoint, is (or claims to be) a training state."""
+    return isinstance(saved, dict) and saved.get("format") == TRAINING_STATE_FORMAT
+
+
+def unpack_training_state(saved, path):
+    """The training state in `saved`, the content of the file `path` as loaded; raises as
+    `load_training_state` does."""
     if not isinstance(saved, dict) or saved.get("format") != TRAINING_STATE_FORMAT:
         if isinstance(saved, dict) and saved and all(isinstance(value, torch.Tensor) for value in saved.values()):
             kind = "a model's state_dict (such as a per-epoch epoch_NNN.pth)"
@@ -216,11 +226,13 @@ class StateKeeper:
     puts back the state that --resume names. Only the main process writes (`files.writes`);
     `last_good` is the newest state known to be good: the one to go back to."""
 
-    def __init__(self, files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, command):
+    def __init__(self, files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, command, recipe):
+        """`command` runs the trainer again (for the resume hints); `recipe` holds the
+        article's settings, the rates the advice on a NaN goes back to."""
         self.path, self.writes, self.settings = files.paths.training_state, files.writes, files.settings
         self.modules = {"model": model, "center_loss": center_loss}
         self.optimizers = {"net": dnn_optimizer, "center": center_optimizer}
-        self.scheduler, self.command = scheduler, command
+        self.scheduler, self.command, self.recipe = scheduler, command, recipe
         self.last_good = self.loader_generator = None
         self.epoch = 1  # the epoch under way, for the advice on a NaN
 
@@ -273,21 +285,30 @@ class StateKeeper:
         return f"Stopped in epoch {epoch}; it starts again on resuming. {saved}"
 
     @contextlib.contextmanager
-    def interruptible(self, stop, epoch, num_steps, history):
-        """Around an epoch's training: a stop asked for in it saves the state and ends the run."""
+    def watching(self, stop, epoch, num_steps, history):
+        """Around an epoch's training and test: a stop asked for in it saves the state and
+        ends the run; a NaN ends it with advice (`explain`)."""
         try:
             yield
         except TrainingInterrupted as interrupted:
             raise stop.stopped(self.save_interrupted(epoch, num_steps, history, interrupted.progress)) from None
+        except NonFiniteError as error:
+            raise UserError(self.explain(error)) from None
 
     def stop_if_asked(self, stop, epoch):
         """After `epoch`'s files: end the run here when a stop was asked for and epochs remain."""
         if stop.requested() and epoch < self.settings.epochs:
             raise stop.stopped(f"Stopped after epoch {epoch}. {self.resume_hint()}")
 
-    def advice(self, error, recipe):
-        """The message for a NaN `error` in the epoch under way (see nan_watch.advice)."""
-        return advice(error, self.epoch, self.settings, recipe, self.epoch_lr, self.last_good, self.command)
+    def explain(self, error):
+        """The message for a NaN `error` in the epoch under way: what went bad, the likely
+        cause, and a resume from the last good state with the setting to change."""
+        cause, change = remedy(error, self.settings, self.recipe, self.epoch_lr)
+        message = f"{error}; the run stops without saving epoch {self.epoch}. The likely cause: {cause}; "
+        if self.last_good is None:
+            return message + f"no training state was saved yet: start again with a lower one, e.g. {change}"
+        return message + (f"the last good training state is {self.last_good}: resume from it with a lower one, "
+                          f"e.g. {self.command} --resume {shlex.quote(str(self.last_good))} {change}")
 
     def resume_hint(self, path=None):
         path = path or self.last_good

@@ -8,7 +8,8 @@ from PIL import Image
 import train_mnist_original_center as trainer
 from run_machinery.checkpointing import load_checkpoint
 from conftest import output_flags, trainer_flags
-from run_machinery.epoch_files import EpochFiles
+from run_machinery.checkpointing import WriteError
+from run_machinery.epoch_files import EpochFiles, Plotter
 
 
 def test_history_csv_and_curves(two_epoch_run):
@@ -74,3 +75,23 @@ def test_tensorboard_logs(mnist_dir, tmp_path):
                                "--tensorboard", tmp_path / "tb"))
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert list((tmp_path / "tb").rglob("projector_config.pbtxt"))
+
+
+def test_background_plotter_writes_and_reports_errors(tmp_path):
+    plotter = Plotter(background=True)
+    feat, labels, centers = torch.randn(50, 2), torch.arange(50) % 10, torch.zeros(10, 2)
+    plotter.submit(trainer.visualize, feat, labels, 1, tmp_path / "plot_1.png", centers)
+    plotter.submit(trainer.visualize, feat, labels, 2, tmp_path / "plot_2.png", centers)
+    plotter.wait()
+    assert (tmp_path / "plot_1.png").stat().st_size > 0 and (tmp_path / "plot_2.png").stat().st_size > 0
+    (tmp_path / "a_file").write_text("not a folder")
+    plotter.submit(trainer.visualize, feat, labels, 3, tmp_path / "a_file" / "plot_3.png", centers)
+    with pytest.raises(WriteError):
+        plotter.wait()
+    plotter.wait()  # the error is raised once
+
+
+def test_plotter_without_background_runs_at_once():
+    calls = []
+    Plotter(background=False).submit(calls.append, "drawn")
+    assert calls == ["drawn"]

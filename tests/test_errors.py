@@ -1,16 +1,21 @@
-"""Every error a user can fix is a UserError, which each script's main() prints as one line."""
+"""Every error a user can fix is one of USER_ERRORS, which each script's main() prints as one line."""
 import pytest
 
-from run_machinery import checkpointing
+import margin_heads
 import mnist_loader
-from run_machinery import nan_watch
-from run_machinery.errors import UserError
+from run_machinery import checkpointing, nan_watch
+from run_machinery.errors import USER_ERRORS, UserError
 
 
-@pytest.mark.parametrize("error", [checkpointing.CheckpointError, checkpointing.WriteError,
-                                   mnist_loader.DatasetError, nan_watch.NonFiniteError])
-def test_the_projects_errors_are_user_errors(error):
+@pytest.mark.parametrize("error", [checkpointing.CheckpointError, checkpointing.WriteError, nan_watch.NonFiniteError])
+def test_the_machinerys_errors_are_user_errors(error):
     assert issubclass(error, UserError)
+
+
+def test_the_article_modules_errors_are_reported_too():
+    """They import no project module, so their errors are their own; USER_ERRORS names them."""
+    assert mnist_loader.DatasetError in USER_ERRORS and margin_heads.HeadSettingsError in USER_ERRORS
+    assert not issubclass(mnist_loader.DatasetError, UserError)
 
 
 def test_a_user_error_from_deep_inside_is_one_line_from_main(tmp_path):

@@ -35,8 +35,13 @@ def test_evaluate_matches_the_trainers_last_epoch_without_repeating_flags(two_ep
     assert json.loads((tmp_path / "eval.json").read_text()) == metrics
     with open(out / "history.csv") as f:
         last = list(csv.DictReader(f))[-1]
-    assert metrics["accuracy"] == pytest.approx(float(last["test_acc"]), abs=1e-6)
-    assert metrics["map_at_r"] == pytest.approx(float(last["map_at_r"]), abs=1e-6)
+    # Two computations of the same model: the trainer's (batches of 128, channels-last
+    # weights) and evaluate.py's (one batch, plain weights) round differently, and nearly
+    # tied neighbours may swap. A swap moves one of the 100 queries' AP by a few hundredths,
+    # MAP@R by a few ten-thousandths (0.46575 against 0.46565 on an AVX2-only CPU); a wrong
+    # model or other images would move both figures by far more.
+    assert metrics["accuracy"] == pytest.approx(float(last["test_acc"]), abs=0.02)
+    assert metrics["map_at_r"] == pytest.approx(float(last["map_at_r"]), abs=0.01)
 
 
 class NotTensors:

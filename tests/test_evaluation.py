@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from run_machinery.evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation, read_checkpoint
 from margin_heads import Head
-from run_machinery.metrics import retrieval_metrics
+from run_machinery.metrics import embed, retrieval_metrics
 
 
 def test_reads_a_training_state_file(two_epoch_run, tmp_path):
@@ -27,7 +27,7 @@ def test_an_angular_head_predicts_by_the_largest_cosine(arcface_run, mnist_dir):
     assert checkpoint.head.angular and (checkpoint.head.scale, checkpoint.head.margin) == (16.0, 0.2)
     loader = load_test_split(mnist_dir, torch.device("cpu"))
     weight = checkpoint.model.ip2.weight
-    features = checkpoint.model.eval()(loader.images)[0].detach()
+    features = embed(checkpoint.model, loader)[0]  # as evaluate() computes them: the same kernels
     cosine = F.normalize(features, dim=1) @ F.normalize(weight.detach(), dim=1).T
     # Stretch the first image's second-nearest class weight: ip2's argmax there changes, the cosine's does not.
     runner_up = cosine[0].topk(2).indices[1]
@@ -36,8 +36,8 @@ def test_an_angular_head_predicts_by_the_largest_cosine(arcface_run, mnist_dir):
         weight[runner_up] *= 1000
     ip2 = features @ weight.detach().T
     assert ip2[0].argmax() == runner_up != cosine[0].argmax()
-    metrics, _, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.class_digits, [])
-    softmax, _, _ = evaluate(checkpoint.model, Head("softmax"), loader, checkpoint.class_digits, [])
+    metrics, _, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.classes, [])
+    softmax, _, _ = evaluate(checkpoint.model, Head("softmax"), loader, checkpoint.classes, [])
     assert metrics["accuracy"] == pytest.approx((cosine.argmax(1) == loader.labels).float().mean().item())
     assert softmax["accuracy"] == pytest.approx((ip2.argmax(1) == loader.labels).float().mean().item())
 
@@ -45,8 +45,8 @@ def test_an_angular_head_predicts_by_the_largest_cosine(arcface_run, mnist_dir):
 def test_an_angular_head_retrieves_by_cosine(arcface_run, mnist_dir):
     checkpoint = open_checkpoint(arcface_run / "model" / "epoch_002.pth")
     loader = load_test_split(mnist_dir, torch.device("cpu"))
-    features = checkpoint.model.eval()(loader.images)[0].detach()
-    metrics, _, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.class_digits, [])
+    features = embed(checkpoint.model, loader)[0]  # as evaluate() computes them: the same kernels
+    metrics, _, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.classes, [])
     by_cosine = retrieval_metrics(F.normalize(features, dim=1), loader.labels)
     by_distance = retrieval_metrics(features, loader.labels)
     assert by_cosine["map_at_r"] != by_distance["map_at_r"]  # the two rankings differ on these features

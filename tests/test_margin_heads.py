@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
-from run_machinery.errors import UserError
-from margin_heads import (DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, LAMBDA_MIN, NORM_FLOOR, Head, chebyshev,
+from margin_heads import (HeadSettingsError, DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, LAMBDA_MIN, NORM_FLOOR, Head, chebyshev,
                           check_head_settings, sphereface_lambda)
 
 # Two classes along the axes, so the cosines of a feature are read off its direction.
@@ -179,7 +178,7 @@ def test_defaults_are_filled_in():
     ("magface", None, None, "--head must be one of"),
 ])
 def test_bad_values_are_one_line(name, scale, margin, message):
-    with pytest.raises(UserError, match=message) as error:
+    with pytest.raises(HeadSettingsError, match=message) as error:
         check_head_settings(name, scale, margin)
     assert "\n" not in str(error.value)
 

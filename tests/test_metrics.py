@@ -37,7 +37,7 @@ def test_separated_clusters_score_one():
 def test_split_seen_and_unseen():
     labels = torch.tensor([0, 0, 1, 1, 8, 8, 9, 9])
     features = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5], [-9, 0], [9, 0], [-9.1, 0], [9.1, 0]])
-    metrics = split_retrieval_metrics(features, labels, unseen_digits=[8, 9])
+    metrics = split_retrieval_metrics(features, labels, unseen_classes=[8, 9])
     assert metrics["seen_map_at_r"] == 1.0
     # Among the unseen 8s and 9s every nearest neighbour is of the other digit.
     assert metrics["unseen_precision_at_1"] == 0.0

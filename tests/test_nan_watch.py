@@ -7,7 +7,7 @@ import torch
 
 import train_mnist_original_center as trainer
 from conftest import small_run_flags, stop_message
-from run_machinery.nan_watch import FEATURE_NORM_LIMIT, NanWatch, NonFiniteError, advice, check_test_pass
+from run_machinery.nan_watch import FEATURE_NORM_LIMIT, NanWatch, NonFiniteError, check_test_pass, remedy
 from run_machinery.training_state import load_training_state
 
 RECIPE = trainer.build_parser().parse_args([])
@@ -51,21 +51,21 @@ def settings(**changes):
     return SimpleNamespace(**{**vars(RECIPE), **changes})
 
 
-def test_advice_follows_the_evidence():
+def test_the_remedy_follows_the_evidence():
     centres = NonFiniteError(["centre loss"], "in epoch 2 at step 3 of 8", max_feature_norm=4.0)
-    assert "the centres' learning rate is too high (--center_lr 50)" in advice(
-        centres, 2, settings(center_lr=50.0), RECIPE, 0.001, None, "python3 t.py")
+    cause, change = remedy(centres, settings(center_lr=50.0), RECIPE, 0.001)
+    assert cause == "the centres' learning rate is too high (--center_lr 50)" and change == "--center_lr 0.5"
     # The centre loss overflowed because the features blew up: the network's rate is the cause.
     blown = NonFiniteError(["centre loss"], "in epoch 2 at step 3 of 8", max_feature_norm=3e38)
-    message = advice(blown, 2, settings(lr=10.0), RECIPE, 10.0, "state.pth", "python3 t.py")
-    assert "the network's learning rate is too high (--lr 10)" in message
-    assert message.endswith("e.g. python3 t.py --resume state.pth --lr 0.001")  # the article's rate
+    cause, change = remedy(blown, settings(lr=10.0), RECIPE, 10.0)
+    assert cause == "the network's learning rate is too high (--lr 10)" and change == "--lr 0.001"  # the article's
     # The schedule raised the rate: --gamma is the cause, whatever went bad.
-    message = advice(blown, 3, settings(gamma=1000.0, step_size=1), RECIPE, 1000.0, "s.pth", "python3 t.py")
-    assert "the schedule raised the network's learning rate to 1000 (--gamma 1000" in message
-    assert message.endswith("--gamma 0.8")
+    cause, change = remedy(blown, settings(gamma=1000.0, step_size=1), RECIPE, 1000.0)
+    assert cause.startswith("the schedule raised the network's learning rate to 1000 (--gamma 1000")
+    assert change == "--gamma 0.8"
     # A rate already at or below the article's: a tenth of it.
-    assert advice(blown, 1, settings(lr=0.001), RECIPE, 0.001, None, "p").endswith("e.g. --lr 0.0001")
+    assert remedy(blown, settings(lr=0.001), RECIPE, 0.001)[1] == "--lr 0.0001"
+    assert "(largest feature norm 3e+38)" in str(blown)
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_state(mnist_dir, tmp_path, capsys):

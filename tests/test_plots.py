@@ -4,7 +4,9 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from run_machinery.plots import DIGIT_COLORS, draw_decision_regions, draw_directions, draw_features, plot_curves, write_feature_gif
+from mnist_loader import load_dataset
+from run_machinery.plots import (DIGIT_COLORS, draw_decision_regions, draw_directions, draw_features, plot_curves,
+                                   show_batch, write_feature_gif)
 
 
 def test_axes_hold_every_point_and_centre():
@@ -19,7 +21,7 @@ def test_axes_hold_every_point_and_centre():
 
 def test_unseen_digits_are_crosses_in_the_legend():
     ax = Figure().add_subplot()
-    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_digits=[8, 9])
+    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_classes=[8, 9])
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert "8 (unseen)" in labels and "9 (unseen)" in labels and "7" in labels
 
@@ -27,7 +29,7 @@ def test_unseen_digits_are_crosses_in_the_legend():
 def test_the_legend_names_the_classes():
     ax = Figure().add_subplot()
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_digits=[6], class_names=names)
+    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_classes=[6], class_names=names)
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert labels[:3] == ["T-shirt/top", "Trouser", "Pullover"] and "Shirt (unseen)" in labels
 
@@ -83,3 +85,15 @@ def test_ranking_figure_rows_and_frames():
     blue, green, red = (matplotlib.colors.to_rgba(c) for c in ("tab:blue", "tab:green", "tab:red"))
     assert frames == [blue, green, red, blue, red, green]
     assert [ax.get_title() for ax in axes] == ["zero", "zero", "one", "one", "two", "one"]
+
+
+def test_show_batch_writes_a_16_wide_grid(mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    train_loader = load_dataset(mnist_dir, 32)[0]
+    images, _ = next(iter(train_loader))
+    path = show_batch(train_loader.pixels(images), tmp_path / "grid.png", show=True)
+    assert "No display" in capsys.readouterr().out
+    width, height = Image.open(path).size
+    # make_grid: 16 tiles of 28 px plus 2 px padding around each; 32 images -> 2 rows.
+    assert (width, height) == (2 + 16 * 30, 2 + 2 * 30)

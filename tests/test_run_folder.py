@@ -43,7 +43,7 @@ def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
     write_run_file(paths, settings(tmp_path), tuple(range(8)), torch.device("cpu"), 1)
     run = read_run_file(paths.out_dir)
     assert run["settings"]["epochs"] == 3 and run["holdout_classes"] == [8, 9] and run["classes"] == list(range(8))
-    assert run["dataset"] == "mnist" and run["class_names"] == [str(digit) for digit in range(10)]
+    assert run["dataset"] == "mnist" and run["class_names"] == [str(label) for label in range(10)]
     assert run["torch"] == torch.__version__ and run["device"] == "cpu" and run["resumed"] == []
     assert run["dataset_dir"] == str((tmp_path / "data").resolve())
     assert run["git_commit"] is None or len(run["git_commit"].split("+")[0]) == 40

@@ -3,6 +3,9 @@ anything is loaded or written."""
 import pytest
 import torch
 
+from run_machinery.errors import UserError
+from run_machinery.settings import parse_classes
+
 from run_machinery import settings
 from conftest import stop_message, trainer_flags
 
@@ -45,3 +48,11 @@ def test_amp_without_bf16_says_so(mnist_dir, tmp_path, monkeypatch):
     message = stop_message(trainer_flags(mnist_dir, tmp_path, "--amp"))
     assert "--amp needs native bfloat16" in message and "without --amp" in message
     assert "\n" not in message
+
+
+def test_classes_by_index_or_name():
+    assert parse_classes("fashion-mnist", ["Shirt", "ankle boot", 0, "3"]) == [6, 9, 0, 3]
+    assert parse_classes("kmnist", ["wo", "KI"]) == [9, 1]
+    for dataset, value in (("mnist", "10"), ("fashion-mnist", "shoe"), ("mnist", "Shirt")):
+        with pytest.raises(UserError, match="is neither a class index 0-9 nor a class of"):
+            parse_classes(dataset, [value])

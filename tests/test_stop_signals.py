@@ -127,7 +127,7 @@ class FolderLock:
 
 def test_run_ending_returns_the_run_and_releases_the_folder():
     signal_handler = signal.getsignal(signal.SIGINT)
-    with run_ending(dict) as run:
+    with run_ending() as run:
         run.files = FolderLock()
         assert signal.getsignal(signal.SIGINT) == run.stop.handle
     assert run.files.closed and signal.getsignal(signal.SIGINT) == signal_handler
@@ -139,7 +139,7 @@ def test_run_ending_returns_the_run_and_releases_the_folder():
 ])
 def test_run_ending_ends_a_stop_or_an_error_in_one_line(ending, status, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        with run_ending(dict) as run:
+        with run_ending() as run:
             run.files = FolderLock()
             raise ending
     assert exit_info.value.code == status and run.files.closed
@@ -148,7 +148,7 @@ def test_run_ending_ends_a_stop_or_an_error_in_one_line(ending, status, message,
 
 def test_run_ending_lets_other_errors_through_with_their_traceback():
     with pytest.raises(ZeroDivisionError):
-        with run_ending(dict) as run:
+        with run_ending() as run:
             run.files = FolderLock()
             1 / 0
     assert run.files.closed

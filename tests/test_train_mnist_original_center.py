@@ -15,7 +15,7 @@ from conftest import REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_scr
 from run_machinery.devices import bf16_supported, speed_setup
 from margin_heads import Head
 from run_machinery.metrics import retrieval_metrics
-from mnist_loader import digit_to_class, load_dataset
+from mnist_loader import load_dataset
 from mnist_net import Net
 
 NEEDS_BF16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")),
@@ -87,8 +87,8 @@ def test_each_head_trains_with_center_loss(mnist_dir, head):
     optimizers = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4),
                   torch.optim.SGD(center_loss.parameters(), lr=0.5))
     steps = (Head(head, model.ip2.weight), train_loader, nn.NLLLoss(), 1.0, center_loss, *optimizers)
-    first, *_ = trainer.train(model, *steps, 1, digit_to_class(classes, "cpu"))
-    last, *_ = trainer.train(model, *steps, 2, digit_to_class(classes, "cpu"))
+    first, *_ = trainer.train(model, *steps, 1)
+    last, *_ = trainer.train(model, *steps, 2)
     assert last.loss < first.loss and last.center_loss > 0
 
 
@@ -124,10 +124,10 @@ def test_main_returns_the_history_it_prints(mnist_dir, tmp_path, capsys):
     assert history.records[-1].seconds == pytest.approx(times.train + times.test + times.metrics)
 
 
-def test_every_flag_is_in_both_readmes():
+def test_every_flag_is_in_both_usage_pages():
     flags = [action.option_strings[0] for action in trainer.build_parser()._actions if action.option_strings
              and action.option_strings[0] != "-h"]
-    for readme in ("README.md", "README.ja.md"):
+    for readme in ("docs/usage.md", "docs/usage.ja.md"):
         text = (REPO_DIR / readme).read_text()
         missing = [flag for flag in flags if f"| `{flag}`" not in text]
         assert not missing, f"{readme} lacks {missing}"
@@ -138,7 +138,7 @@ def test_visualize_writes_the_plot(tmp_path):
     trainer.visualize(feat, labels, 7, tmp_path / "sub" / "plot.png", torch.zeros(10, 2), feat, labels)
     with Image.open(tmp_path / "sub" / "plot.png") as image:
         assert image.size == (1600, 700)
-    directions = {digit: torch.randn(2) for digit in range(10)}
+    directions = {label: torch.randn(2) for label in range(10)}
     trainer.visualize(feat, labels, 7, tmp_path / "angular.png", torch.zeros(10, 2), feat, labels, (), directions)
     with Image.open(tmp_path / "angular.png") as image:
         assert image.size == (2400, 700)
@@ -307,18 +307,15 @@ def test_no_host_sync_in_cuda_step_loop(mnist_dir, amp):
     model = Net(len(classes)).to(device)
     speed_setup(model, device, channels_last=True)
     center_loss = CenterLoss(len(classes), 2).to(device)
-    class_of_digit = digit_to_class(classes, device)
     dnn_optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     center_optimizer = torch.optim.SGD(center_loss.parameters(), lr=0.5)
     steps = (nn.NLLLoss(), 1.0, center_loss, dnn_optimizer, center_optimizer)
     # A first epoch unguarded: lazy initialisation and cuDNN's autotuning may synchronise once.
     head = Head("softmax")
-    trainer.train(model, head, train_loader, *steps, 1, class_of_digit, amp)
-    metrics, features, digits = trainer.train(model, head, SyncErrorWhileIterating(train_loader), *steps, 2,
-                                              class_of_digit, amp)
+    trainer.train(model, head, train_loader, *steps, 1, amp)
+    metrics, features, labels = trainer.train(model, head, SyncErrorWhileIterating(train_loader), *steps, 2, amp)
     assert features.device.type == "cpu" and features.shape == (train_loader.num_samples, 2)
-    trainer.test(model, head, SyncErrorWhileIterating(test_loader), nn.NLLLoss(), 1.0, center_loss, class_of_digit,
-                 amp)
+    trainer.test(model, head, SyncErrorWhileIterating(test_loader), nn.NLLLoss(), 1.0, center_loss, amp)
 
 
 @pytest.mark.skipif(not (REAL_MNIST_DIR / "MNIST" / "raw").is_dir(),
