@@ -22,8 +22,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=cli.HelpFormatter)
     parser.add_argument("features", help="the test_features.pt a training run wrote")
-    parser.add_argument("--out", default=None, help="GIF path; default: features.gif beside the input")
-    parser.add_argument("--seconds_per_frame", type=float, default=0.4, help="display time of each epoch")
+    parser.add_argument("--out", default=None,
+                        help="GIF path; default: features.gif beside the input")
+    parser.add_argument("--seconds_per_frame", type=float, default=0.4,
+                        help="display time of each epoch")
     args = parser.parse_args(argv)
     with cli.one_line_errors():
         saved = load_checkpoint(args.features)
@@ -31,7 +33,8 @@ def main(argv=None):
             raise UserError(f"{args.features} is not a test_features.pt written by the trainer")
         out = Path(args.out) if args.out else Path(args.features).with_name("features.gif")
         settings = (find_run_file(args.features) or {}).get("settings") or {}
-        frames = write_feature_gif(saved["features"], saved["digits"], out, saved.get("unseen_digits", ()),
+        frames = write_feature_gif(saved["features"], saved["digits"], out,
+                                   saved.get("unseen_digits", ()),
                                    saved["epochs"], args.seconds_per_frame,
                                    angular=settings.get("head", "softmax") != "softmax",
                                    class_names=class_names(settings.get("dataset", "mnist")))

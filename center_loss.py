@@ -29,7 +29,8 @@ class CenterLoss(nn.Module):
         feat = feat.reshape(feat.size(0), -1)
         if feat.size(1) != self.feat_dim:
             raise ValueError(
-                f"CenterLoss: features have width {feat.size(1)}, expected feat_dim={self.feat_dim}")
+                f"CenterLoss: features have width {feat.size(1)}, "
+                f"expected feat_dim={self.feat_dim}")
         if label.dim() != 1 or label.size(0) != feat.size(0):
             raise ValueError(
                 f"CenterLoss: {label.numel()} labels for {feat.size(0)} features; "
@@ -70,7 +71,8 @@ class CenterLossFunction(Function):
     def backward(ctx, grad_output):
         feat, label, centers_batch, counts = ctx.saved_tensors
         diff = centers_batch - feat
-        grad_centers = torch.zeros(ctx.num_classes, diff.size(1), dtype=diff.dtype, device=diff.device)
+        grad_centers = torch.zeros(ctx.num_classes, diff.size(1), dtype=diff.dtype,
+                                   device=diff.device)
         grad_centers.index_add_(0, label, diff)
         grad_centers = grad_centers / (1 + counts).unsqueeze(1) / ctx.batch_size
         grad_feat = -grad_output * diff / ctx.batch_size

@@ -33,7 +33,8 @@ from run_machinery.run_folder import RunPaths, check_image_format, read_run_file
 
 PANELS_PER_ROW = 3  # more runs wrap onto further rows
 COLUMNS = (("accuracy", "test accuracy", ".4f"), ("precision_at_1", "Precision@1", ".4f"),
-           ("r_precision", "R-Precision", ".4f"), ("map_at_r", "MAP@R", ".4f"), ("rank_1", "rank-1", ".4f"),
+           ("r_precision", "R-Precision", ".4f"), ("map_at_r", "MAP@R", ".4f"),
+           ("rank_1", "rank-1", ".4f"),
            ("mean_average_precision", "mAP", ".4f"), ("unseen_map_at_r", "unseen MAP@R", ".4f"),
            ("seconds_per_epoch", "s/epoch", ".1f"))
 
@@ -43,7 +44,8 @@ def run_checkpoint(run_dir, epoch=None):
     with a checkpoint; UserError when it is no run or lacks that checkpoint."""
     run = read_run_file(run_dir)
     if run is None:
-        raise UserError(f"{run_dir} is not a run's folder: it has no run.json (give a trainer's --out_dir)")
+        raise UserError(f"{run_dir} is not a run's folder: it has no run.json "
+                        "(give a trainer's --out_dir)")
     paths = RunPaths.from_settings(argparse.Namespace(**run["settings"]))
     if epoch is not None:
         if not paths.model(epoch).is_file():
@@ -52,7 +54,8 @@ def run_checkpoint(run_dir, epoch=None):
     for last in range(run["settings"]["epochs"], 0, -1):
         if paths.model(last).is_file():
             return run, paths, last
-    raise UserError(f"{run_dir} has no per-epoch checkpoint yet ({paths.model_path_temp.format('NNN')})")
+    raise UserError(f"{run_dir} has no per-epoch checkpoint yet "
+                    f"({paths.model_path_temp.format('NNN')})")
 
 
 def median_epoch_seconds(history_path, epoch):
@@ -61,7 +64,8 @@ def median_epoch_seconds(history_path, epoch):
     if not history_path.is_file():
         return None
     with open(history_path, newline="") as file:
-        seconds = [float(row["seconds"]) for row in csv.DictReader(file) if int(row["epoch"]) <= epoch]
+        seconds = [float(row["seconds"]) for row in csv.DictReader(file)
+                   if int(row["epoch"]) <= epoch]
     return statistics.median(seconds) if seconds else None
 
 
@@ -74,26 +78,32 @@ def panel_title(settings, epoch, metrics):
 def markdown_table(names, results):
     """The table of figures, a row per run; a column only where some run has its figure
     (unseen MAP@R: a run held classes out; s/epoch: a run has its history.csv)."""
-    columns = [column for column in COLUMNS if any(metrics.get(column[0]) is not None for metrics in results)]
-    lines = ["| run | head | loss weight | epoch | " + " | ".join(label for _, label, _ in columns) + " |",
+    columns = [column for column in COLUMNS
+               if any(metrics.get(column[0]) is not None for metrics in results)]
+    lines = ["| run | head | loss weight | epoch | "
+             + " | ".join(label for _, label, _ in columns) + " |",
              "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in columns) + " |"]
     for name, metrics in zip(names, results):
-        figures = ["-" if metrics.get(key) is None else format(metrics[key], spec) for key, _, spec in columns]
-        lines.append(f"| {name} | {metrics['head']} | {metrics['loss_weight']:g} | {metrics['epoch']} | "
-                     + " | ".join(figures) + " |")
+        figures = ["-" if metrics.get(key) is None else format(metrics[key], spec)
+                   for key, _, spec in columns]
+        lines.append(f"| {name} | {metrics['head']} | {metrics['loss_weight']:g} | "
+                     f"{metrics['epoch']} | " + " | ".join(figures) + " |")
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter)
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="the runs' folders (the trainer's --out_dir)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="the runs' folders (the trainer's --out_dir)")
     parser.add_argument("--out", default="compare.png", help="the figure, a panel per run")
     parser.add_argument("--epoch", type=int, default=None,
                         help="compare every run at this epoch; default: each run's last checkpoint")
-    parser.add_argument("--markdown", default=None, help="also write the table of figures to this file; default: none")
+    parser.add_argument("--markdown", default=None,
+                        help="also write the table of figures to this file; default: none")
     parser.add_argument("--device", default="auto",
-                        help="where to evaluate: auto (the current accelerator, else the CPU) or a PyTorch "
-                             "device name (cpu, cuda, cuda:1, mps)")
+                        help="where to evaluate: auto (the current accelerator, else the CPU) or a "
+                             "PyTorch device name (cpu, cuda, cuda:1, mps)")
     return parser.parse_args(argv)
 
 
@@ -117,22 +127,27 @@ def main(argv=None):
             checkpoint = open_checkpoint(paths.model(epoch))
             settings = run["settings"]
             if results and checkpoint.dataset != results[0]["dataset"]:
-                raise UserError(f"{run_dir} was trained on {DATASETS[checkpoint.dataset].title}, {args.run_dirs[0]} on "
-                                f"{DATASETS[results[0]['dataset']].title}; compare runs on the same test split")
-            test_loader = load_test_split(run["dataset_dir"], device, settings.get("max_test_samples"),
+                raise UserError(f"{run_dir} was trained on {DATASETS[checkpoint.dataset].title}, "
+                                f"{args.run_dirs[0]} on {DATASETS[results[0]['dataset']].title}; "
+                                "compare runs on the same test split")
+            test_loader = load_test_split(run["dataset_dir"], device,
+                                          settings.get("max_test_samples"),
                                           dataset=checkpoint.dataset)
             if test_labels is not None and not torch.equal(test_loader.labels.cpu(), test_labels):
                 raise UserError(f"{run_dir} was tested on other images than {args.run_dirs[0]} "
-                                f"({test_loader.num_samples} against {test_digits.numel()} test images, or other "
-                                f"labels); compare runs on the same test split")
+                                f"({test_loader.num_samples} against {test_labels.numel()} test "
+                                f"images, or other labels); compare runs on the same test split")
             test_labels = test_loader.labels.cpu()
-            metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head, test_loader,
-                                            checkpoint.classes, checkpoint.holdout, checkpoint.class_names)
-            metrics.update(run=str(run_dir), head=checkpoint.head.name, loss_weight=settings["loss_weight"],
+            metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head,
+                                            test_loader, checkpoint.classes, checkpoint.holdout,
+                                            checkpoint.class_names)
+            metrics.update(run=str(run_dir), head=checkpoint.head.name,
+                           loss_weight=settings["loss_weight"],
                            epoch=epoch, dataset=checkpoint.dataset,
                            seconds_per_epoch=median_epoch_seconds(paths.history, epoch))
             results.append(metrics)
-            draw_features(ax, features, test_labels, checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
+            draw_features(ax, features, test_labels, checkpoint.centers, checkpoint.holdout,
+                          checkpoint.class_names)
             draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes)
             ax.set_title(panel_title(settings, epoch, metrics), fontsize=10)
         save_figure(fig, args.out)

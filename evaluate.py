@@ -25,7 +25,8 @@ if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends 
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
-from run_machinery.evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation
+from run_machinery.evaluation import (evaluate, json_ready, load_test_split, open_checkpoint,
+                                      plot_evaluation)
 from margin_heads import HEADS
 from run_machinery.metrics import nearest_gallery, ranking_queries
 from mnist_loader import DATASETS, REPO_DIR
@@ -38,30 +39,36 @@ def parse_args(argv=None):
         description="Evaluate a trained checkpoint: accuracy, per-class report, retrieval metrics "
                     "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
         formatter_class=cli.HelpFormatter)
-    parser.add_argument("checkpoint", help="a per-epoch .pth (state_dict) or training-state file of the trainer")
+    parser.add_argument("checkpoint",
+                        help="a per-epoch .pth (state_dict) or training-state file of the trainer")
     parser.add_argument("--dataset", choices=DATASETS, default=None,
-                        help="the dataset the model was trained on; default: the run's, from its run.json, else mnist")
+                        help="the dataset the model was trained on; default: the run's, from its "
+                             "run.json, else mnist")
     parser.add_argument("--dataset_dir", default=None,
-                        help="the dataset's folder, as for the trainer; default: the run's, from its run.json, "
-                             f"else {REPO_DIR / 'datasets'}")
+                        help="the dataset's folder, as for the trainer; default: the run's, from "
+                             f"its run.json, else {REPO_DIR / 'datasets'}")
     parser.add_argument("--max_test_samples", type=int, default=None,
                         help="use only the first N test images; default: all")
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
-                        help="classes held out in training, indices 0-9 or names; default: the run's, from its "
-                             "run.json or training state, else none")
+                        help="classes held out in training, indices 0-9 or names; default: the "
+                             "run's, from its run.json or training state, else none")
     parser.add_argument("--head", choices=HEADS, default=None,
-                        help="the head the model was trained with, which decides its predictions; default: the "
-                             "run's, from its run.json, else softmax")
-    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file; default: none")
-    parser.add_argument("--plot", default=None, help="write the test-feature plot to this PNG; default: none")
+                        help="the head the model was trained with, which decides its predictions; "
+                             "default: the run's, from its run.json, else softmax")
+    parser.add_argument("--json", default=None,
+                        help="also write the metrics to this JSON file; default: none")
+    parser.add_argument("--plot", default=None,
+                        help="write the test-feature plot to this PNG; default: none")
     parser.add_argument("--ranking", default=None,
-                        help="write a picture of retrieval to this PNG: for a few queries (--ranking_per_class of "
-                             "each class, the held-out ones first), the query and its ten nearest test images, "
-                             "framed green when of its class, red otherwise; default: none")
-    parser.add_argument("--ranking_per_class", type=int, default=2, help="queries of each class in --ranking")
+                        help="write a picture of retrieval to this PNG: for a few queries "
+                             "(--ranking_per_class of each class, the held-out ones first), the "
+                             "query and its ten nearest test images, framed green when of its "
+                             "class, red otherwise; default: none")
+    parser.add_argument("--ranking_per_class", type=int, default=2,
+                        help="queries of each class in --ranking")
     parser.add_argument("--device", default="auto",
-                        help="where to evaluate: auto (the current accelerator, else the CPU) or a PyTorch "
-                             "device name (cpu, cuda, cuda:1, mps)")
+                        help="where to evaluate: auto (the current accelerator, else the CPU) or a "
+                             "PyTorch device name (cpu, cuda, cuda:1, mps)")
     parser.add_argument("--batch_size", type=int, default=1024, help="evaluation batch size")
     args = parser.parse_args(argv)
     if args.max_test_samples is not None and args.max_test_samples < 1:
@@ -82,38 +89,53 @@ def main(argv=None):
         checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset)
         holdout, classes, names = checkpoint.holdout, checkpoint.classes, checkpoint.class_names
         device = pick_device(args.device)
-        dataset_dir = args.dataset_dir or checkpoint.run.get("dataset_dir") or str(REPO_DIR / "datasets")
-        test_loader = load_test_split(dataset_dir, device, args.max_test_samples, args.batch_size, checkpoint.dataset)
+        dataset_dir = (args.dataset_dir or checkpoint.run.get("dataset_dir")
+                       or str(REPO_DIR / "datasets"))
+        test_loader = load_test_split(dataset_dir, device, args.max_test_samples, args.batch_size,
+                                      checkpoint.dataset)
         model = checkpoint.model.to(device)
 
-        metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, classes, holdout, names)
-        metrics.update(checkpoint=str(args.checkpoint), head=checkpoint.head.name, dataset=checkpoint.dataset,
-                       class_names=names, holdout_classes=holdout)
+        metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, classes,
+                                                  holdout, names)
+        metrics.update(checkpoint=str(args.checkpoint), head=checkpoint.head.name,
+                       dataset=checkpoint.dataset, class_names=names, holdout_classes=holdout)
         print(f"Checkpoint {args.checkpoint}: {metrics['num_test_images']} test images of "
               f"{DATASETS[checkpoint.dataset].title}"
-              + (f", classes {holdout} ({', '.join(names[index] for index in holdout)}) held out in training"
+              + (f", classes {holdout} ({', '.join(names[index] for index in holdout)}) "
+                 "held out in training"
                  if holdout else "")
-              + (f", {checkpoint.head.name} head (prediction: the largest cosine)" if checkpoint.head.angular else ""))
+              + (f", {checkpoint.head.name} head (prediction: the largest cosine)"
+                 if checkpoint.head.angular else ""))
         print(report_text)
         print(f"accuracy: {metrics['accuracy']:.4f}")
-        for prefix, label in (("", "all test images"), ("seen_", "seen classes"), ("unseen_", "unseen classes")):
+        for prefix, label in (("", "all test images"), ("seen_", "seen classes"),
+                              ("unseen_", "unseen classes")):
             if prefix + "map_at_r" in metrics:
                 print(f"retrieval, {label}: Precision@1 {metrics[prefix + 'precision_at_1']:.4f}, "
-                      f"R-Precision {metrics[prefix + 'r_precision']:.4f}, MAP@R {metrics[prefix + 'map_at_r']:.4f}; "
-                      f"re-ID: rank-1 {metrics[prefix + 'rank_1']:.4f}, rank-5 {metrics[prefix + 'rank_5']:.4f}, "
-                      f"rank-10 {metrics[prefix + 'rank_10']:.4f}, mAP {metrics[prefix + 'mean_average_precision']:.4f}")
+                      f"R-Precision {metrics[prefix + 'r_precision']:.4f}, "
+                      f"MAP@R {metrics[prefix + 'map_at_r']:.4f}; "
+                      f"re-ID: rank-1 {metrics[prefix + 'rank_1']:.4f}, "
+                      f"rank-5 {metrics[prefix + 'rank_5']:.4f}, "
+                      f"rank-10 {metrics[prefix + 'rank_10']:.4f}, "
+                      f"mAP {metrics[prefix + 'mean_average_precision']:.4f}")
         if args.json:
-            atomic_write(args.json, json.dumps(json_ready(metrics), indent=2, allow_nan=False).encode())
+            atomic_write(args.json,
+                         json.dumps(json_ready(metrics), indent=2, allow_nan=False).encode())
             print(f"Wrote {args.json}")
         if args.plot:
-            plot_evaluation(features, test_loader.labels, checkpoint.head, classes, checkpoint.centers, holdout,
-                            f"{Path(args.checkpoint).name}: test features and decision regions", args.plot, names)
+            plot_evaluation(features, test_loader.labels, checkpoint.head, classes,
+                            checkpoint.centers, holdout,
+                            f"{Path(args.checkpoint).name}: test features and decision regions",
+                            args.plot, names)
             print(f"Wrote {args.plot}")
         if args.ranking:
             queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout)
-            fig = ranking_figure(test_loader.pixels(test_loader.images[:, 0].cpu()), test_loader.labels, queries,
-                                 nearest_gallery(checkpoint.head.retrieval_features(features), queries),
-                                 [f"{name} (unseen)" if index in holdout else name for index, name in enumerate(names)])
+            fig = ranking_figure(test_loader.pixels(test_loader.images[:, 0].cpu()),
+                                 test_loader.labels, queries,
+                                 nearest_gallery(checkpoint.head.retrieval_features(features),
+                                                 queries),
+                                 [f"{name} (unseen)" if index in holdout else name
+                                  for index, name in enumerate(names)])
             save_figure(fig, args.ranking)
             print(f"Wrote {args.ranking}")
         return metrics

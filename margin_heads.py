@@ -65,10 +65,12 @@ def check_head_settings(head, scale, margin):
     cannot use."""
     if head not in HEADS:
         raise HeadSettingsError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
-    for flag, value, defaults in (("--scale", scale, DEFAULT_SCALE), ("--margin", margin, DEFAULT_MARGIN)):
+    for flag, value, defaults in (("--scale", scale, DEFAULT_SCALE),
+                                  ("--margin", margin, DEFAULT_MARGIN)):
         if value is not None and head not in defaults:
             raise HeadSettingsError(f"{flag} does not apply to --head {head}"
-                             + (" (its scale is the feature's norm)" if head == "sphereface" else ""))
+                             + (" (its scale is the feature's norm)"
+                                if head == "sphereface" else ""))
         if value is not None and not 0 <= value < math.inf:
             raise HeadSettingsError(f"{flag} must be finite and not negative, got {value}")
     scale = DEFAULT_SCALE.get(head) if scale is None else scale
@@ -77,10 +79,12 @@ def check_head_settings(head, scale, margin):
         raise HeadSettingsError(f"--scale must be positive, got {scale}")
     if head == "sphereface":
         if margin != int(margin) or margin < 1:
-            raise HeadSettingsError(f"--margin of sphereface multiplies the angle and must be a positive integer, got {margin}")
+            raise HeadSettingsError("--margin of sphereface multiplies the angle and must be a "
+                                    f"positive integer, got {margin}")
         margin = int(margin)
     if head == "arcface" and margin >= math.pi:
-        raise HeadSettingsError(f"--margin of arcface is an angle in radians and must be below pi, got {margin}")
+        raise HeadSettingsError("--margin of arcface is an angle in radians and must be below pi, "
+                                f"got {margin}")
     return scale, margin
 
 
@@ -118,16 +122,19 @@ class Head:
         with torch.autocast(features.device.type, enabled=False):
             cosine = cosines(features, self.weight)
             target = cosine.gather(1, labels.unsqueeze(1))
-            if self.name in ("normface", "cosface"):  # cosface's margin comes after the norm floor
+            # cosface's margin comes after the norm floor
+            if self.name in ("normface", "cosface"):
                 margined = target
             elif self.name == "arcface":
                 sine = (1 - target.square()).clamp(min=COSINE_EPS).sqrt()
                 margined = torch.where(target >= -math.cos(self.margin),  # theta + m <= pi
-                                       target * math.cos(self.margin) - sine * math.sin(self.margin),
+                                       target * math.cos(self.margin)
+                                       - sine * math.sin(self.margin),
                                        target - self.margin * math.sin(self.margin))
             else:  # sphereface
                 with torch.no_grad():
-                    k = (torch.acos(target.clamp(-1, 1)) * self.margin / math.pi).floor().clamp(max=self.margin - 1)
+                    k = (torch.acos(target.clamp(-1, 1)) * self.margin
+                         / math.pi).floor().clamp(max=self.margin - 1)
                 psi = (1 - 2 * (k % 2)) * chebyshev(target, self.margin) - 2 * k
                 mix = sphereface_lambda(iteration) if mix is None else mix
                 margined = (mix * target + psi) / (1 + mix)
@@ -139,8 +146,9 @@ class Head:
             if self.name == "cosface":
                 # Whole below the floor too: damped by |x| with the rest, the margin pulled every
                 # feature towards the origin with force s * m and trapped classes there.
-                logits = logits.scatter_add(1, labels.unsqueeze(1), logits.new_full((len(labels), 1),
-                                                                                -self.scale * self.margin))
+                logits = logits.scatter_add(1, labels.unsqueeze(1),
+                                            logits.new_full((len(labels), 1),
+                                                            -self.scale * self.margin))
             return logits
 
     def __call__(self, features, log_probs, labels, iteration=None):
@@ -165,7 +173,8 @@ class Head:
     def class_directions(self, classes):
         """For an angular head, {digit: its class weight} on the host (a copy: a picture
         drawn later must not see it change); None for softmax, which has no angular view."""
-        return dict(zip(map(int, classes), self.weight.detach().float().cpu())) if self.angular else None
+        return (dict(zip(map(int, classes), self.weight.detach().float().cpu()))
+                if self.angular else None)
 
     def decision_weight(self):
         """Weights whose largest dot product with a point is the predicted class there (for

@@ -44,8 +44,8 @@ DATASETS = {
     # Computed from the 60,000 training images of Debian's dataset-fashion-mnist:
     # 0.28604 and 0.35302.
     "fashion-mnist": Dataset("Fashion-MNIST", FashionMNIST, 0.2860, 0.3530,
-                             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                              "Bag", "Ankle boot")),
+                             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                              "Shirt", "Sneaker", "Bag", "Ankle boot")),
     # No copy of KMNIST was at hand to compute them once, and published values disagree:
     # computed from its training images whenever it is loaded. The names are the
     # romanised hiragana of its class map (o, ki, su, ...).
@@ -62,10 +62,11 @@ class DatasetError(Exception):
 
 def dataset_error(dataset, dataset_dir, reason):
     return DatasetError(
-        f"{DATASETS[dataset].title} could not be loaded from {os.path.abspath(dataset_dir)}: {reason}. "
+        f"{DATASETS[dataset].title} could not be loaded from "
+        f"{os.path.abspath(dataset_dir)}: {reason}. "
         f"Expected the four IDX files {', '.join(IDX_FILES)} (plain or .gz) in that folder "
-        f"or in its {DATASETS[dataset].folder}/raw/ subfolder; without them they are downloaded, which needs a "
-        f"network.")
+        f"or in its {DATASETS[dataset].folder}/raw/ subfolder; without them they are downloaded, "
+        f"which needs a network.")
 
 
 def class_names(dataset, classes=range(10)):
@@ -86,12 +87,13 @@ class TensorLoader:
     labels a model is trained on, in the order of its outputs.
     """
 
-    def __init__(self, images, labels, batch_size, shuffle=False, generator=None, rank=0, world_size=1,
-                 mean=0.0, std=1.0, classes=tuple(range(10))):
+    def __init__(self, images, labels, batch_size, shuffle=False, generator=None, rank=0,
+                 world_size=1, mean=0.0, std=1.0, classes=tuple(range(10))):
         self.images = images
         self.labels = labels
         self.mean, self.std = mean, std
-        # label -> the model's output index of its class (-1: held out); `classes`: those trained on.
+        # label -> the model's output index of its class (-1: held out); `classes`: those
+        # trained on.
         self.class_of_label = label_to_class(classes, labels.device)
         self.shuffle = shuffle
         self.generator = generator
@@ -132,7 +134,8 @@ class TensorLoader:
 
     def __iter__(self):
         if self.shuffle:
-            order = torch.randperm(self.labels.size(0), device=self.labels.device, generator=self.generator)
+            order = torch.randperm(self.labels.size(0), device=self.labels.device,
+                                   generator=self.generator)
             mine = order[self.rank:self.num_samples * self.world_size:self.world_size]
             for start in range(0, self.num_samples, self.batch_size):
                 index = mine[start:start + self.batch_size]
@@ -195,7 +198,8 @@ def read_split(dataset_dir, train, limit=None, dataset="mnist"):
         try:
             root = _flat_layout_root(dataset_dir, workdir, folder) or dataset_dir
         except (OSError, EOFError) as error:
-            raise dataset_error(dataset, dataset_dir, f"a gzipped file is corrupt ({error})") from error
+            raise dataset_error(dataset, dataset_dir,
+                                f"a gzipped file is corrupt ({error})") from error
         try:
             split = DATASETS[dataset].torchvision_class(root, train=train, download=True)
         # torchvision's IDX parser asserts on a bad header and fails a reshape on a short file.
@@ -203,12 +207,14 @@ def read_split(dataset_dir, train, limit=None, dataset="mnist"):
             present = all((Path(root) / folder / "raw" / name).is_file() for name in IDX_FILES)
             problem = ("an IDX file is truncated or corrupt" if present
                        else "the files are missing and the download failed")
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            detail = (str(error).strip().splitlines()[0] if str(error).strip()
+                      else type(error).__name__)
             raise dataset_error(dataset, dataset_dir, f"{problem} ({detail})") from error
     images, labels = split.data, split.targets
     if images.dim() != 3 or images.shape[1:] != (28, 28) or images.size(0) != labels.size(0):
-        raise dataset_error(dataset, dataset_dir, f"the {'training' if train else 'test'} files do not match "
-                                                  f"({tuple(images.shape)} images, {labels.size(0)} labels)")
+        raise dataset_error(dataset, dataset_dir,
+                            f"the {'training' if train else 'test'} files do not match "
+                            f"({tuple(images.shape)} images, {labels.size(0)} labels)")
     if labels.numel() and (labels.min() < 0 or labels.max() > 9):
         raise dataset_error(dataset, dataset_dir, "a label file holds values outside 0-9")
     if limit is not None:
@@ -217,8 +223,8 @@ def read_split(dataset_dir, train, limit=None, dataset="mnist"):
 
 
 def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device="cpu", seed=0,
-                 max_train_samples=None, max_test_samples=None, holdout_classes=(), rank=0, world_size=1,
-                 dataset="mnist"):
+                 max_train_samples=None, max_test_samples=None, holdout_classes=(), rank=0,
+                 world_size=1, dataset="mnist"):
     """Return `(train_loader, test_loader, classes)` as in the article, of `dataset` (a key
     of DATASETS; the article's MNIST by default).
 
@@ -245,9 +251,11 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device=
             keep = ~torch.isin(labels, torch.tensor(list(holdout_classes)))
             images, labels = images[keep], labels[keep]
             if not len(labels):
-                raise DatasetError(f"no training image is left after holding out classes {list(holdout_classes)}")
-        loaders.append(TensorLoader(normalize(images, device, mean, std), labels.to(device), batch_size,
-                                    shuffle=train, generator=generator if train else None, rank=rank,
+                raise DatasetError("no training image is left after holding out classes "
+                                   f"{list(holdout_classes)}")
+        loaders.append(TensorLoader(normalize(images, device, mean, std), labels.to(device),
+                                    batch_size, shuffle=train,
+                                    generator=generator if train else None, rank=rank,
                                     world_size=world_size, mean=mean, std=std, classes=classes))
     train_loader, test_loader = loaders
     return train_loader, test_loader, classes

@@ -36,7 +36,8 @@ from run_machinery.nan_watch import NanWatch, check_test_pass
 from run_machinery.plots import epoch_figure, show_batch
 from run_machinery.settings import check_settings, settled
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
-from run_machinery.training_state import StateKeeper, load_training_state, resume_path, resumed_settings, seed_all
+from run_machinery.training_state import (StateKeeper, load_training_state, resume_path,
+                                          resumed_settings, seed_all)
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -44,23 +45,26 @@ def build_parser():
         formatter_class=cli.HelpFormatter)
     add = parser.add_argument
     add("--dataset", choices=DATASETS, default="mnist",
-        help="mnist (the article's), fashion-mnist (Zalando's clothes) or kmnist (Kuzushiji-MNIST, cursive "
-             "hiragana); each normalised with its own training split's mean and standard deviation")
+        help="mnist (the article's), fashion-mnist (Zalando's clothes) or kmnist (Kuzushiji-MNIST, "
+             "cursive hiragana); each normalised with its own training split's mean and standard "
+             "deviation")
     add("--dataset_dir", default=str(REPO_DIR / "datasets"),
-        help="folder with the dataset (downloaded there when missing): torchvision's layout (MNIST/raw/, "
-             "FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain or .gz")
+        help="folder with the dataset (downloaded there when missing): torchvision's layout "
+             "(MNIST/raw/, FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain "
+             "or .gz")
     add("--out_dir", default=str(REPO_DIR / "outputs"),
         help="the run's folder: run.json, model/epoch_NNN.pth, visual/epoch_NNN.png, history.csv, "
              "training_state.pth")
     add("--model_path_temp", default=None,
-        help="per-epoch checkpoint path, {} becoming the zero-padded epoch; default: OUT_DIR/model/epoch_{}.pth")
+        help="per-epoch checkpoint path, {} becoming the zero-padded epoch; "
+             "default: OUT_DIR/model/epoch_{}.pth")
     add("--vis_img_path_temp", default=None,
         help="per-epoch feature plot path, {} becoming the zero-padded epoch; "
              "default: OUT_DIR/visual/epoch_{}.png")
     add("--epochs", type=int, default=100, help="number of epochs")
     add("--batch_size", type=int, default=128,
-        help="training and test batch size; under torchrun the global training batch, split evenly across "
-             "the processes")
+        help="training and test batch size; under torchrun the global training batch, split evenly "
+             "across the processes")
     add("--lr", type=float, default=0.001, help="learning rate of the network (SGD)")
     add("--momentum", type=float, default=0.9, help="SGD momentum of the network, below 1")
     add("--weight_decay", type=float, default=5e-4, help="weight decay of the network")
@@ -70,47 +74,53 @@ def build_parser():
     add("--loss_weight", type=float, default=1.0,
         help="weight of the Center Loss in the total loss (0: the head alone)")
     add("--head", choices=HEADS, default="softmax",
-        help="the classifier on the 2-D feature, on ip2's weights: softmax (the article's), or an angular-margin "
-             "head of face recognition: normface, cosface, arcface, sphereface (see margin_heads.py)")
+        help="the classifier on the 2-D feature, on ip2's weights: softmax (the article's), or an "
+             "angular-margin head of face recognition: normface, cosface, arcface, sphereface "
+             "(see margin_heads.py)")
     add("--scale", type=float, default=None,
         help="s, the logit scale of normface, cosface and arcface; default: "
              + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_SCALE.items()))
     add("--margin", type=float, default=None,
-        help="m: cosface's cosine margin, arcface's angle margin in radians, sphereface's integer angle "
-             "multiplier; default: " + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_MARGIN.items()))
+        help="m: cosface's cosine margin, arcface's angle margin in radians, sphereface's integer "
+             "angle multiplier; default: "
+             + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_MARGIN.items()))
     add("--seed", type=int, default=1,
-        help="random seed, 0 to 2**32 - 1 (weights, centres, shuffling; Python's random and NumPy too)")
+        help="random seed, 0 to 2**32 - 1 (weights, centres, shuffling; Python's random and "
+             "NumPy too)")
     add("--device", default="auto",
-        help="where to train: auto (the current accelerator, e.g. CUDA or MPS, else the CPU), or a PyTorch "
-             "device name such as cpu, cuda, cuda:1, mps")
+        help="where to train: auto (the current accelerator, e.g. CUDA or MPS, else the CPU), or a "
+             "PyTorch device name such as cpu, cuda, cuda:1, mps")
     add("--max_train_samples", type=int, default=None,
         help="use only the first N training images (quick runs, tests); default: all")
-    add("--max_test_samples", type=int, default=None, help="use only the first N test images; default: all")
+    add("--max_test_samples", type=int, default=None,
+        help="use only the first N test images; default: all")
     add("--amp", action="store_true",
-        help="bfloat16 autocast for the forward pass and the loss, on an accelerator or a CPU with native bf16 "
-             "(AVX512-BF16 or AMX); off: float32 throughout")
+        help="bfloat16 autocast for the forward pass and the loss, on an accelerator or a CPU with "
+             "native bf16 (AVX512-BF16 or AMX); off: float32 throughout")
     add("--channels_last", action=argparse.BooleanOptionalAction, default=True,
-        help="keep the network's weights and activations in channels-last memory format, in which the CPU's "
-             "convolutions and pooling run faster")
+        help="keep the network's weights and activations in channels-last memory format, in which "
+             "the CPU's convolutions and pooling run faster")
     add("--compile", action="store_true",
         help="torch.compile the network; the first epoch then includes the compile time")
     add("--holdout_classes", nargs="*", default=[], metavar="CLASS",
-        help="classes left out of training, to see where never-seen classes land: indices 0-9 (the digits, "
-             "for MNIST) or class names (e.g. --holdout_classes 8 9, or Shirt Bag); default: none")
+        help="classes left out of training, to see where never-seen classes land: indices 0-9 "
+             "(the digits, for MNIST) or class names (e.g. --holdout_classes 8 9, or Shirt Bag); "
+             "default: none")
     add("--tensorboard", metavar="DIR", default=None,
         help="also log to TensorBoard in DIR (needs the tensorboard package); default: off")
     add("--img_show", action="store_true",
-        help="save a grid of one training batch (OUT_DIR/visual/train_batch.png) and show it when a display "
-             "exists")
+        help="save a grid of one training batch (OUT_DIR/visual/train_batch.png) and show it when "
+             "a display exists")
     add("--overwrite", action="store_true",
-        help="start a new run in an --out_dir that holds another run's outputs, deleting that run's files first")
+        help="start a new run in an --out_dir that holds another run's outputs, deleting that "
+             "run's files first")
     add("--resume", metavar="PATH", default=None,
-        help="continue a stopped run: its training_state.pth, its folder, or 'auto' for the one in --out_dir. "
-             "The run keeps its settings unless they are given again; --epochs counts all epochs, the done "
-             "ones included; default: start a new run")
+        help="continue a stopped run: its training_state.pth, its folder, or 'auto' for the one in "
+             "--out_dir. The run keeps its settings unless they are given again; --epochs counts "
+             "all epochs, the done ones included; default: start a new run")
     add("--dry_run", action="store_true",
-        help="one training step and one test batch on the first images, writing nothing: a quick check "
-             "that the install works")
+        help="one training step and one test batch on the first images, writing nothing: a quick "
+             "check that the install works")
     return parser
 
 
@@ -126,8 +136,8 @@ def parse_args(argv=None):
     return settled(args)
 
 
-def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer, center_optimizer,
-          epoch, amp=False, progress=None, stop=None):
+def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer,
+          center_optimizer, epoch, amp=False, progress=None, stop=None):
     """One epoch, as in the article. Returns its LossMetrics and the features and labels of
     every training image in the order seen (under torchrun: of every rank), on the host.
 
@@ -138,20 +148,25 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
     """
     model.train()
     num_steps, device = len(train_loader), train_loader.labels.device
-    progress = progress or EpochProgress.start(train_loader.num_samples, center_loss.feat_dim, device)
+    progress = progress or EpochProgress.start(train_loader.num_samples, center_loss.feat_dim,
+                                               device)
     watch = NanWatch(device)
     start = progress.step * train_loader.batch_size
-    batches = itertools.islice(train_loader, progress.step, None)  # the steps done before a stop are skipped
-    batches = tqdm(batches, desc=f"Epoch {epoch:>3}", total=num_steps, initial=progress.step, leave=False,
-                   disable=None)
+    # the steps done before a stop are skipped
+    batches = itertools.islice(train_loader, progress.step, None)
+    batches = tqdm(batches, desc=f"Epoch {epoch:>3}", total=num_steps, initial=progress.step,
+                   leave=False, disable=None)
     for step, (images, labels) in enumerate(batches, start=progress.step + 1):
-        targets = train_loader.class_of_label[labels]  # each label's class among the model's outputs
+        # each label's class among the model's outputs
+        targets = train_loader.class_of_label[labels]
         # Predict labels and calculate the loss, the two parts weighted.
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             ip1, pred = model(images)
             # The article's log-softmax, or an angular head's with its margin at the true class.
-            softmax_loss = nll_loss(head(ip1, pred, targets, (epoch - 1) * num_steps + step), targets)
-            center = center_loss(targets, ip1, distributed.batch_class_counts(targets, center_loss.num_classes))
+            softmax_loss = nll_loss(head(ip1, pred, targets, (epoch - 1) * num_steps + step),
+                                    targets)
+            center = center_loss(targets, ip1,
+                                 distributed.batch_class_counts(targets, center_loss.num_classes))
             loss = softmax_loss + loss_weight * center
         # Initialise the gradients, calculate them, update the parameters.
         dnn_optimizer.zero_grad(set_to_none=True)
@@ -171,7 +186,8 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
     watch.check(model.parameters(), center_loss.centers, epoch, num_steps, num_steps)
     sums = torch.stack([progress.correct, progress.loss_sum, progress.center_loss_sum])
     sums = distributed.sum_across_ranks(sums) / (train_loader.num_samples * train_loader.world_size)
-    features, labels = distributed.gather_rows(progress.features), distributed.gather_rows(progress.labels)
+    features, labels = (distributed.gather_rows(progress.features),
+                        distributed.gather_rows(progress.labels))
     return LossMetrics(*sums.tolist()), features.cpu(), labels.cpu()
 
 
@@ -199,8 +215,8 @@ def test(model, head, test_loader, nll_loss, loss_weight, center_loss, amp=False
     return metrics, features, labels
 
 
-def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None, unseen_classes=(),
-              class_directions=None, class_names=None):
+def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None,
+              unseen_classes=(), class_directions=None, class_names=None):
     """Write the feature plot of one epoch to `path`: the training features with the
     centres, beside them the test features when given, and for an angular head their
     directions with each class weight's (`class_directions`: class -> weight)."""
@@ -227,7 +243,8 @@ def main(argv=None):
         # Dataset
         rank, world_size = distributed.rank_and_world_size()
         train_loader, test_loader, classes = load_dataset(
-            args.dataset_dir, args.batch_size, args.batch_size, seed=args.seed, dataset=args.dataset,
+            args.dataset_dir, args.batch_size, args.batch_size,
+            seed=args.seed, dataset=args.dataset,
             max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples,
             holdout_classes=args.holdout_classes, rank=rank, world_size=world_size)
         if args.img_show and files.writes:  # the article's look at one training batch
@@ -244,7 +261,8 @@ def main(argv=None):
 
         # Loss
         nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
-        head = Head(args.head, model.ip2.weight, args.scale, args.margin)  # softmax: the article's ip2
+        # softmax: the article's ip2
+        head = Head(args.head, model.ip2.weight, args.scale, args.margin)
         center_loss = CenterLoss(len(classes), 2).to(device)
 
         # Optimizer
@@ -254,17 +272,20 @@ def main(argv=None):
         scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
 
         # Training state: new, or the stopped run that --resume names
-        keeper = run.keeper = StateKeeper(files, model, center_loss, dnn_optimizer, center_optimizer,
-                                          scheduler, resume_command(), recipe=build_parser().parse_args([]))
+        keeper = run.keeper = StateKeeper(files, model, center_loss, dnn_optimizer,
+                                          center_optimizer, scheduler, resume_command(),
+                                          recipe=build_parser().parse_args([]))
         history, first_epoch, progress = keeper.start(train_loader)
         files.start(classes, device, train_loader, test_loader, first_epoch)
         for epoch in range(first_epoch, args.epochs + 1):
             # Train and test a model.
             clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
-            with keeper.watching(run.stop, epoch, len(train_loader), history):  # a stop saves; a NaN advises
-                train_metrics, feat, labels = train(step_model, head, train_loader, nll_loss, args.loss_weight,
-                                                    center_loss, dnn_optimizer, center_optimizer, epoch,
-                                                    amp=args.amp, progress=progress, stop=run.stop)
+            # a stop saves; a NaN advises
+            with keeper.watching(run.stop, epoch, len(train_loader), history):
+                train_metrics, feat, labels = train(step_model, head, train_loader, nll_loss,
+                                                    args.loss_weight, center_loss, dnn_optimizer,
+                                                    center_optimizer, epoch, amp=args.amp,
+                                                    progress=progress, stop=run.stop)
                 progress = None
                 scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
                 clock.lap("train")
@@ -275,8 +296,9 @@ def main(argv=None):
                                                 args.holdout_classes)
             test_feat, test_labels = test_feat.cpu(), test_labels.cpu()
             clock.lap("metrics")
-            record = history.add(EpochRecord(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics,
-                                             test_metrics, retrieval, clock.seconds(), clock.times),
+            record = history.add(EpochRecord(epoch, lr, center_optimizer.param_groups[0]["lr"],
+                                             train_metrics, test_metrics, retrieval,
+                                             clock.seconds(), clock.times),
                                  test_feat, test_labels)
             print(record.line())
 
@@ -284,7 +306,8 @@ def main(argv=None):
             files.plot(visualize, feat, labels, epoch, files.paths.visual(epoch),
                        centers=center_loss.centers.detach().cpu(), test_feat=test_feat,
                        test_labels=test_labels, unseen_classes=args.holdout_classes,
-                       class_directions=head.class_directions(classes), class_names=class_names(args.dataset))
+                       class_directions=head.class_directions(classes),
+                       class_names=class_names(args.dataset))
             files.write_epoch(record, model, history)
             keeper.save(epoch, history)
             clock.lap("files")

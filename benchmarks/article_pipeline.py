@@ -42,11 +42,13 @@ def torchvision_root(dataset_dir):
         return folder.parent.parent
     if (folder / "MNIST" / "raw").is_dir():
         return folder
-    raise FileNotFoundError(f"{folder}: the article's pipeline needs MNIST/raw/ with the four plain IDX files")
+    raise FileNotFoundError(f"{folder}: the article's pipeline needs MNIST/raw/ "
+                            f"with the four plain IDX files")
 
 
 def load_dataset(dataset_dir, batch_size, max_train_samples=None, max_test_samples=None):
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    transform = transforms.Compose([transforms.ToTensor(),
+                                    transforms.Normalize((0.1307,), (0.3081,))])
     root = torchvision_root(dataset_dir)
     trainset = MNIST(root, train=True, download=False, transform=transform)
     testset = MNIST(root, train=False, download=False, transform=transform)
@@ -59,7 +61,8 @@ def load_dataset(dataset_dir, batch_size, max_train_samples=None, max_test_sampl
 
 
 def build(args, device):
-    """Network, losses, optimisers and schedule from the trainer's settings, as the article builds them."""
+    """Network, losses, optimisers and schedule from the trainer's settings, as the article
+    builds them."""
     model = Net().to(device)
     center_loss = CenterLoss(10, 2).to(device)
     nll_loss = nn.NLLLoss()
@@ -83,7 +86,8 @@ def timed_batches(loader, timer, part):
 
 def report(label_list, pred_list):
     """Accuracy and macro F1 from sklearn, as the article prints them each epoch."""
-    scores = classification_report(label_list, pred_list, digits=4, output_dict=True, zero_division=0)
+    scores = classification_report(label_list, pred_list, digits=4, output_dict=True,
+                                   zero_division=0)
     return scores["accuracy"], f1_score(label_list, pred_list, average="macro", zero_division=0)
 
 
@@ -156,9 +160,11 @@ def run_epoch(model, center_loss, nll_loss, loss_weight, optimizers, scheduler, 
     train_acc, train_f1, train_loss, feat, labels = train(
         model, center_loss, nll_loss, loss_weight, optimizers, train_loader, timer, device)
     scheduler.step()
-    test_acc, test_f1, test_loss = test(model, center_loss, nll_loss, loss_weight, test_loader, timer, device)
-    print(f"Epoch: {epoch}, train acc: {train_acc:.4f}, train f1: {train_f1:.4f}, train loss: {train_loss:.4f}, "
-          f"test acc: {test_acc:.4f}, test f1: {test_f1:.4f}, test loss: {test_loss:.4f}", flush=True)
+    test_acc, test_f1, test_loss = test(
+        model, center_loss, nll_loss, loss_weight, test_loader, timer, device)
+    print(f"Epoch: {epoch}, train acc: {train_acc:.4f}, train f1: {train_f1:.4f}, "
+          f"train loss: {train_loss:.4f}, test acc: {test_acc:.4f}, test f1: {test_f1:.4f}, "
+          f"test loss: {test_loss:.4f}", flush=True)
     with timer.part("files"):
         torch.save(model.state_dict(), model_path)
         visualize(feat.data.cpu().numpy(), labels.data.cpu().numpy(), epoch, plot_path)

@@ -81,33 +81,39 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset_dir", default=str(REPO_DIR.parent / "shared" / "mnist"),
-                        help="folder holding MNIST/raw/ with the four plain IDX files (or that raw folder)")
-    parser.add_argument("--max_train_samples", type=int, default=10000, help="first N training images")
+                        help="folder holding MNIST/raw/ with the four plain IDX files "
+                             "(or that raw folder)")
+    parser.add_argument("--max_train_samples", type=int, default=10000,
+                        help="first N training images")
     parser.add_argument("--max_test_samples", type=int, default=2000, help="first N test images")
     parser.add_argument("--epochs", type=int, default=2,
                         help="epochs per run; the first is reported apart (warm-up, compiling) "
                              "and the later ones averaged")
     parser.add_argument("--settings", default=DEFAULT_SETTINGS,
-                        help="comma-separated runs: 'article', 'project' (its defaults: fp32, channels-last), "
-                             "or the project with flags joined by '+' (amp, no-channels_last, compile, ...); "
-                             "'' for none (with --full_mnist_epoch)")
+                        help="comma-separated runs: 'article', 'project' (its defaults: fp32, "
+                             "channels-last), or the project with flags joined by '+' (amp, "
+                             "no-channels_last, compile, ...); '' for none "
+                             "(with --full_mnist_epoch)")
     parser.add_argument("--full_mnist_epoch", action="store_true",
-                        help="also run one epoch of the project (defaults) on all 60,000 + 10,000 images, "
-                             "for its time and peak memory")
+                        help="also run one epoch of the project (defaults) on all 60,000 + 10,000 "
+                             "images, for its time and peak memory")
     parser.add_argument("--metrics_items", type=int, default=10000,
                         help="test features the retrieval metrics are timed on (per call)")
     parser.add_argument("--probe_rounds", type=int, default=10,
-                        help="rounds of the step probe (one train step per setting each); 0: no probe")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both pipelines run")
+                        help="rounds of the step probe (one train step per setting each); "
+                             "0: no probe")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where both pipelines run")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads of every run (torch.set_num_threads); 0: PyTorch's default")
+                        help="CPU threads of every run (torch.set_num_threads); "
+                             "0: PyTorch's default")
     parser.add_argument("--seed", type=int, default=1, help="seed of both pipelines")
     parser.add_argument("--json", default=str(REPO_DIR / "outputs" / "benchmark_speed.json"),
                         help="where the figures are written as JSON")
     parser.add_argument("--keep_runs", metavar="DIR", default=None,
-                        help="keep each run's folder (checkpoints, plots; the project's history.csv and "
-                             "training state) in DIR/<setting>, each new or empty; default: temporary "
-                             "folders, deleted")
+                        help="keep each run's folder (checkpoints, plots; the project's "
+                             "history.csv and training state) in DIR/<setting>, each new or empty; "
+                             "default: temporary folders, deleted")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one setting, write JSON
     args = parser.parse_args(argv)
     args.settings = [name.strip() for name in args.settings.split(",") if name.strip()]
@@ -171,7 +177,8 @@ class PeakMemory:
     def read(self, field):
         if not self.linux:  # elsewhere: the peak since the process started (in KiB as on Linux)
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith(field))
         return int(line.split()[1]) / 1024  # kB
 
     def peak_mb(self):
@@ -204,8 +211,9 @@ def run_article(args, out_dir):
         wait_for_turn()
         timer = PartTimer()
         start = time.perf_counter()
-        figures = article.run_epoch(model, center_loss, nll_loss, settings.loss_weight, optimizers, scheduler,
-                                    loaders, epoch, paths.model(epoch), paths.visual(epoch), timer, device)
+        figures = article.run_epoch(model, center_loss, nll_loss, settings.loss_weight, optimizers,
+                                    scheduler, loaders, epoch, paths.model(epoch),
+                                    paths.visual(epoch), timer, device)
         seconds = time.perf_counter() - start
         parts = dict(timer.seconds, other=seconds - sum(timer.seconds.values()))
         epochs.append({"epoch": epoch, "seconds": seconds, "parts": parts, **figures})
@@ -221,13 +229,14 @@ def run_project(args, out_dir, setting):
     epochs = []
     for epoch in range(1, args.epochs + 1):
         wait_for_turn()
-        history = trainer.main(argv + ["--epochs", str(epoch)] + (["--resume", "auto"] if epoch > 1 else []))
+        history = trainer.main(argv + ["--epochs", str(epoch)]
+                               + (["--resume", "auto"] if epoch > 1 else []))
         record = history.records[-1]
         if record.epoch != epoch:
             sys.exit(f"the trainer's last record is of epoch {record.epoch}, not {epoch}")
         times = record.times
-        parts = {"train": times.train, "eval": times.test, "metrics": times.metrics, "files": times.files,
-                 "other": 0.0}
+        parts = {"train": times.train, "eval": times.test, "metrics": times.metrics,
+                 "files": times.files, "other": 0.0}
         epochs.append({"epoch": epoch, "seconds": sum(parts.values()), "parts": parts,
                        "train_acc": record.train.acc, "train_loss": record.train.loss,
                        "test_acc": record.test.acc, "test_loss": record.test.loss,
@@ -260,7 +269,8 @@ class Worker:
     def __init__(self, args, setting):
         self.setting = setting
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", setting,
-                   "--dataset_dir", args.dataset_dir, "--max_train_samples", str(args.max_train_samples),
+                   "--dataset_dir", args.dataset_dir,
+                   "--max_train_samples", str(args.max_train_samples),
                    "--max_test_samples", str(args.max_test_samples), "--device", args.device,
                    "--seed", str(args.seed), "--threads", str(args.threads),
                    "--epochs", "1" if setting == "full" else str(args.epochs)]
@@ -312,10 +322,13 @@ def matmul_peak_gflops(dtype, device, repeats=10):
     and of a 1x1 convolution, the same product through oneDNN or cuDNN (on an AMD CPU, MKL's
     float32 torch.mm reaches about half of what oneDNN does)."""
     a, b = (torch.randn(2048, 2048, dtype=dtype, device=device) for _ in range(2))
-    images = torch.randn(32, 1024, 16, 16, dtype=dtype, device=device).to(memory_format=torch.channels_last)
-    weight = torch.randn(1024, 1024, 1, 1, dtype=dtype, device=device).to(memory_format=torch.channels_last)
+    images = torch.randn(32, 1024, 16, 16, dtype=dtype,
+                         device=device).to(memory_format=torch.channels_last)
+    weight = torch.randn(1024, 1024, 1, 1, dtype=dtype,
+                         device=device).to(memory_format=torch.channels_last)
     products = ((lambda: torch.mm(a, b), 2 * 2048 ** 3),
-                (lambda: torch.nn.functional.conv2d(images, weight), 2 * 32 * 16 * 16 * 1024 * 1024))
+                (lambda: torch.nn.functional.conv2d(images, weight),
+                 2 * 32 * 16 * 16 * 1024 * 1024))
     rates = []
     for product, flops in products:
         for attempt in range(repeats + 1):  # the first is a warm-up
@@ -348,20 +361,24 @@ def step_probe(args, settings, device, batch_size=128):
                          torch.arange(batch_size, device=device) % 10, batch_size)
     steps = {}
     for setting in settings:
-        options = trainer.parse_args(trainer_argv(args, REPO_DIR / "outputs", project_flags(setting)))
+        options = trainer.parse_args(trainer_argv(args, REPO_DIR / "outputs",
+                                                  project_flags(setting)))
         torch.manual_seed(args.seed)
-        model, center_loss, nll_loss, optimizers, _ = article.build(options, device)  # the same recipe
+        # the same recipe
+        model, center_loss, nll_loss, optimizers, _ = article.build(options, device)
         speed_setup(model, device, channels_last=options.channels_last)
-        steps[setting] = (model, center_loss, nll_loss, options.loss_weight, optimizers, options.amp)
+        steps[setting] = (model, center_loss, nll_loss, options.loss_weight, optimizers,
+                          options.amp)
     seconds = {setting: [] for setting in steps}
     for _ in range(args.probe_rounds + 1):  # the first round warms up
-        for setting, (model, center_loss, nll_loss, loss_weight, (net_optimizer, center_optimizer), amp) \
-                in steps.items():
+        for setting, (model, center_loss, nll_loss, loss_weight, (net_optimizer, center_optimizer),
+                      amp) in steps.items():
             start = time.perf_counter()
-            trainer.train(model, Head("softmax"), batch, nll_loss, loss_weight, center_loss, net_optimizer,
-                          center_optimizer, 1, amp=amp)
+            trainer.train(model, Head("softmax"), batch, nll_loss, loss_weight, center_loss,
+                          net_optimizer, center_optimizer, 1, amp=amp)
             seconds[setting].append(time.perf_counter() - start)
-    return {setting: batch_size / statistics.median(times[1:]) for setting, times in seconds.items()}
+    return {setting: batch_size / statistics.median(times[1:])
+            for setting, times in seconds.items()}
 
 
 def summarize(setting, run, flops_per_image, peak_gflops, baselines):
@@ -397,14 +414,16 @@ def print_tables(rows, probe, flops_per_image, peak_gflops):
           f"{'out%':>6}{'img/s':>6}{'GFLOP/s':>8}{'%peak':>6}{'MiB':>6}{'/art':>6}")
     for row in rows:
         p = row["parts_s"]
-        print(f"{row['run']:<28}{row['epoch_s']:>8.2f}{p['train']:>8.2f}{p['eval']:>7.2f}{p['metrics']:>7.2f}"
+        print(f"{row['run']:<28}{row['epoch_s']:>8.2f}{p['train']:>8.2f}{p['eval']:>7.2f}"
+              f"{p['metrics']:>7.2f}"
               f"{p['files']:>7.2f}{p['other']:>6.2f}{100 * row['outside_network_fraction']:>6.1f}"
-              f"{row['images_per_s']:>6.0f}{row['train_step_gflops']:>8.1f}{100 * row['fraction_of_peak']:>6.0f}"
+              f"{row['images_per_s']:>6.0f}{row['train_step_gflops']:>8.1f}"
+              f"{100 * row['fraction_of_peak']:>6.0f}"
               f"{row['peak_rss_mb']:>6.0f}{row.get('ratio_to_article', float('nan')):>6.2f}")
     for row in rows:
         if "compile_s" in row:
-            print(f"{row['run']}: first epoch {row['first_epoch_s']:.1f} s, of which compiling about "
-                  f"{row['compile_s']:.1f} s")
+            print(f"{row['run']}: first epoch {row['first_epoch_s']:.1f} s, of which compiling "
+                  f"about {row['compile_s']:.1f} s")
     if probe:
         print(f"\nstep probe (train step alone, settings taking turns): "
               f"{'img/s':>7}{'GFLOP/s':>9}{'%peak':>7}{'speed-up':>10}")
@@ -412,13 +431,15 @@ def print_tables(rows, probe, flops_per_image, peak_gflops):
             rate = images_per_s * flops_per_image / 1e9
             peak = peak_gflops["bfloat16" if "amp" in setting else "float32"]
             speedup = images_per_s / probe["project"] if "project" in probe else float("nan")
-            print(f"{run_name(setting):<53}{images_per_s:>7.0f}{rate:>9.1f}{100 * rate / peak:>7.0f}"
-                  f"{speedup:>10.2f}")
+            print(f"{run_name(setting):<53}{images_per_s:>7.0f}{rate:>9.1f}"
+                  f"{100 * rate / peak:>7.0f}{speedup:>10.2f}")
 
 
 def machine_info(device):
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    cpu = (next((line.split(":", 1)[1].strip()
+                 for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), "unknown")
+           if Path("/proc/cpuinfo").exists() else "unknown")
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "bf16_supported": bf16_supported(device), "load_average_start": os.getloadavg()}
@@ -474,21 +495,24 @@ def main(argv=None):
         rows.append(summarize(setting, run, flops_per_image, peak, baselines))
         if setting in ("article", "project"):
             baselines[setting] = rows[-1]["epoch_s"]
-    print(f"\n{info['cpu']}, {info['cpu_count']} cores, {info['torch_threads']} threads, torch {info['torch']}, "
+    print(f"\n{info['cpu']}, {info['cpu_count']} cores, {info['torch_threads']} threads, "
+          f"torch {info['torch']}, "
           f"load average {info['load_average_start'][0]:.1f} -> {info['load_average_end'][0]:.1f}; "
           f"matmul peak {', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peak.items())}; "
           f"train step {flops_per_image / 1e9:.3f} GFLOP per image")
-    print(f"{args.max_train_samples} training and {args.max_test_samples} test images (all of MNIST: 60000 and "
-          "10000), the runs taking turns epoch by epoch; seconds per epoch, the mean of the epochs after the "
-          "first; train = the training steps with their data loading (for both pipelines), eval = the test "
-          "pass, files = checkpoint + plots (+ the project's history and training state), other = the "
-          "article's rest of the epoch (0 for the project, whose epoch is its four timed parts); "
-          "out% = metrics + files; /art = epoch vs the article's\n")
+    print(f"{args.max_train_samples} training and {args.max_test_samples} test images (all of "
+          "MNIST: 60000 and 10000), the runs taking turns epoch by epoch; seconds per epoch, the "
+          "mean of the epochs after the first; train = the training steps with their data loading "
+          "(for both pipelines), eval = the test pass, files = checkpoint + plots (+ the project's "
+          "history and training state), other = the article's rest of the epoch (0 for the "
+          "project, whose epoch is its four timed parts); out% = metrics + files; /art = epoch vs "
+          "the article's\n")
     print_tables(rows, probe, flops_per_image, peak)
     print(f"\nmetrics on {args.metrics_items} test features, seconds per call: "
           + ", ".join(f"{name} {seconds:.3f}" for name, seconds in metrics_seconds.items()))
     result = {"machine": info, "config": {key: getattr(args, key) for key in (
-        "dataset_dir", "max_train_samples", "max_test_samples", "epochs", "device", "threads", "seed")},
+        "dataset_dir", "max_train_samples", "max_test_samples", "epochs", "device", "threads",
+        "seed")},
         "matmul_peak_gflops": peak, "train_step_flops_per_image": flops_per_image,
         "step_probe_images_per_s": {run_name(s): value for s, value in probe.items()},
         "metrics_seconds_per_call": {"items": args.metrics_items, **metrics_seconds},

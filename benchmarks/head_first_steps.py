@@ -26,8 +26,8 @@ from mnist_loader import label_to_class, load_dataset  # noqa: E402
 from mnist_net import Net  # noqa: E402
 
 
-def first_steps(head_name, train_loader, class_of_label, amp, norm_floor=NORM_FLOOR, seed=1, margin=None,
-                loss_weight=1.0):
+def first_steps(head_name, train_loader, class_of_label, amp, norm_floor=NORM_FLOOR, seed=1,
+                margin=None, loss_weight=1.0):
     """Per step: mean feature norm, the network's gradient norm, batch accuracy; the last loss
     and the smallest angle between two class weights at the end, in degrees."""
     torch.manual_seed(seed)
@@ -59,32 +59,39 @@ def first_steps(head_name, train_loader, class_of_label, amp, norm_floor=NORM_FL
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset_dir", required=True, help="MNIST folder, as for the trainer")
-    parser.add_argument("--images", type=int, default=12800, help="training images (steps = images / 128)")
+    parser.add_argument("--images", type=int, default=12800,
+                        help="training images (steps = images / 128)")
     parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS))
-    parser.add_argument("--no_norm_floor", action="store_true", help="x / |x| for every norm (the papers' heads)")
+    parser.add_argument("--no_norm_floor", action="store_true",
+                        help="x / |x| for every norm (the papers' heads)")
     parser.add_argument("--margin", type=float, default=None,
                         help="m for every head listed that takes one; default: each head's")
-    parser.add_argument("--loss_weight", type=float, default=1.0, help="weight of the Center Loss (0: the head alone)")
+    parser.add_argument("--loss_weight", type=float, default=1.0,
+                        help="weight of the Center Loss (0: the head alone)")
     args = parser.parse_args(argv)
     with cli.one_line_errors():  # a --margin that some head listed cannot take, before any training
-        margins = {name: check_head_settings(name, None, args.margin if name in DEFAULT_MARGIN else None)[1]
+        margins = {name: check_head_settings(name, None,
+                                             args.margin if name in DEFAULT_MARGIN else None)[1]
                    for name in args.heads}
     norm_floor = 1e-12 if args.no_norm_floor else NORM_FLOOR
-    train_loader, _, classes = load_dataset(args.dataset_dir, 128, 128, seed=1, max_train_samples=args.images,
-                                            max_test_samples=128)
+    train_loader, _, classes = load_dataset(args.dataset_dir, 128, 128, seed=1,
+                                            max_train_samples=args.images, max_test_samples=128)
     class_of_label = label_to_class(classes, torch.device("cpu"))
     amp = bf16_supported(torch.device("cpu"))
     print(f"{len(train_loader)} steps of 128 images, {'bfloat16 autocast' if amp else 'float32'}, "
           f"norm floor {norm_floor:g}, Center Loss weight {args.loss_weight:g}")
     for name in args.heads:
         margin = margins[name]
-        steps, last_loss, closest = first_steps(name, train_loader, class_of_label, amp, norm_floor, margin=margin,
-                                                loss_weight=args.loss_weight)
+        steps, last_loss, closest = first_steps(name, train_loader, class_of_label, amp, norm_floor,
+                                                margin=margin, loss_weight=args.loss_weight)
         norms, grads, accuracies = zip(*steps)
-        print(f"{name:<10} feature norm: first {norms[0]:.3g}, max {max(norms):.3g}, last {norms[-1]:.3g}; "
+        print(f"{name:<10} feature norm: first {norms[0]:.3g}, max {max(norms):.3g}, "
+              f"last {norms[-1]:.3g}; "
               f"gradient norm: first {grads[0]:.3g}, max {max(grads):.3g}, last {grads[-1]:.3g}; "
-              f"accuracy of the last 10 steps {sum(accuracies[-10:]) / 10:.3f}; last loss {last_loss:.3f}; "
-              f"closest class weights {closest:.1f} deg" + (f" (m = {margin:g})" if margin is not None else ""))
+              f"accuracy of the last 10 steps {sum(accuracies[-10:]) / 10:.3f}; "
+              f"last loss {last_loss:.3f}; "
+              f"closest class weights {closest:.1f} deg"
+              + (f" (m = {margin:g})" if margin is not None else ""))
 
 
 if __name__ == "__main__":

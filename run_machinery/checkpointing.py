@@ -34,7 +34,8 @@ def atomic_write(path, data):
     temp_path = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".tmp")
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -92,9 +93,11 @@ def load_checkpoint(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as error:
         if not os.access(path, os.R_OK):
-            raise CheckpointError(f"cannot read the checkpoint {path} ({error.strerror or error})") from error
+            raise CheckpointError(f"cannot read the checkpoint {path} "
+                                  f"({error.strerror or error})") from error
         # torch reports a zip archive cut short as an OSError (EINVAL).
-        raise CheckpointError(f"the checkpoint {path} is truncated or corrupt ({short_reason(error)})") from error
+        raise CheckpointError(f"the checkpoint {path} is truncated or corrupt "
+                              f"({short_reason(error)})") from error
     except Exception as error:  # a damaged file can fail in the unpickler in any number of ways
         unsafe = re.search(r"GLOBAL ([\w.]+)", str(error))
         if unsafe:
@@ -102,7 +105,8 @@ def load_checkpoint(path, map_location="cpu"):
                 f"refused to load {path}: it needs to run pickled Python code ({unsafe.group(1)}), "
                 f"which weights_only=True does not allow; this project's checkpoints hold only "
                 f"tensors and plain values") from error
-        raise CheckpointError(f"the checkpoint {path} is truncated or corrupt ({short_reason(error)})") from error
+        raise CheckpointError(f"the checkpoint {path} is truncated or corrupt "
+                              f"({short_reason(error)})") from error
 
 
 def short_reason(error):
@@ -121,7 +125,8 @@ def load_module_state(module, saved, name):
     current = module.state_dict()
     missing, unexpected = current.keys() - saved.keys(), saved.keys() - current.keys()
     if missing or unexpected:
-        raise CheckpointError(f"the checkpoint's {name} has other layers (missing: {sorted(missing) or 'none'}, "
+        raise CheckpointError(f"the checkpoint's {name} has other layers "
+                              f"(missing: {sorted(missing) or 'none'}, "
                               f"unexpected: {sorted(unexpected) or 'none'})")
     for key, tensor in saved.items():
         if tensor.shape != current[key].shape:

@@ -5,8 +5,6 @@ import os
 import signal
 import sys
 
-from .errors import USER_ERRORS
-
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """States each flag's default, unless its help already says it in words."""
@@ -30,6 +28,10 @@ def exit_on_signals(message):
 def one_line_errors():
     """Around a script's work: a UserError ends it with `error: ...` on one line, and from
     here Ctrl-C ends it with one line too (files are written atomically, so none is half)."""
+    # Imported here, not above: the errors' modules import torch, and a command installs
+    # exit_on_signals from this module before its slow imports.
+    from .errors import USER_ERRORS
+
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield

@@ -16,30 +16,31 @@ def pick_device(name):
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device {name!r} is no device name PyTorch knows (examples: auto, cpu, cuda, "
-                        f"cuda:1, mps, xpu)") from None
+        raise UserError(f"--device {name!r} is no device name PyTorch knows (examples: auto, cpu, "
+                        f"cuda, cuda:1, mps, xpu)") from None
     if device.type == "cpu":
         return device
     module = getattr(torch, device.type, None)
     count = module.device_count() if module is not None and module.is_available() else 0
     if count == 0:
-        raise UserError(f"--device {name} was asked for, but this machine has no {device.type} device "
-                        f"(use --device cpu or --device auto)")
+        raise UserError(f"--device {name} was asked for, but this machine has no {device.type} "
+                        f"device (use --device cpu or --device auto)")
     if device.index is not None and device.index >= count:
-        raise UserError(f"--device {name} was asked for, but this machine has {count} {device.type} "
-                        f"device(s), numbered from 0")
+        raise UserError(f"--device {name} was asked for, but this machine has {count} "
+                        f"{device.type} device(s), numbered from 0")
     return device
 
 
 def bf16_supported(device):
-    """Whether bfloat16 runs natively (fast) on `device`; emulated bf16 would be slower than fp32."""
+    """Whether bfloat16 runs natively (fast) on `device`; emulated bf16 would be slower than
+    fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     try:  # another accelerator: bf16 runs there if a bf16 product does
-        torch.ones(2, 2, dtype=torch.bfloat16, device=device).matmul(torch.ones(2, 2, dtype=torch.bfloat16,
-                                                                                 device=device))
+        torch.ones(2, 2, dtype=torch.bfloat16, device=device).matmul(
+            torch.ones(2, 2, dtype=torch.bfloat16, device=device))
     except RuntimeError:
         return False
     return True

@@ -30,7 +30,8 @@ class EpochFiles:
             self.paths.check(settings.epochs)
             self.lock = RunLock(self.paths.out_dir)  # held until close(), or the process's end
             try:
-                self.paths.claim(settings.epochs, resuming=bool(settings.resume), overwrite=settings.overwrite)
+                self.paths.claim(settings.epochs, resuming=bool(settings.resume),
+                                 overwrite=settings.overwrite)
             except UserError:
                 self.close()
                 raise
@@ -40,14 +41,19 @@ class EpochFiles:
         background on CUDA."""
         self.plotter = Plotter(background=device.type == "cuda")
         world_size, held_out = train_loader.world_size, self.settings.holdout_classes
-        print(f"Start training on {device}" + (f" x {world_size} processes" if world_size > 1 else "")
-              + f": {train_loader.num_samples * world_size} training and {test_loader.labels.size(0)} test images"
-              + ("" if self.settings.dataset == "mnist" else f" of {DATASETS[self.settings.dataset].title}")
+        print(f"Start training on {device}"
+              + (f" x {world_size} processes" if world_size > 1 else "")
+              + f": {train_loader.num_samples * world_size} training and "
+                f"{test_loader.labels.size(0)} test images"
+              + ("" if self.settings.dataset == "mnist"
+                 else f" of {DATASETS[self.settings.dataset].title}")
               + f", epochs {first_epoch} to {self.settings.epochs}"
-              + (f", classes {held_out} held out ({', '.join(class_names(self.settings.dataset, held_out))})"
+              + (f", classes {held_out} held out "
+                 f"({', '.join(class_names(self.settings.dataset, held_out))})"
                  if held_out else ""))
         if self.writes:
-            write_run_file(self.paths, self.settings, classes, device, world_size, resumed=bool(self.settings.resume))
+            write_run_file(self.paths, self.settings, classes, device, world_size,
+                           resumed=bool(self.settings.resume))
             if self.settings.tensorboard:
                 self.tensorboard = open_tensorboard(self.settings.tensorboard)
 
@@ -66,7 +72,8 @@ class EpochFiles:
         """The epoch's other files: the checkpoint, the history and its curves, the test
         features so far, TensorBoard's scalars."""
         if self.writes:
-            write_epoch_files(self.paths, record, model, history, self.settings.holdout_classes, self.tensorboard)
+            write_epoch_files(self.paths, record, model, history, self.settings.holdout_classes,
+                              self.tensorboard)
 
     def finish(self, history, test_loader):
         """After the last epoch: wait for the last plot, write the animation (and the
@@ -76,8 +83,10 @@ class EpochFiles:
             thumbnails = None
             if self.tensorboard:
                 thumbnails = test_loader.pixels(test_loader.images.cpu())
-            frames = write_run_end(self.paths, history, self.settings.holdout_classes, self.tensorboard, thumbnails,
-                                   angular=self.settings.head != "softmax", names=class_names(self.settings.dataset))
+            frames = write_run_end(self.paths, history, self.settings.holdout_classes,
+                                   self.tensorboard, thumbnails,
+                                   angular=self.settings.head != "softmax",
+                                   names=class_names(self.settings.dataset))
             print(f"Wrote {frames} frames of test features to {self.paths.gif}")
 
 
@@ -95,17 +104,21 @@ def write_epoch_files(paths, record, model, history, unseen_classes, tensorboard
                 tensorboard.add_scalar(name, value, record.epoch)
 
 
-def write_run_end(paths, history, unseen_classes, tensorboard=None, test_images=None, angular=False, names=None):
+def write_run_end(paths, history, unseen_classes, tensorboard=None, test_images=None,
+                  angular=False, names=None):
     """The animation of the test features over the epochs (with their directions for an
     `angular` head), and for TensorBoard the last epoch's features with the images
     (`test_images`, in 0-1), the classes named by `names`; returns the number of frames."""
     if tensorboard:
-        metadata = [names[label] for label in history.test_labels.tolist()] if names else history.test_labels.tolist()
+        metadata = ([names[label] for label in history.test_labels.tolist()] if names
+                    else history.test_labels.tolist())
         tensorboard.add_embedding(history.test_features[-1], metadata=metadata,
-                                  label_img=test_images, global_step=history.records[-1].epoch, tag="test_features")
+                                  label_img=test_images, global_step=history.records[-1].epoch,
+                                  tag="test_features")
         tensorboard.close()
-    return write_feature_gif(torch.stack(history.test_features), history.test_labels, paths.gif, unseen_classes,
-                             [record.epoch for record in history.records], angular=angular, class_names=names)
+    return write_feature_gif(torch.stack(history.test_features), history.test_labels, paths.gif,
+                             unseen_classes, [record.epoch for record in history.records],
+                             angular=angular, class_names=names)
 
 
 def open_tensorboard(log_dir):
@@ -124,7 +137,8 @@ class Plotter:
     `submit` or by `wait`."""
 
     def __init__(self, background):
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plotter") if background else None
+        self._executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="plotter")
+                          if background else None)
         self._pending = None
 
     def submit(self, function, *args, **kwargs):

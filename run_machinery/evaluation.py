@@ -13,7 +13,8 @@ from .errors import UserError
 from margin_heads import Head
 from .metrics import embed, split_retrieval_metrics
 from .settings import parse_classes
-from mnist_loader import TensorLoader, class_names, label_to_class, normalization, normalize, read_split
+from mnist_loader import (TensorLoader, class_names, label_to_class, normalization, normalize,
+                          read_split)
 from mnist_net import Net
 from .plots import draw_decision_regions, draw_directions, draw_features
 from .run_folder import find_run_file
@@ -29,7 +30,8 @@ def read_checkpoint(path):
     centers = holdout = None
     if is_training_state(content):
         state = unpack_training_state(content, path)
-        content, centers = state["modules"].get("model"), state["modules"].get("center_loss", {}).get("centers")
+        content, centers = (state["modules"].get("model"),
+                            state["modules"].get("center_loss", {}).get("centers"))
         holdout = state["args"].get("holdout_classes")
     if not isinstance(content, dict):
         raise CheckpointError(f"{path} holds a {type(content).__name__}, not a model's state_dict")
@@ -37,18 +39,21 @@ def read_checkpoint(path):
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
     classifier = content.get("ip2.weight")
-    model = Net(num_classes=classifier.shape[0] if classifier is not None and classifier.dim() == 2 else 10)
+    model = Net(num_classes=classifier.shape[0]
+                if classifier is not None and classifier.dim() == 2 else 10)
     expected = set(model.state_dict())
     if set(content) != expected:
         missing, unexpected = sorted(expected - set(content)), sorted(set(content) - expected)
         raise CheckpointError(f"{path} is not a checkpoint of this project's Net "
-                              f"(missing {', '.join(missing[:4]) or 'nothing'}{', ...' if len(missing) > 4 else ''}; "
+                              f"(missing {', '.join(missing[:4]) or 'nothing'}"
+                              f"{', ...' if len(missing) > 4 else ''}; "
                               f"unexpected {', '.join(map(str, unexpected[:4])) or 'nothing'})")
     load_module_state(model, content, f"model in {path}")
-    for name, value in [*content.items(), ("centres", centers if centers is not None else torch.zeros(()))]:
+    for name, value in [*content.items(),
+                        ("centres", centers if centers is not None else torch.zeros(()))]:
         if not value.isfinite().all():
-            raise CheckpointError(f"{path}: {name} holds NaN or infinite values; a model trained into them "
-                                  f"gives no meaningful metrics")
+            raise CheckpointError(f"{path}: {name} holds NaN or infinite values; a model trained "
+                                  f"into them gives no meaningful metrics")
     return model, centers, holdout
 
 
@@ -56,11 +61,13 @@ def json_ready(metrics):
     """`metrics` with every undefined (NaN) figure as null, its reason under "undefined":
     JSON has no NaN."""
     ready = {key: value for key, value in metrics.items()}
-    undefined = [key for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
+    undefined = [key for key, value in metrics.items()
+                 if isinstance(value, float) and not math.isfinite(value)]
     for key in undefined:
         ready[key] = None
     if undefined:
-        ready["undefined"] = {key: "no test image of these digits has another of its digit to retrieve"
+        ready["undefined"] = {key: "no test image of these digits has another of its digit "
+                                   "to retrieve"
                               for key in undefined}
     return ready
 
@@ -90,20 +97,22 @@ def open_checkpoint(path, holdout=None, head=None, dataset=None):
     model, centers, stored_holdout = read_checkpoint(path)
     run = find_run_file(path) or {}
     settings = run.get("settings") or {}
-    dataset = dataset or settings.get("dataset", "mnist")  # runs from before the datasets were MNIST's
+    # runs from before the datasets were MNIST's
+    dataset = dataset or settings.get("dataset", "mnist")
     holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
     holdout = sorted(set(parse_classes(dataset, holdout or [])))
     classes = [label for label in range(10) if label not in holdout]
     num_classes = model.ip2.weight.shape[0]
     if len(classes) != num_classes:
-        raise UserError(f"the checkpoint classifies {num_classes} digits, but {len(class_digits)} remain after "
-                        f"holding out {holdout}; pass --holdout_classes with the {10 - num_classes} classes "
-                        f"held out in training")
+        raise UserError(f"the checkpoint classifies {num_classes} digits, but {len(classes)} "
+                        f"remain after holding out {holdout}; pass --holdout_classes with the "
+                        f"{10 - num_classes} classes held out in training")
     run_head = settings.get("head", "softmax")  # runs from before the heads had softmax
     head = head or run_head
-    scale, margin = (settings.get("scale"), settings.get("margin")) if head == run_head else (None, None)
-    return CheckpointRun(model, centers, holdout, classes, Head(head, model.ip2.weight, scale, margin), dataset,
-                         run)
+    scale, margin = ((settings.get("scale"), settings.get("margin")) if head == run_head
+                     else (None, None))
+    return CheckpointRun(model, centers, holdout, classes,
+                         Head(head, model.ip2.weight, scale, margin), dataset, run)
 
 
 def load_test_split(dataset_dir, device, limit=None, batch_size=1024, dataset="mnist"):
@@ -111,10 +120,12 @@ def load_test_split(dataset_dir, device, limit=None, batch_size=1024, dataset="m
     TensorLoader on `device`."""
     images, labels = read_split(dataset_dir, train=False, limit=limit, dataset=dataset)
     mean, std = normalization(dataset, dataset_dir)
-    return TensorLoader(normalize(images, device, mean, std), labels.to(device), batch_size, mean=mean, std=std)
+    return TensorLoader(normalize(images, device, mean, std), labels.to(device), batch_size,
+                        mean=mean, std=std)
 
 
-def plot_evaluation(features, labels, head, classes, centers, unseen_classes, title, path, names=None):
+def plot_evaluation(features, labels, head, classes, centers, unseen_classes, title, path,
+                    names=None):
     """The test features over the head's decision regions; for an angular head, their
     directions with the class weights' beside them. `names`: the class names."""
     panels = 2 if head.angular else 1
@@ -125,7 +136,8 @@ def plot_evaluation(features, labels, head, classes, centers, unseen_classes, ti
     draw_decision_regions(ax, head.decision_weight(), classes)
     ax.set_title(title)
     for direction_ax in angular_ax:
-        draw_directions(direction_ax, features, labels, head.class_directions(classes), unseen_classes, names)
+        draw_directions(direction_ax, features, labels, head.class_directions(classes),
+                        unseen_classes, names)
         direction_ax.set_title(f"their directions and the class weights ({head.name})")
     save_figure(fig, path)
 
@@ -136,7 +148,8 @@ def evaluate(model, head, test_loader, classes, unseen_classes, names=None):
     (default: their indices, MNIST's digits)."""
     features, log_probs, labels = embed(model, test_loader)
     seen = label_to_class(classes, labels.device)[labels] >= 0
-    predicted_labels = torch.tensor(classes, device=labels.device)[head.predict(features, log_probs)]
+    predicted_labels = torch.tensor(classes, device=labels.device)[
+        head.predict(features, log_probs)]
     true_seen, predicted_seen = labels[seen].cpu().numpy(), predicted_labels[seen].cpu().numpy()
     target_names = [names[label] if names else str(label) for label in classes]
     report_options = dict(labels=classes, target_names=target_names, digits=4, zero_division=0)
@@ -144,6 +157,7 @@ def evaluate(model, head, test_loader, classes, unseen_classes, names=None):
     report_text = classification_report(true_seen, predicted_seen, **report_options)
     metrics = {"accuracy": float((true_seen == predicted_seen).mean()),
                "num_test_images": int(labels.numel())}
-    metrics.update(split_retrieval_metrics(head.retrieval_features(features), labels, unseen_classes))
+    metrics.update(split_retrieval_metrics(head.retrieval_features(features), labels,
+                                           unseen_classes))
     metrics["per_class"] = {name: report[name] for name in target_names}
     return metrics, features, report_text

@@ -27,7 +27,8 @@ class EpochProgress:
     def start(cls, num_samples, feat_dim, device):
         zero = torch.zeros((), device=device)
         return cls(torch.empty(num_samples, feat_dim, device=device),
-                   torch.empty(num_samples, dtype=torch.long, device=device), zero, zero.clone(), zero.clone())
+                   torch.empty(num_samples, dtype=torch.long, device=device), zero,
+                   zero.clone(), zero.clone())
 
     def add(self, step, start, features, labels, correct, loss, center_loss):
         """Record one step's batch, which starts at item `start` of the epoch."""
@@ -43,11 +44,13 @@ class EpochProgress:
     def as_saved(self):
         # The training state's names since its version 3: the labels were then called digits.
         return {"features": self.features, "digits": self.labels, "correct": self.correct,
-                "loss_sum": self.loss_sum, "center_loss_sum": self.center_loss_sum, "step": self.step}
+                "loss_sum": self.loss_sum, "center_loss_sum": self.center_loss_sum,
+                "step": self.step}
 
     @classmethod
     def from_saved(cls, saved, device):
-        saved = {name: value.to(device) if torch.is_tensor(value) else value for name, value in saved.items()}
+        saved = {name: value.to(device) if torch.is_tensor(value) else value
+                 for name, value in saved.items()}
         return cls(saved["features"], saved["digits"], saved["correct"], saved["loss_sum"],
                    saved["center_loss_sum"], saved["step"])
 
@@ -106,14 +109,16 @@ class EpochRecord:
     def row(self):
         """The flat CSV row, in the column order of history.csv."""
         row = {"epoch": self.epoch, "lr": self.lr, "center_lr": self.center_lr}
-        row.update({f"train_{name}": value for name, value in dataclasses.asdict(self.train).items()})
+        row.update({f"train_{name}": value
+                    for name, value in dataclasses.asdict(self.train).items()})
         row.update({f"test_{name}": value for name, value in dataclasses.asdict(self.test).items()})
         row.update(self.retrieval)
         row["seconds"] = self.seconds
         return row
 
     def line(self):
-        line = (f"Epoch: {self.epoch:>3}, train acc: {self.train.acc:.4f}, train loss: {self.train.loss:.4f}, "
+        line = (f"Epoch: {self.epoch:>3}, train acc: {self.train.acc:.4f}, "
+                f"train loss: {self.train.loss:.4f}, "
                 f"test acc: {self.test.acc:.4f}, test loss: {self.test.loss:.4f}, "
                 f"test MAP@R: {self.retrieval['map_at_r']:.4f}")
         if "unseen_map_at_r" in self.retrieval:
@@ -143,7 +148,8 @@ class History:
     @classmethod
     def from_saved(cls, saved):
         records = [EpochRecord(**{**record, "train": LossMetrics(**record["train"]),
-                                  "test": LossMetrics(**record["test"]), "times": EpochTimes(**record["times"])})
+                                  "test": LossMetrics(**record["test"]),
+                                  "times": EpochTimes(**record["times"])})
                    for record in saved["records"]]
         return cls(records, list(saved["test_features"]), saved["test_digits"])
 

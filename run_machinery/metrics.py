@@ -47,10 +47,12 @@ def ranking_keys(features, queries):
     """Keys (len(queries), N) whose ascending order ranks all items for each query by
     Euclidean distance, ties in gallery order, the query itself last: the float32
     distance's bits (non-negative floats order as their bits do) then the gallery index."""
-    distances = torch.cdist(features[queries], features, compute_mode="donot_use_mm_for_euclid_dist")
+    distances = torch.cdist(features[queries], features,
+                            compute_mode="donot_use_mm_for_euclid_dist")
     distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
     num_items = features.size(0)
-    return distances.view(torch.int32).long() * num_items + torch.arange(num_items, device=features.device)
+    return distances.view(torch.int32).long() * num_items + torch.arange(num_items,
+                                                                         device=features.device)
 
 
 def retrieval_metrics(features, labels, query_block=1024):
@@ -82,7 +84,8 @@ def retrieval_metrics(features, labels, query_block=1024):
         ]).double()
     num_queries = int((relevant_counts > 0).sum())
     if num_queries == 0:
-        return {"precision_at_1": float("nan"), "r_precision": float("nan"), "map_at_r": float("nan")}
+        return {"precision_at_1": float("nan"), "r_precision": float("nan"),
+                "map_at_r": float("nan")}
     precision_at_1, r_precision, map_at_r = (sums / num_queries).tolist()
     return {"precision_at_1": precision_at_1, "r_precision": r_precision, "map_at_r": map_at_r}
 
@@ -99,7 +102,8 @@ def reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
     positions = torch.arange(1, num_items, device=features.device)  # ranks in the gallery
     for start in range(0, num_items, query_block):
         queries = torch.arange(start, min(start + query_block, num_items), device=features.device)
-        gallery = ranking_keys(features, queries).argsort(dim=1)[:, :-1]  # the query itself, last, dropped
+        # the query itself, last, dropped
+        gallery = ranking_keys(features, queries).argsort(dim=1)[:, :-1]
         relevant = labels[gallery] == labels[queries].unsqueeze(1)
         valid = matches[queries] > 0
         first_match = torch.where(relevant.any(1), relevant.float().argmax(1), num_items)
@@ -142,5 +146,6 @@ def split_retrieval_metrics(features, labels, unseen_classes=()):
     if unseen_classes:
         unseen = torch.isin(labels, torch.tensor(list(unseen_classes), device=labels.device))
         for prefix, mask in (("seen_", ~unseen), ("unseen_", unseen)):
-            metrics.update({prefix + name: value for name, value in both(features[mask], labels[mask]).items()})
+            metrics.update({prefix + name: value
+                            for name, value in both(features[mask], labels[mask]).items()})
     return metrics

@@ -2,8 +2,8 @@
 
 During an epoch, `NanWatch.step` notes on the device the first step at which each part
 of a training step went bad (a feature NaN, infinite or beyond FEATURE_NORM_LIMIT in
-norm; a loss NaN or infinite) and the largest feature norm up to that step. `NanWatch.check` reads that
-once (when the epoch's metrics are read anyway) and raises `NonFiniteError`. `remedy`
+norm; a loss NaN or infinite) and the largest feature norm up to that step. `NanWatch.check`
+reads that once (when the epoch's metrics are read anyway) and raises `NonFiniteError`. `remedy`
 reads the likely cause and the setting to change from the evidence; the run's state keeper
 turns them into a resume from the last state known to be good.
 """
@@ -24,10 +24,13 @@ class NonFiniteError(UserError):
     """`parts` went bad `where` ("in epoch 3 at step 5 of 8"); the evidence for the advice:
     whether the network's weights and the centres are still finite, the largest feature norm."""
 
-    def __init__(self, parts, where, network_finite=True, centers_finite=True, max_feature_norm=None):
+    def __init__(self, parts, where, network_finite=True, centers_finite=True,
+                 max_feature_norm=None):
         troubles = [f"the {part} blew up (NaN, infinite or a norm over {FEATURE_NORM_LIMIT:g})"
-                    if part.endswith("features") else f"the {part} became NaN or infinite" for part in parts]
-        largest = f" (largest feature norm {max_feature_norm:.3g})" if max_feature_norm is not None else ""
+                    if part.endswith("features") else f"the {part} became NaN or infinite"
+                    for part in parts]
+        largest = (f" (largest feature norm {max_feature_norm:.3g})"
+                   if max_feature_norm is not None else "")
         super().__init__(" and ".join(troubles) + f" {where}{largest}")
         self.parts, self.network_finite, self.centers_finite = parts, network_finite, centers_finite
         self.max_feature_norm = max_feature_norm
@@ -43,14 +46,18 @@ class NanWatch:
         norm = features.detach().float().norm(dim=1).max().nan_to_num(nan=torch.inf)
         # The evidence of the first bad step, not of the steps that went on from it.
         went_bad = self.first_bad_step.min() < NEVER
-        self.max_feature_norm = torch.where(went_bad, self.max_feature_norm, torch.maximum(self.max_feature_norm, norm))
-        good = torch.stack((norm <= FEATURE_NORM_LIMIT, softmax_loss.isfinite(), center_loss.isfinite()))
-        self.first_bad_step = torch.where(good, self.first_bad_step, self.first_bad_step.clamp(max=step))
+        self.max_feature_norm = torch.where(went_bad, self.max_feature_norm,
+                                            torch.maximum(self.max_feature_norm, norm))
+        good = torch.stack((norm <= FEATURE_NORM_LIMIT, softmax_loss.isfinite(),
+                            center_loss.isfinite()))
+        self.first_bad_step = torch.where(good, self.first_bad_step,
+                                          self.first_bad_step.clamp(max=step))
 
     def check(self, network, centers, epoch, step, num_steps):
         """Raise NonFiniteError when a part of a step went bad, or a weight (of the `network`'s
         parameters or the `centers`) is not finite after `step`. Waits for the device."""
-        finite = torch.stack([torch.stack([p.isfinite().all() for p in network]).all(), centers.isfinite().all()])
+        finite = torch.stack([torch.stack([p.isfinite().all() for p in network]).all(),
+                              centers.isfinite().all()])
         # Every rank stops together, on the first bad step of any of them.
         bad_steps = distributed.min_across_ranks(self.first_bad_step.clone()).tolist()
         network_finite, centers_finite = finite.tolist()
@@ -59,26 +66,30 @@ class NanWatch:
         first = min(bad_steps)
         if first < NEVER:
             parts = [part for part, bad in zip(LOSS_PARTS, bad_steps) if bad == first]
-            raise NonFiniteError(parts, f"in epoch {epoch} at step {first} of {num_steps}", **evidence)
+            raise NonFiniteError(parts, f"in epoch {epoch} at step {first} of {num_steps}",
+                                 **evidence)
         parts = []
         if not network_finite:
             parts.append("network's weights")
         if not centers_finite:
             parts.append("centres")
         if parts:
-            raise NonFiniteError(parts, f"in epoch {epoch} at step {step} of {num_steps}", **evidence)
+            raise NonFiniteError(parts, f"in epoch {epoch} at step {step} of {num_steps}",
+                                 **evidence)
 
 
 def check_test_pass(features, loss):
     """Raise NonFiniteError when the test pass gave bad features or a bad loss (`loss` a float)."""
-    norm = features.float().norm(dim=1).max().nan_to_num(nan=torch.inf).item() if features.numel() else 0.0
+    norm = (features.float().norm(dim=1).max().nan_to_num(nan=torch.inf).item()
+            if features.numel() else 0.0)
     parts = []
     if norm > FEATURE_NORM_LIMIT:
         parts.append("test features")
     if not abs(loss) < torch.inf:
         parts.append("test loss")
     if parts:
-        raise NonFiniteError(parts, "in the test pass after the epoch's training", max_feature_norm=norm)
+        raise NonFiniteError(parts, "in the test pass after the epoch's training",
+                             max_feature_norm=norm)
 
 
 def remedy(error, settings, recipe, epoch_lr):
@@ -86,16 +97,18 @@ def remedy(error, settings, recipe, epoch_lr):
     value, e.g. "--lr 0.001": the article's (`recipe`) when the run's is higher, else a tenth
     of the run's. `epoch_lr` is the network's rate in the epoch that went bad."""
     if epoch_lr > settings.lr * (1 + 1e-9):
-        cause = (f"the schedule raised the network's learning rate to {epoch_lr:g} (--gamma {settings.gamma:g} "
-                 f"every --step_size {settings.step_size} epochs)")
+        cause = (f"the schedule raised the network's learning rate to {epoch_lr:g} "
+                 f"(--gamma {settings.gamma:g} every --step_size {settings.step_size} epochs)")
         name = "gamma"
     elif error.parts == ["centres"] or (error.parts == ["centre loss"] and
                                         (error.max_feature_norm or 0) <= FEATURE_NORM_LIMIT):
         cause = f"the centres' learning rate is too high (--center_lr {settings.center_lr:g})"
         name = "center_lr"
     else:
-        rate = f"--lr {settings.lr:g}" + (f", {epoch_lr:g} in this epoch" if epoch_lr != settings.lr else "")
+        rate = f"--lr {settings.lr:g}" + (f", {epoch_lr:g} in this epoch"
+                                          if epoch_lr != settings.lr else "")
         cause = f"the network's learning rate is too high ({rate})"
         name = "lr"
     run_value, recipe_value = getattr(settings, name), getattr(recipe, name)
-    return cause, f"--{name} {recipe_value if name == 'gamma' or run_value > recipe_value else run_value / 10:g}"
+    new_value = recipe_value if name == "gamma" or run_value > recipe_value else run_value / 10
+    return cause, f"--{name} {new_value:g}"

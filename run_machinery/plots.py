@@ -34,8 +34,8 @@ def draw_features(ax, feat, labels, centers=None, unseen_classes=(), class_names
     """Scatter 2-D features on `ax`, coloured by class (the digit, for MNIST), with the
     centres and a legend naming each class by `class_names` (default: its index).
 
-    Held-out (unseen) digits are drawn as crosses, the others as dots. The axes are fitted to the data, never
-    clipping a point; equal scales keep the angles between classes true, since the
+    Held-out (unseen) digits are drawn as crosses, the others as dots. The axes are fitted to the
+    data, never clipping a point; equal scales keep the angles between classes true, since the
     bias-free classifier separates them by angle.
     """
     feat, labels = as_numpy(feat), as_numpy(labels)
@@ -73,7 +73,8 @@ def draw_directions(ax, feat, labels, class_directions, unseen_classes=(), class
     for label, direction in class_directions.items():
         x, y = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
         ax.plot([0, x], [0, y], "-", color=DIGIT_COLORS[label], linewidth=2, path_effects=[OUTLINE])
-        ax.annotate(class_names[label] if class_names else str(label), (x, y), ha="center", va="center", fontsize=9, fontweight="bold",
+        ax.annotate(class_names[label] if class_names else str(label), (x, y),
+                    ha="center", va="center", fontsize=9, fontweight="bold",
                     color=DIGIT_COLORS[label], path_effects=[OUTLINE])
     ax.set_xlim(-1.4, 1.4)
     ax.set_ylim(-1.4, 1.4)  # the unit circle, and the class directions beyond it
@@ -82,15 +83,16 @@ def draw_directions(ax, feat, labels, class_directions, unseen_classes=(), class
     ax.set_ylabel("feature 2 / |feature|")
 
 
-def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=None, unseen_classes=(),
-                 class_directions=None, class_names=None):
+def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=None,
+                 unseen_classes=(), class_directions=None, class_names=None):
     """The feature plot of one epoch: the training features with the centres, beside them
     the test features when given, and for an angular head their directions with each class
     weight's (`class_directions`: class -> weight); the legend names the classes by
     `class_names` (default: their indices, MNIST's digits)."""
     titles = [f"training features, epoch = {epoch}"]
     titles += [] if test_feat is None else [f"test features (eval mode), epoch = {epoch}"]
-    titles += [] if class_directions is None else [f"test feature directions and class weights, epoch = {epoch}"]
+    titles += ([] if class_directions is None
+               else [f"test feature directions and class weights, epoch = {epoch}"])
     panels = len(titles)
     fig = Figure(figsize=(8 * panels, 7), dpi=100)
     axes = fig.subplots(1, panels, squeeze=False)[0]
@@ -98,7 +100,8 @@ def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=
     if test_feat is not None:
         draw_features(axes[1], test_feat, test_labels, centers, unseen_classes, class_names)
     if class_directions is not None:
-        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_classes, class_names)
+        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_classes,
+                        class_names)
     for ax, title in zip(axes, titles):
         ax.set_title(title)
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
@@ -131,10 +134,12 @@ def ranking_figure(images, labels, queries, neighbours, class_names):
     rows, k = neighbours.shape
     height = 1.25 * rows + 0.8  # inches: a row each, and the title
     fig = Figure(figsize=(1.1 * (k + 1.4), height), dpi=80)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height, wspace=0.15, hspace=0.35)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height,
+                        wspace=0.15, hspace=0.35)
     grid = fig.add_gridspec(rows, k + 2, width_ratios=[1, 0.4, *[1] * k])
     for row, (query, found) in enumerate(zip(as_numpy(queries), as_numpy(neighbours))):
-        cells = [(0, query, "tab:blue", class_names[labels[query]])]  # blue: the query (the title says so)
+        # blue: the query (the title says so)
+        cells = [(0, query, "tab:blue", class_names[labels[query]])]
         cells += [(column + 2, item, "tab:green" if labels[item] == labels[query] else "tab:red",
                    class_names[labels[item]]) for column, item in enumerate(found)]
         for column, item, color, title in cells:
@@ -159,12 +164,12 @@ def plot_curves(history, path):
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.2)
     loss_ax, acc_ax = fig.subplots(1, 2)
     for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
-        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], "-o", color=color, markersize=3,
-                     label=f"{split} loss")
+        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], "-o", color=color,
+                     markersize=3, label=f"{split} loss")
         loss_ax.plot(epochs, [row[f"{split}_center_loss"] for row in history], "--", color=color,
                      label=f"{split} centre-loss part")
-        acc_ax.plot(epochs, [row[f"{split}_acc"] for row in history], "-o", color=color, markersize=3,
-                    label=f"{split} accuracy")
+        acc_ax.plot(epochs, [row[f"{split}_acc"] for row in history], "-o", color=color,
+                    markersize=3, label=f"{split} accuracy")
     acc_ax.plot(epochs, [row["map_at_r"] for row in history], "-^", color="tab:green", markersize=3,
                 label="test MAP@R")
     loss_ax.set_yscale("log")
@@ -179,8 +184,8 @@ def plot_curves(history, path):
     save_figure(fig, path)
 
 
-def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epochs=None, seconds_per_frame=0.4,
-                      angular=False, class_names=None):
+def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epochs=None,
+                      seconds_per_frame=0.4, angular=False, class_names=None):
     """An animated GIF of the features epoch by epoch, with one axis range for the whole
     run so that the motion is readable; with `angular` (an angular head), their directions
     on the unit circle beside them. `features_per_epoch`: (epochs, N, 2)."""

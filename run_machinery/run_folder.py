@@ -1,7 +1,7 @@
 """A run's folder: where each of its files goes, and its settings file, run.json.
 
-    OUT_DIR/run.json              the run described: settings, dataset, classes and their names, versions,
-                                  device, commit
+    OUT_DIR/run.json              the run described: settings, dataset, classes and their names,
+                                  versions, device, commit
     OUT_DIR/model/epoch_NNN.pth   the model's state_dict after each epoch (--model_path_temp)
     OUT_DIR/visual/epoch_NNN.png  the 2-D features after each epoch (--vis_img_path_temp)
     OUT_DIR/history.csv           one row of metrics per epoch, and its curves, history.png
@@ -72,27 +72,33 @@ class RunPaths:
         cannot be used: a folder that cannot be written, a template without {}, a plot
         format matplotlib cannot write, a file name taken by a folder."""
         check_writable("out_dir", self.out_dir)
-        for name, template in (("model_path_temp", self.model_path_temp), ("vis_img_path_temp", self.vis_img_path_temp)):
+        for name, template in (("model_path_temp", self.model_path_temp),
+                               ("vis_img_path_temp", self.vis_img_path_temp)):
             if "{}" not in template:
-                raise UserError(f"--{name} must contain {{}} for the epoch number, got {template!r}")
+                raise UserError(f"--{name} must contain {{}} for the epoch number, "
+                                f"got {template!r}")
             try:
                 folder = epoch_path(template, 1).parent
             except (IndexError, KeyError, ValueError) as error:
-                raise UserError(f"--{name} is not a valid path template ({error}): {template!r}") from None
+                raise UserError(f"--{name} is not a valid path template "
+                                f"({error}): {template!r}") from None
             check_writable(name, folder)
         check_image_format("--vis_img_path_temp", self.visual(1))
         for path in [*self.fixed_files(), *(self.model(epoch) for epoch in range(1, epochs + 1)),
                      *(self.visual(epoch) for epoch in range(1, epochs + 1))]:
             if path.is_dir():
-                raise UserError(f"the output file {path} is an existing folder; remove it or choose other paths")
+                raise UserError(f"the output file {path} is an existing folder; "
+                                f"remove it or choose other paths")
 
     def fixed_files(self):
-        return [self.run_file, self.history, self.curves, self.training_state, self.test_features, self.gif]
+        return [self.run_file, self.history, self.curves,
+                self.training_state, self.test_features, self.gif]
 
     def run_files(self, epochs):
         """The files of a run that are already in place: its fixed files, and its epoch files
         up to epoch max(`epochs`, 999)."""
-        epoch_files = [path(epoch) for path in (self.model, self.visual) for epoch in range(1, max(epochs, 999) + 1)]
+        epoch_files = [path(epoch) for path in (self.model, self.visual)
+                       for epoch in range(1, max(epochs, 999) + 1)]
         return [path for path in [*self.fixed_files(), *epoch_files] if path.is_file()]
 
     def claim(self, epochs, resuming, overwrite):
@@ -103,11 +109,13 @@ class RunPaths:
             return
         if not overwrite:
             raise UserError(f"{self.out_dir} holds another run's outputs ({existing[0].name} and "
-                            f"{len(existing) - 1} more files); continue it with --resume auto, choose another "
-                            f"--out_dir, or start afresh there with --overwrite (deletes them)")
+                            f"{len(existing) - 1} more files); continue it with --resume auto, "
+                            f"choose another --out_dir, or start afresh there with --overwrite "
+                            f"(deletes them)")
         for path in existing:
             path.unlink()
-        print(f"--overwrite: deleted the {len(existing)} files of the run that was in {self.out_dir}")
+        print(f"--overwrite: deleted the {len(existing)} files of the run "
+              f"that was in {self.out_dir}")
 
 
 class RunLock:
@@ -124,8 +132,8 @@ class RunLock:
             self.file.seek(0)
             holder = self.file.read().strip() or "unknown"
             self.file.close()
-            raise UserError(f"another trainer (process {holder}) is writing to {out_dir}; wait for it to end, "
-                            f"stop it, or choose another --out_dir") from None
+            raise UserError(f"another trainer (process {holder}) is writing to {out_dir}; "
+                            f"wait for it to end, stop it, or choose another --out_dir") from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
@@ -150,16 +158,17 @@ def check_writable(name, folder):
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        raise UserError(f"--{name}: cannot write to the folder {folder} ({error.strerror or error})") from None
+        raise UserError(f"--{name}: cannot write to the folder {folder} "
+                        f"({error.strerror or error})") from None
 
 
 def git_commit():
     """The commit of this checkout (with '+changes' when files differ from it), or None."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True,
-                                timeout=10)
-        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_DIR,
-                                 capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True,
+                                text=True, timeout=10)
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                 cwd=REPO_DIR, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if commit.returncode != 0:

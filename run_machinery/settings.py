@@ -25,16 +25,17 @@ def check_settings(args):
         if not 0 <= getattr(args, name) < math.inf:
             raise UserError(f"--{name} must be finite and not negative, got {getattr(args, name)}")
     if args.momentum >= 1:
-        raise UserError(f"--momentum must be below 1 (SGD's velocity grows without bound at 1 or more), "
-                        f"got {args.momentum}")
-    if not 0 <= args.seed < 2 ** 32:  # the range every generator seeded from it takes (NumPy's is the narrowest)
+        raise UserError(f"--momentum must be below 1 (SGD's velocity grows without bound at 1 "
+                        f"or more), got {args.momentum}")
+    # the range every generator seeded from it takes (NumPy's is the narrowest)
+    if not 0 <= args.seed < 2 ** 32:
         raise UserError(f"--seed must lie in 0 to 2**32 - 1, got {args.seed}")
     for name in ("max_train_samples", "max_test_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if len(set(parse_classes(args.dataset, args.holdout_classes))) > 8:  # indices or names
-        raise UserError(f"--holdout_classes takes distinct classes and leaves at least two to train on, "
-                        f"got {args.holdout_classes}")
+        raise UserError(f"--holdout_classes takes distinct classes and leaves at least two to "
+                        f"train on, got {args.holdout_classes}")
     check_head_settings(args.head, args.scale, args.margin)
     device = pick_device(args.device)  # one that the machine lacks stops here
     if args.amp and not bf16_supported(device):
@@ -51,8 +52,11 @@ def settled(args):
                    scale=scale, margin=margin, dataset_dir=str(Path(args.dataset_dir).resolve()),
                    out_dir=str(Path(args.out_dir).resolve()))
     if args.dry_run:  # one step of training and one test batch
-        changes.update(max_train_samples=min(args.max_train_samples or args.batch_size, args.batch_size),
-                       max_test_samples=min(args.max_test_samples or args.batch_size, args.batch_size), epochs=1)
+        changes.update(max_train_samples=min(args.max_train_samples or args.batch_size,
+                                             args.batch_size),
+                       max_test_samples=min(args.max_test_samples or args.batch_size,
+                                            args.batch_size),
+                       epochs=1)
     return argparse.Namespace(**{**vars(args), **changes})
 
 
@@ -68,6 +72,7 @@ def parse_classes(dataset, values):
         elif text.lower() in names:
             indices.append(names[text.lower()])
         else:
-            raise UserError(f"--holdout_classes: {value!r} is neither a class index 0-9 nor a class of "
-                            f"{DATASETS[dataset].title} ({', '.join(DATASETS[dataset].class_names)})")
+            raise UserError(f"--holdout_classes: {value!r} is neither a class index 0-9 nor a "
+                            f"class of {DATASETS[dataset].title} "
+                            f"({', '.join(DATASETS[dataset].class_names)})")
     return indices

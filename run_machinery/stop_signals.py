@@ -68,8 +68,8 @@ def exit_with(ending, stop, keeper):
     if isinstance(ending, RunStopped):
         message, status = str(ending), ending.exit_status
     elif isinstance(ending, KeyboardInterrupt):
-        saved = f"the last training state saved is {keeper.last_good}" if keeper and keeper.last_good else \
-            "no training state was saved"
+        saved = f"the last training state saved is {keeper.last_good}" \
+            if keeper and keeper.last_good else "no training state was saved"
         message, status = f"Stopped at once by a second signal; {saved}", 128 + (stop.signum or 2)
     else:
         message, status = f"error: {ending}", 1

@@ -33,7 +33,8 @@ def rng_states(loader_generator):
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
+                  *numpy_state[2:]],
         "python": random.getstate(),
         "loader": loader_generator.get_state(),
         "loader_device": loader_generator.device.type,
@@ -56,7 +57,8 @@ def restore_rng_states(states, loader_generator):
     return True
 
 
-def save_training_state(path, epoch, modules, optimizers, scheduler, rng, settings, history, progress=None):
+def save_training_state(path, epoch, modules, optimizers, scheduler, rng, settings, history,
+                        progress=None):
     """Write the state after `epoch` (with `progress`: in the middle of epoch + 1):
     `modules` and `optimizers` are dicts name -> object, `settings` a dict, `rng` from
     `rng_states`, `history` a History."""
@@ -84,8 +86,8 @@ def write_training_state(path, state):
 
 
 # What a training state holds, and the type of each part.
-STATE_PARTS = {"epoch": int, "modules": dict, "optimizers": dict, "scheduler": dict, "rng": dict, "args": dict,
-               "history": dict, "partial_epoch": (dict, type(None))}
+STATE_PARTS = {"epoch": int, "modules": dict, "optimizers": dict, "scheduler": dict, "rng": dict,
+               "args": dict, "history": dict, "partial_epoch": (dict, type(None))}
 
 
 def load_training_state(path):
@@ -104,7 +106,8 @@ def unpack_training_state(saved, path):
     """The training state in `saved`, the content of the file `path` as loaded; raises as
     `load_training_state` does."""
     if not isinstance(saved, dict) or saved.get("format") != TRAINING_STATE_FORMAT:
-        if isinstance(saved, dict) and saved and all(isinstance(value, torch.Tensor) for value in saved.values()):
+        if isinstance(saved, dict) and saved and all(isinstance(value, torch.Tensor)
+                                                     for value in saved.values()):
             kind = "a model's state_dict (such as a per-epoch epoch_NNN.pth)"
         else:
             kind = "a checkpoint of another program"
@@ -114,18 +117,23 @@ def unpack_training_state(saved, path):
         raise CheckpointError(f"{path} is a training state of version {saved.get('version')}; "
                               f"this trainer reads version {TRAINING_STATE_VERSION}")
     content = saved.get("content")
-    if not isinstance(content, torch.Tensor) or content.dtype != torch.uint8 or not isinstance(saved.get("sha256"), str):
-        raise CheckpointError(f"{path} is a damaged training state: its content or checksum is missing")
+    if (not isinstance(content, torch.Tensor) or content.dtype != torch.uint8
+            or not isinstance(saved.get("sha256"), str)):
+        raise CheckpointError(f"{path} is a damaged training state: "
+                              "its content or checksum is missing")
     content = content.numpy().tobytes()
     if hashlib.sha256(content).hexdigest() != saved["sha256"]:
-        raise CheckpointError(f"{path} is a damaged training state: its content does not match its checksum")
+        raise CheckpointError(f"{path} is a damaged training state: "
+                              "its content does not match its checksum")
     try:
         state = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
     except Exception as error:  # the checksum matched: written damaged, or by other code
-        raise CheckpointError(f"{path} is a damaged training state ({type(error).__name__})") from error
+        raise CheckpointError(f"{path} is a damaged training state "
+                              f"({type(error).__name__})") from error
     for part, kind in STATE_PARTS.items():
         if not isinstance(state.get(part) if isinstance(state, dict) else None, kind):
-            raise CheckpointError(f"{path} is a damaged training state: its {part!r} is missing or of the wrong type")
+            raise CheckpointError(f"{path} is a damaged training state: its {part!r} is missing "
+                                  "or of the wrong type")
     return state
 
 
@@ -136,9 +144,9 @@ def resume_path(resume, out_dir):
     if path.is_dir():
         path = path / TRAINING_STATE_NAME
     if resume == "auto" and not path.is_file():
-        raise UserError(f"--resume auto: there is no {TRAINING_STATE_NAME} in {path.parent} (the --out_dir), "
-                        f"so there is no run to continue there; start one without --resume, or give "
-                        f"--resume PATH")
+        raise UserError(f"--resume auto: there is no {TRAINING_STATE_NAME} in {path.parent} "
+                        f"(the --out_dir), so there is no run to continue there; start one "
+                        f"without --resume, or give --resume PATH")
     return path
 
 
@@ -149,15 +157,17 @@ def resumed_settings(parser, argv, saved):
     saved = {name: value for name, value in saved.items() if name in known and name != "resume"}
     parser.set_defaults(**saved)
     resumed = parser.parse_args(argv)
-    changed = [name for name, value in saved.items() if getattr(resumed, name) != value and name != "epochs"]
+    changed = [name for name, value in saved.items()
+               if getattr(resumed, name) != value and name != "epochs"]
     for name in changed:
         if name in FIXED_ON_RESUME:
-            raise UserError(f"--resume: --{name} {getattr(resumed, name)} differs from the run's {saved[name]}; "
-                            f"it fixes the order of the training data, so a resumed run keeps it (start a new "
-                            f"run to change it)")
+            raise UserError(f"--resume: --{name} {getattr(resumed, name)} differs from the run's "
+                            f"{saved[name]}; it fixes the order of the training data, so a resumed "
+                            f"run keeps it (start a new run to change it)")
     if changed:
         print("Resuming with changed settings: "
-              + ", ".join(f"--{name} {getattr(resumed, name)} (was {saved[name]})" for name in changed))
+              + ", ".join(f"--{name} {getattr(resumed, name)} (was {saved[name]})"
+                          for name in changed))
     return resumed
 
 
@@ -165,15 +175,16 @@ def resume(state, modules, optimizers, scheduler, train_loader, settings):
     """Load a training state into this run's objects (dicts name -> object, as saved).
     Returns (history, first epoch to train, progress of the interrupted epoch or None)."""
     if state["partial_epoch"] is not None and train_loader.world_size > 1:
-        raise UserError(f"--resume: the run was stopped in the middle of epoch {state['epoch'] + 1} by a single "
-                        f"process; finish that epoch without torchrun (add --epochs {state['epoch'] + 1}), then "
-                        f"resume under torchrun")
+        raise UserError(f"--resume: the run was stopped in the middle of epoch "
+                        f"{state['epoch'] + 1} by a single process; finish that epoch without "
+                        f"torchrun (add --epochs {state['epoch'] + 1}), then resume under torchrun")
     saved_centers = state["modules"]["center_loss"]["centers"].shape
     centers = modules["center_loss"].centers.shape
     if saved_centers != centers:
         raise UserError(f"--resume: the run in the checkpoint has {saved_centers[0]} classes and "
-                        f"{saved_centers[1]}-D features, this one {centers[0]} classes and {centers[1]}-D "
-                        f"features; resume with the settings the run was started with")
+                        f"{saved_centers[1]}-D features, this one {centers[0]} classes and "
+                        f"{centers[1]}-D features; resume with the settings the run was "
+                        f"started with")
     for name, module in modules.items():
         try:
             load_module_state(module, state["modules"][name], name)
@@ -188,24 +199,28 @@ def resume(state, modules, optimizers, scheduler, train_loader, settings):
     device = train_loader.labels.device
     if progress is not None:
         if progress["features"].size(0) != train_loader.num_samples:
-            raise UserError(f"--resume: the interrupted epoch had {progress['features'].size(0)} training "
-                            f"images, this run has {train_loader.num_samples}; resume with the same data")
+            raise UserError(f"--resume: the interrupted epoch had {progress['features'].size(0)} "
+                            f"training images, this run has {train_loader.num_samples}; "
+                            f"resume with the same data")
         progress = EpochProgress.from_saved(progress, device)
     if not restore_rng_states(state["rng"], train_loader.generator):
         # Another kind of device draws other numbers: the shuffling cannot go on where it was.
         train_loader.generator.manual_seed(settings.seed + state["epoch"])
-        print(f"Note: the run was saved on {state['rng']['loader_device']}; on {device.type} its shuffling "
-              f"order is reseeded" + (" and the interrupted epoch starts again" if progress else ""))
+        print(f"Note: the run was saved on {state['rng']['loader_device']}; on {device.type} its "
+              f"shuffling order is reseeded"
+              + (" and the interrupted epoch starts again" if progress else ""))
         progress = None
     return History.from_saved(state["history"]), state["epoch"] + 1, progress
 
 
 def apply_changed_rates(settings, saved, optimizers, scheduler):
     """Rates given anew on resume win over those restored with the optimizers."""
-    if (settings.lr, settings.step_size, settings.gamma) != (saved["lr"], saved["step_size"], saved["gamma"]):
+    if (settings.lr, settings.step_size, settings.gamma) != (saved["lr"], saved["step_size"],
+                                                             saved["gamma"]):
         # The rate the schedule gives now, had the run used these settings from its start.
         lr = settings.lr * settings.gamma ** (scheduler.last_epoch // settings.step_size)
-        scheduler.base_lrs, scheduler.step_size, scheduler.gamma = [settings.lr], settings.step_size, settings.gamma
+        scheduler.base_lrs, scheduler.step_size, scheduler.gamma = (
+            [settings.lr], settings.step_size, settings.gamma)
         for group in optimizers["net"].param_groups:
             group.update(lr=lr, initial_lr=settings.lr)
     for group in optimizers["net"].param_groups:
@@ -215,7 +230,8 @@ def apply_changed_rates(settings, saved, optimizers, scheduler):
 
 
 def seed_all(seed):
-    """Seed every generator a run may draw from: torch's (CPU and accelerators), NumPy's, Python's."""
+    """Seed every generator a run may draw from: torch's (CPU and accelerators), NumPy's,
+    Python's."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
@@ -226,10 +242,12 @@ class StateKeeper:
     puts back the state that --resume names. Only the main process writes (`files.writes`);
     `last_good` is the newest state known to be good: the one to go back to."""
 
-    def __init__(self, files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, command, recipe):
+    def __init__(self, files, model, center_loss, dnn_optimizer, center_optimizer, scheduler,
+                 command, recipe):
         """`command` runs the trainer again (for the resume hints); `recipe` holds the
         article's settings, the rates the advice on a NaN goes back to."""
-        self.path, self.writes, self.settings = files.paths.training_state, files.writes, files.settings
+        self.path, self.writes, self.settings = (files.paths.training_state, files.writes,
+                                                 files.settings)
         self.modules = {"model": model, "center_loss": center_loss}
         self.optimizers = {"net": dnn_optimizer, "center": center_optimizer}
         self.scheduler, self.command, self.recipe = scheduler, command, recipe
@@ -249,8 +267,8 @@ class StateKeeper:
     def resume(self, train_loader):
         path = Path(self.settings.resume)
         state = load_training_state(path)
-        history, first_epoch, progress = resume(state, self.modules, self.optimizers, self.scheduler, train_loader,
-                                                self.settings)
+        history, first_epoch, progress = resume(state, self.modules, self.optimizers,
+                                                self.scheduler, train_loader, self.settings)
         self.last_good = path
         where = f"epoch {first_epoch}" + (f" after step {progress.step}" if progress else "")
         print(f"Resuming from {path} at {where}")
@@ -270,8 +288,8 @@ class StateKeeper:
         this redoes the epoch and its files."""
         self.epoch_started(epoch + 1)
         if self.writes:
-            save_training_state(self.path, epoch, self.modules, self.optimizers, self.scheduler, self.epoch_start_rng,
-                                vars(self.settings), history)
+            save_training_state(self.path, epoch, self.modules, self.optimizers, self.scheduler,
+                                self.epoch_start_rng, vars(self.settings), history)
         self.last_good = self.path
 
     def save_interrupted(self, epoch, num_steps, history, progress):
@@ -280,7 +298,8 @@ class StateKeeper:
             # Under torchrun each rank holds only its part of the epoch: it starts again.
             save_training_state(self.path, epoch - 1, self.modules, self.optimizers, self.scheduler,
                                 self.epoch_start_rng, vars(self.settings), history, progress)
-            return f"Stopped in epoch {epoch} after step {progress.step} of {num_steps}. {self.resume_hint(self.path)}"
+            return (f"Stopped in epoch {epoch} after step {progress.step} of {num_steps}. "
+                    f"{self.resume_hint(self.path)}")
         saved = self.resume_hint() if self.last_good else "No training state was saved yet."
         return f"Stopped in epoch {epoch}; it starts again on resuming. {saved}"
 
@@ -291,7 +310,8 @@ class StateKeeper:
         try:
             yield
         except TrainingInterrupted as interrupted:
-            raise stop.stopped(self.save_interrupted(epoch, num_steps, history, interrupted.progress)) from None
+            raise stop.stopped(self.save_interrupted(epoch, num_steps, history,
+                                                     interrupted.progress)) from None
         except NonFiniteError as error:
             raise UserError(self.explain(error)) from None
 
@@ -304,12 +324,16 @@ class StateKeeper:
         """The message for a NaN `error` in the epoch under way: what went bad, the likely
         cause, and a resume from the last good state with the setting to change."""
         cause, change = remedy(error, self.settings, self.recipe, self.epoch_lr)
-        message = f"{error}; the run stops without saving epoch {self.epoch}. The likely cause: {cause}; "
+        message = (f"{error}; the run stops without saving epoch {self.epoch}. "
+                   f"The likely cause: {cause}; ")
         if self.last_good is None:
-            return message + f"no training state was saved yet: start again with a lower one, e.g. {change}"
-        return message + (f"the last good training state is {self.last_good}: resume from it with a lower one, "
-                          f"e.g. {self.command} --resume {shlex.quote(str(self.last_good))} {change}")
+            return message + ("no training state was saved yet: start again with a lower one, "
+                              f"e.g. {change}")
+        return message + (f"the last good training state is {self.last_good}: resume from it "
+                          f"with a lower one, e.g. {self.command} --resume "
+                          f"{shlex.quote(str(self.last_good))} {change}")
 
     def resume_hint(self, path=None):
         path = path or self.last_good
-        return f"The training state is in {path}; to go on, run: {self.command} --resume {shlex.quote(str(path))}"
+        return (f"The training state is in {path}; to go on, run: {self.command} --resume "
+                f"{shlex.quote(str(path))}")

@@ -44,7 +44,8 @@ def synthetic_digits(count, seed):
     return images.astype(np.uint8), labels.astype(np.uint8)
 
 
-def make_mnist(folder, train_count=300, test_count=100, layout="torchvision", compress=False, name="MNIST"):
+def make_mnist(folder, train_count=300, test_count=100, layout="torchvision", compress=False,
+               name="MNIST"):
     """Write the four IDX files. layout: 'torchvision' (folder/NAME/raw/, NAME being MNIST,
     FashionMNIST or KMNIST) or 'flat' (folder/)."""
     raw = Path(folder) / name / "raw" if layout == "torchvision" else Path(folder)
@@ -79,8 +80,8 @@ def offline(monkeypatch):
 
 def run_script(*args, script="train_mnist_original_center.py", timeout=120):
     """Run one of the repo's scripts in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, str(REPO_DIR / script), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO_DIR)
+    return subprocess.run([sys.executable, str(REPO_DIR / script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO_DIR)
 
 
 def output_flags(folder):
@@ -90,8 +91,8 @@ def output_flags(folder):
 
 def trainer_flags(mnist_dir, folder, *flags):
     """A quick run of the trainer on the small MNIST, on the CPU, writing into `folder`."""
-    return ["--dataset_dir", str(mnist_dir), "--batch_size", "64", "--lr", "0.01", "--device", "cpu",
-            *output_flags(folder), *map(str, flags)]
+    return ["--dataset_dir", str(mnist_dir), "--batch_size", "64", "--lr", "0.01",
+            "--device", "cpu", *output_flags(folder), *map(str, flags)]
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +116,8 @@ def holdout_run(mnist_dir, tmp_path_factory):
 def arcface_run(mnist_dir, tmp_path_factory):
     """A 2-epoch run with the ArcFace head, its defaults recorded: its output folder."""
     out = tmp_path_factory.mktemp("arcface")
-    trainer.main(trainer_flags(mnist_dir, out, "--epochs", 2, "--head", "arcface", "--max_train_samples", 128))
+    trainer.main(trainer_flags(mnist_dir, out, "--epochs", 2, "--head", "arcface",
+                               "--max_train_samples", 128))
     return out
 
 
@@ -129,12 +131,13 @@ def fashion_run(fashion_dir, tmp_path_factory):
 
 
 # 32 images in batches of 4: 8 steps an epoch, enough to stop in the middle of one.
-SMALL_RUN = ["--max_train_samples", "32", "--max_test_samples", "16", "--batch_size", "4", "--lr", "0.01",
-             "--device", "cpu"]
+SMALL_RUN = ["--max_train_samples", "32", "--max_test_samples", "16", "--batch_size", "4",
+             "--lr", "0.01", "--device", "cpu"]
 
 
 def small_run_flags(mnist_dir, folder, epochs=4):
-    return ["--dataset_dir", str(mnist_dir), *SMALL_RUN, "--epochs", str(epochs), *output_flags(folder)]
+    return ["--dataset_dir", str(mnist_dir), *SMALL_RUN, "--epochs", str(epochs),
+            *output_flags(folder)]
 
 
 @pytest.fixture
@@ -178,7 +181,8 @@ def assert_same_run(folder, reference, epochs=4):
                 for record in saved["history"]["records"]] for saved in (state, expected)]
     assert untimed[0] == untimed[1] and len(untimed[0]) == epochs
     assert_equal(state["history"]["test_features"], expected["history"]["test_features"])
-    assert_equal(load_checkpoint(folder / "test_features.pt"), load_checkpoint(reference / "test_features.pt"))
+    assert_equal(load_checkpoint(folder / "test_features.pt"),
+                 load_checkpoint(reference / "test_features.pt"))
     for part in ("modules", "optimizers"):
         for name in expected[part]:
             assert_equal(state[part][name], expected[part][name])

@@ -6,7 +6,8 @@ import animate
 
 def test_remakes_the_gif_of_a_run(two_epoch_run, tmp_path):
     _, out = two_epoch_run
-    assert animate.main([str(out / "test_features.pt"), "--out", str(tmp_path / "again.gif")]) == tmp_path / "again.gif"
+    assert animate.main([str(out / "test_features.pt"), "--out",
+                         str(tmp_path / "again.gif")]) == tmp_path / "again.gif"
     with Image.open(tmp_path / "again.gif") as gif:
         assert gif.n_frames == 2
 
@@ -24,4 +25,5 @@ def test_a_file_that_is_no_test_features_is_one_line(two_epoch_run, tmp_path):
 def test_help_describes_the_gif(capsys):
     with pytest.raises(SystemExit):
         animate.main(["--help"])
-    assert "an animated GIF of the per-epoch test features." in " ".join(capsys.readouterr().out.split())
+    assert ("an animated GIF of the per-epoch test features."
+            in " ".join(capsys.readouterr().out.split()))

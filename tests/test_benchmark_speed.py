@@ -21,8 +21,9 @@ def tiny_run(mnist_dir, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("benchmark")
     out, runs = tmp_path / "speed.json", tmp_path / "runs"
     result = subprocess.run(
-        [sys.executable, str(BENCHMARK), "--dataset_dir", str(mnist_dir), "--max_train_samples", "128",
-         "--max_test_samples", "32", "--epochs", "2", "--settings", "article,project", "--probe_rounds", "1",
+        [sys.executable, str(BENCHMARK), "--dataset_dir", str(mnist_dir),
+         "--max_train_samples", "128", "--max_test_samples", "32", "--epochs", "2",
+         "--settings", "article,project", "--probe_rounds", "1",
          "--metrics_items", "500", "--json", str(out), "--keep_runs", str(runs)],
         capture_output=True, text=True, timeout=300, cwd=REPO_DIR)
     assert result.returncode == 0, result.stderr
@@ -32,8 +33,10 @@ def tiny_run(mnist_dir, tmp_path_factory):
 def test_benchmark_tiny_run_writes_json(tiny_run):
     result, figures, _ = tiny_run
     assert "project" in result.stdout and "article" in result.stdout
-    assert figures["matmul_peak_gflops"]["float32"] > 0 and figures["train_step_flops_per_image"] > 0
-    assert {"cpu", "cpu_count", "torch", "load_average_start", "load_average_end"} <= figures["machine"].keys()
+    assert (figures["matmul_peak_gflops"]["float32"] > 0
+            and figures["train_step_flops_per_image"] > 0)
+    assert ({"cpu", "cpu_count", "torch", "load_average_start", "load_average_end"}
+            <= figures["machine"].keys())
     assert figures["config"]["epochs"] == 2 and figures["config"]["max_train_samples"] == 128
     assert figures["step_probe_images_per_s"]["project"] > 0
     per_call = figures["metrics_seconds_per_call"]
@@ -48,10 +51,12 @@ def test_benchmark_tiny_run_writes_json(tiny_run):
         assert set(parts) == PARTS
         assert all(seconds >= -1e-6 for seconds in parts.values())
         assert sum(parts.values()) == pytest.approx(run["epoch_s"])
-        assert run["outside_network_fraction"] == pytest.approx((parts["metrics"] + parts["files"]) / run["epoch_s"])
+        assert run["outside_network_fraction"] == pytest.approx(
+            (parts["metrics"] + parts["files"]) / run["epoch_s"])
         assert run["train_step_images_per_s"] > 0 and run["train_step_gflops"] > 0
         assert run["images_per_s"] == pytest.approx(128 / run["epoch_s"])
-        assert 0 <= run["outside_network_fraction"] < 1 and run["peak_rss_mb"] >= run["rss_after_imports_mb"] > 0
+        assert (0 <= run["outside_network_fraction"] < 1
+                and run["peak_rss_mb"] >= run["rss_after_imports_mb"] > 0)
         assert 0 <= run["final"]["test_acc"] <= 1 and 0 <= run["final"]["train_acc"] <= 1
 
 
@@ -85,8 +90,12 @@ def test_final_figures_are_the_last_history_row(tiny_run):
         assert project["final"][key] == last[key] == float(rows[-1][key]), key
     assert last["history_row"]["seconds"] == float(rows[-1]["seconds"])
     times = last["parts"]
-    assert float(rows[-1]["seconds"]) == pytest.approx(times["train"] + times["eval"] + times["metrics"])
-    assert (runs / "project" / "training_state.pth").is_file() and (runs / "project" / "model").is_dir()
+    assert (float(rows[-1]["seconds"])
+            == pytest.approx(times["train"] + times["eval"] + times["metrics"]))
+    assert ((runs / "project" / "training_state.pth").is_file()
+            and (runs / "project" / "model").is_dir())
     # The article: its last epoch's figures, and its files in its own folder.
-    assert article["final"] == {key: figures["raw"]["article"]["epochs"][-1][key] for key in FIGURES}
-    assert sorted(path.name for path in (runs / "article" / "model").iterdir()) == ["epoch_001.pth", "epoch_002.pth"]
+    assert article["final"] == {key: figures["raw"]["article"]["epochs"][-1][key]
+                                for key in FIGURES}
+    assert (sorted(path.name for path in (runs / "article" / "model").iterdir())
+            == ["epoch_001.pth", "epoch_002.pth"])

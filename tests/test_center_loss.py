@@ -17,7 +17,8 @@ def make_loss(size_average=True):
 
 
 def test_value_by_hand():
-    # ||(1,0)-(0,0)||^2 = 1, ||(0,2)-(0,0)||^2 = 4, ||(3,1)-(1,1)||^2 = 4: sum 9, /2 = 4.5, /B=3 -> 1.5
+    # ||(1,0)-(0,0)||^2 = 1, ||(0,2)-(0,0)||^2 = 4, ||(3,1)-(1,1)||^2 = 4: sum 9, /2 = 4.5,
+    # /B=3 -> 1.5
     assert make_loss()(LABELS, FEATURES).item() == pytest.approx(1.5)
     assert make_loss(size_average=False)(LABELS, FEATURES).item() == pytest.approx(4.5)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from run_machinery.checkpointing import CheckpointError, WriteError, atomic_write, load_checkpoint, load_module_state, save_checkpoint
+from run_machinery.checkpointing import (CheckpointError, WriteError, atomic_write, load_checkpoint,
+                                         load_module_state, save_checkpoint)
 from mnist_net import Net
 
 
@@ -82,7 +83,8 @@ def test_broken_files_give_one_line(tmp_path, damage):
     save_checkpoint(good, {"weights": torch.randn(1000)})
     path = tmp_path / "broken.pth"
     data = good.read_bytes()
-    content = {"truncated": data[:len(data) // 2], "garbage": b"not a checkpoint " * 20, "empty": b""}
+    content = {"truncated": data[:len(data) // 2], "garbage": b"not a checkpoint " * 20,
+               "empty": b""}
     if damage != "missing":
         path.write_bytes(content[damage])
     with pytest.raises(CheckpointError) as error:
@@ -95,7 +97,8 @@ def test_broken_files_give_one_line(tmp_path, damage):
 def test_load_module_state_names_the_layer_that_does_not_fit():
     state = Net().state_dict()
     state["ip1.weight"] = torch.zeros(2, 10)
-    with pytest.raises(CheckpointError, match=r"the checkpoint's model does not fit: ip1.weight has shape \(2, 10\)"):
+    with pytest.raises(CheckpointError, match=r"the checkpoint's model does not fit: "
+                                              r"ip1.weight has shape \(2, 10\)"):
         load_module_state(Net(), state, "model")
     del state["ip1.weight"]
     with pytest.raises(CheckpointError, match=r"missing: \['ip1.weight'\]"):

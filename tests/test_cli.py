@@ -17,7 +17,8 @@ def test_help_states_defaults_unless_said_in_words():
 
 def test_one_line_errors_turn_a_user_error_and_ctrl_c_into_one_line():
     for raised, message in ((UserError("--x must be 1"), "error: --x must be 1"),
-                            (KeyboardInterrupt(), "Stopped by SIGINT (Ctrl-C); every file is either whole")):
+                            (KeyboardInterrupt(),
+                             "Stopped by SIGINT (Ctrl-C); every file is either whole")):
         with pytest.raises(SystemExit) as stop, one_line_errors():
             raise raised
         assert str(stop.value.code).startswith(message)

@@ -7,7 +7,8 @@ from mnist_net import Net
 
 
 def test_auto_takes_the_current_accelerator_or_the_cpu():
-    expected = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    expected = (torch.accelerator.current_accelerator() if torch.accelerator.is_available()
+                else torch.device("cpu"))
     assert pick_device("auto").type == expected.type
 
 
@@ -19,7 +20,8 @@ def test_cpu_by_name(name):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("name", ["cuda", "cuda:1"])
 def test_an_absent_device_is_one_line(name):
-    with pytest.raises(UserError, match=f"--device {name} was asked for, but this machine has no cuda device"):
+    with pytest.raises(UserError,
+                       match=f"--device {name} was asked for, but this machine has no cuda device"):
         pick_device(name)
 
 
@@ -47,7 +49,8 @@ def test_cuda_setup_turns_on_autotuning_and_tf32(monkeypatch):
 def test_channels_last_setup_keeps_the_weights():
     model = Net()
     state = {key: value.clone() for key, value in model.state_dict().items()}
-    assert speed_setup(model, torch.device("cpu"), channels_last=True) is model  # no torchrun, no compile
+    # no torchrun, no compile
+    assert speed_setup(model, torch.device("cpu"), channels_last=True) is model
     assert model.conv2_1.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
 

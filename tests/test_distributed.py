@@ -21,8 +21,9 @@ def data(tmp_path_factory):
 
 
 def torchrun(record_dir, flags, fail_rank=None, timeout=300):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", DRIVER,
-               str(record_dir), *([str(fail_rank)] if fail_rank is not None else []), "--", *map(str, flags)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", DRIVER, str(record_dir),
+               *([str(fail_rank)] if fail_rank is not None else []), "--", *map(str, flags)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO_DIR)
 
 
@@ -70,7 +71,8 @@ def test_two_ranks_follow_the_single_process_run(two_ranks, one_process):
     _, out = two_ranks
     for distributed_row, single_row in zip(history(out), history(one_process), strict=True):
         for column in ("train_loss", "train_acc", "test_loss", "test_acc", "train_center_loss"):
-            assert float(distributed_row[column]) == pytest.approx(float(single_row[column]), rel=1e-4, abs=1e-4), \
+            assert float(distributed_row[column]) == pytest.approx(float(single_row[column]),
+                                                                   rel=1e-4, abs=1e-4), \
                 (distributed_row["epoch"], column)
     final = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
     single = torch.load(one_process / "model" / "epoch_002.pth", weights_only=True)
@@ -79,14 +81,15 @@ def test_two_ranks_follow_the_single_process_run(two_ranks, one_process):
 
 
 def test_a_failing_rank_ends_every_rank(data, tmp_path):
-    result = torchrun(tmp_path, ["--dataset_dir", data, *FLAGS, *output_flags(tmp_path)], fail_rank=1, timeout=240)
+    result = torchrun(tmp_path, ["--dataset_dir", data, *FLAGS, *output_flags(tmp_path)],
+                      fail_rank=1, timeout=240)
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stderr
     assert not (tmp_path / "rank0.pt").exists()  # rank 0 did not finish training alone
 
 
 def test_nan_stops_every_rank(data, tmp_path):
-    result = torchrun(tmp_path, ["--dataset_dir", data, *FLAGS, "--lr", "1e8", *output_flags(tmp_path)],
-                      timeout=240)
+    result = torchrun(tmp_path, ["--dataset_dir", data, *FLAGS, "--lr", "1e8",
+                                 *output_flags(tmp_path)], timeout=240)
     assert result.returncode != 0
     assert "became NaN or infinite in epoch 1" in result.stderr

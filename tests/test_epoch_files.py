@@ -17,9 +17,11 @@ def test_history_csv_and_curves(two_epoch_run):
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [row["epoch"] for row in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "lr", "center_lr", "train_acc", "train_loss", "train_center_loss", "test_acc",
-                             "test_loss", "test_center_loss", "precision_at_1", "r_precision", "map_at_r", "rank_1",
-                             "rank_5", "rank_10", "mean_average_precision", "queries_without_match", "seconds"]
+    assert list(rows[0]) == ["epoch", "lr", "center_lr", "train_acc", "train_loss",
+                             "train_center_loss", "test_acc", "test_loss", "test_center_loss",
+                             "precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5",
+                             "rank_10", "mean_average_precision", "queries_without_match",
+                             "seconds"]
     assert float(rows[0]["lr"]) == 0.01 and float(rows[0]["center_lr"]) == 0.5
     # The CSV holds the same metrics as the printed lines.
     printed = [line for line in result.stdout.splitlines() if line.startswith("Epoch:")][1]
@@ -35,7 +37,8 @@ def test_holdout_history_and_test_features(holdout_run):
     with open(holdout_run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     for prefix in ("seen_", "unseen_"):
-        for name in ("precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_10", "mean_average_precision"):
+        for name in ("precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_10",
+                     "mean_average_precision"):
             assert 0.0 <= float(rows[-1][prefix + name]) <= 1.0
     saved = load_checkpoint(holdout_run / "test_features.pt")
     assert saved["unseen_digits"] == [8, 9] and saved["epochs"] == [1, 2, 3]
@@ -83,7 +86,8 @@ def test_background_plotter_writes_and_reports_errors(tmp_path):
     plotter.submit(trainer.visualize, feat, labels, 1, tmp_path / "plot_1.png", centers)
     plotter.submit(trainer.visualize, feat, labels, 2, tmp_path / "plot_2.png", centers)
     plotter.wait()
-    assert (tmp_path / "plot_1.png").stat().st_size > 0 and (tmp_path / "plot_2.png").stat().st_size > 0
+    assert ((tmp_path / "plot_1.png").stat().st_size > 0
+            and (tmp_path / "plot_2.png").stat().st_size > 0)
     (tmp_path / "a_file").write_text("not a folder")
     plotter.submit(trainer.visualize, feat, labels, 3, tmp_path / "a_file" / "plot_3.png", centers)
     with pytest.raises(WriteError):

@@ -7,14 +7,15 @@ from PIL import Image
 
 import evaluate
 
-METRIC_KEYS = ("accuracy", "precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5", "rank_10",
-               "mean_average_precision")
+METRIC_KEYS = ("accuracy", "precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5",
+               "rank_10", "mean_average_precision")
 
 
 def test_evaluate_a_trained_checkpoint(two_epoch_run, mnist_dir, tmp_path, capsys):
     _, out = two_epoch_run
     evaluate.main([str(out / "model" / "epoch_002.pth"), "--dataset_dir", str(mnist_dir), "--json",
-                   str(tmp_path / "eval.json"), "--plot", str(tmp_path / "eval.png"), "--device", "cpu"])
+                   str(tmp_path / "eval.json"), "--plot", str(tmp_path / "eval.png"),
+                   "--device", "cpu"])
     stdout = capsys.readouterr().out
     metrics = json.loads((tmp_path / "eval.json").read_text())
     for key in METRIC_KEYS:
@@ -30,8 +31,8 @@ def test_evaluate_a_trained_checkpoint(two_epoch_run, mnist_dir, tmp_path, capsy
 def test_evaluate_matches_the_trainers_last_epoch_without_repeating_flags(two_epoch_run, tmp_path):
     _, out = two_epoch_run
     # No --dataset_dir: the run's run.json says where its data is.
-    metrics = evaluate.main([str(out / "model" / "epoch_002.pth"), "--json", str(tmp_path / "eval.json"),
-                             "--device", "cpu"])
+    metrics = evaluate.main([str(out / "model" / "epoch_002.pth"), "--json",
+                             str(tmp_path / "eval.json"), "--device", "cpu"])
     assert json.loads((tmp_path / "eval.json").read_text()) == metrics
     with open(out / "history.csv") as f:
         last = list(csv.DictReader(f))[-1]
@@ -76,13 +77,14 @@ def test_truncated_real_checkpoint(two_epoch_run, tmp_path, mnist_dir):
 
 
 def test_a_holdout_checkpoint_evaluates_without_the_flag(holdout_run, tmp_path):
-    metrics = evaluate.main([str(holdout_run / "model" / "epoch_003.pth"), "--json", str(tmp_path / "e.json"),
-                             "--plot", str(tmp_path / "e.png")])
+    metrics = evaluate.main([str(holdout_run / "model" / "epoch_003.pth"), "--json",
+                             str(tmp_path / "e.json"), "--plot", str(tmp_path / "e.png")])
     assert set(metrics["per_class"]) == set("01234567")
     assert "unseen_map_at_r" in metrics and "seen_map_at_r" in metrics
 
 
-def test_a_holdout_checkpoint_moved_away_from_its_run_needs_the_flag(holdout_run, mnist_dir, tmp_path):
+def test_a_holdout_checkpoint_moved_away_from_its_run_needs_the_flag(holdout_run, mnist_dir,
+                                                                     tmp_path):
     (tmp_path / "moved.pth").write_bytes((holdout_run / "model" / "epoch_003.pth").read_bytes())
     with pytest.raises(SystemExit) as stop:
         evaluate.main([str(tmp_path / "moved.pth"), "--dataset_dir", str(mnist_dir)])
@@ -93,24 +95,32 @@ def test_a_holdout_checkpoint_moved_away_from_its_run_needs_the_flag(holdout_run
 
 
 def test_an_angular_checkpoint_is_judged_by_the_cosine_unless_told(arcface_run, tmp_path, capsys):
-    metrics = evaluate.main([str(arcface_run / "model" / "epoch_002.pth"), "--plot", str(tmp_path / "e.png")])
-    assert metrics["head"] == "arcface" and "arcface head (prediction: the largest cosine)" in capsys.readouterr().out
+    metrics = evaluate.main([str(arcface_run / "model" / "epoch_002.pth"), "--plot",
+                             str(tmp_path / "e.png")])
+    assert (metrics["head"] == "arcface"
+            and "arcface head (prediction: the largest cosine)" in capsys.readouterr().out)
     with open(arcface_run / "history.csv") as f:
-        assert metrics["accuracy"] == pytest.approx(float(list(csv.DictReader(f))[-1]["test_acc"]), abs=1e-6)
+        assert metrics["accuracy"] == pytest.approx(float(list(csv.DictReader(f))[-1]["test_acc"]),
+                                                    abs=1e-6)
     with Image.open(tmp_path / "e.png") as image:
         assert image.size == (1600, 700)  # the decision regions, and the directions beside them
-    assert evaluate.main([str(arcface_run / "model" / "epoch_002.pth"), "--head", "softmax"])["head"] == "softmax"
+    assert evaluate.main([str(arcface_run / "model" / "epoch_002.pth"),
+                          "--head", "softmax"])["head"] == "softmax"
 
 
-def test_a_fashion_mnist_run_is_evaluated_without_being_told_the_dataset(fashion_run, tmp_path, capsys):
-    metrics = evaluate.main([str(fashion_run / "model" / "epoch_002.pth"), "--json", str(tmp_path / "e.json"),
-                             "--ranking", str(tmp_path / "r.png"), "--ranking_per_class", "1"])
+def test_a_fashion_mnist_run_is_evaluated_without_being_told_the_dataset(fashion_run, tmp_path,
+                                                                         capsys):
+    metrics = evaluate.main([str(fashion_run / "model" / "epoch_002.pth"), "--json",
+                             str(tmp_path / "e.json"), "--ranking", str(tmp_path / "r.png"),
+                             "--ranking_per_class", "1"])
     assert metrics["dataset"] == "fashion-mnist" and metrics["holdout_classes"] == [6, 8]
-    assert list(metrics["per_class"]) == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Sneaker",
-                                          "Ankle boot"]
-    for key in ("rank_1", "mean_average_precision", "unseen_rank_1", "unseen_mean_average_precision"):
+    assert list(metrics["per_class"]) == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                          "Sandal", "Sneaker", "Ankle boot"]
+    for key in ("rank_1", "mean_average_precision", "unseen_rank_1",
+                "unseen_mean_average_precision"):
         assert 0 <= metrics[key] <= 1
-    assert "test images of Fashion-MNIST, classes [6, 8] (Shirt, Bag) held out" in capsys.readouterr().out
+    assert ("test images of Fashion-MNIST, classes [6, 8] (Shirt, Bag) held out"
+            in capsys.readouterr().out)
     assert json.loads((tmp_path / "e.json").read_text())["class_names"][6] == "Shirt"
 
 
@@ -123,9 +133,11 @@ def broken_copy(two_epoch_run, tmp_path, change):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda state: state.update({"ip1.weight": torch.zeros(2, 7)}), "ip1.weight has shape (2, 7) there"),
+    (lambda state: state.update({"ip1.weight": torch.zeros(2, 7)}),
+     "ip1.weight has shape (2, 7) there"),
     (lambda state: state.update({"ip1.bias": [0.0, 0.0]}), "ip1.bias is a list, not a tensor"),
-    (lambda state: state["conv2_1.weight"][0, 0, 0].fill_(float("nan")), "conv2_1.weight holds NaN"),
+    (lambda state: state["conv2_1.weight"][0, 0, 0].fill_(float("nan")),
+     "conv2_1.weight holds NaN"),
 ])
 def test_a_damaged_model_is_refused_in_one_line(two_epoch_run, tmp_path, change, message):
     with pytest.raises(SystemExit) as stop:
@@ -134,7 +146,8 @@ def test_a_damaged_model_is_refused_in_one_line(two_epoch_run, tmp_path, change,
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--holdout_classes", "10", "11"], "--holdout_classes: '10' is neither a class index 0-9 nor a class of MNIST"),
+    (["--holdout_classes", "10", "11"],
+     "--holdout_classes: '10' is neither a class index 0-9 nor a class of MNIST"),
     (["--plot", "x.foo"], "--plot: matplotlib cannot write .foo images"),
 ])
 def test_bad_flags_of_evaluate(two_epoch_run, tmp_path, flags, message):
@@ -145,8 +158,8 @@ def test_bad_flags_of_evaluate(two_epoch_run, tmp_path, flags, message):
 
 
 def test_ranking_picture(holdout_run, tmp_path):
-    metrics = evaluate.main([str(holdout_run / "model" / "epoch_003.pth"), "--ranking", str(tmp_path / "r.png"),
-                             "--ranking_per_class", "1"])
+    metrics = evaluate.main([str(holdout_run / "model" / "epoch_003.pth"), "--ranking",
+                             str(tmp_path / "r.png"), "--ranking_per_class", "1"])
     with Image.open(tmp_path / "r.png") as image:
         width, height = image.size
     # One row per class (the held-out 8 and 9 first), the query and its ten nearest.

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from run_machinery.evaluation import evaluate, json_ready, load_test_split, open_checkpoint, plot_evaluation, read_checkpoint
+from run_machinery.evaluation import (evaluate, json_ready, load_test_split, open_checkpoint,
+                                      plot_evaluation, read_checkpoint)
 from margin_heads import Head
 from run_machinery.metrics import embed, retrieval_metrics
 
@@ -17,19 +18,21 @@ def test_reads_a_training_state_file(two_epoch_run, tmp_path):
     per_epoch = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
     assert all(torch.equal(model.state_dict()[name], per_epoch[name]) for name in per_epoch)
     assert centers.shape == (10, 2) and holdout == []
-    plot_evaluation(torch.randn(20, 2), torch.arange(20) % 10, Head("softmax", model.ip2.weight), list(range(10)),
-                    centers, [], "with centres", tmp_path / "with_centres.png")
+    plot_evaluation(torch.randn(20, 2), torch.arange(20) % 10, Head("softmax", model.ip2.weight),
+                    list(range(10)), centers, [], "with centres", tmp_path / "with_centres.png")
     assert (tmp_path / "with_centres.png").is_file()
 
 
 def test_an_angular_head_predicts_by_the_largest_cosine(arcface_run, mnist_dir):
     checkpoint = open_checkpoint(arcface_run / "model" / "epoch_002.pth")
-    assert checkpoint.head.angular and (checkpoint.head.scale, checkpoint.head.margin) == (16.0, 0.2)
+    assert (checkpoint.head.angular
+            and (checkpoint.head.scale, checkpoint.head.margin) == (16.0, 0.2))
     loader = load_test_split(mnist_dir, torch.device("cpu"))
     weight = checkpoint.model.ip2.weight
     features = embed(checkpoint.model, loader)[0]  # as evaluate() computes them: the same kernels
     cosine = F.normalize(features, dim=1) @ F.normalize(weight.detach(), dim=1).T
-    # Stretch the first image's second-nearest class weight: ip2's argmax there changes, the cosine's does not.
+    # Stretch the first image's second-nearest class weight: ip2's argmax there changes, the
+    # cosine's does not.
     runner_up = cosine[0].topk(2).indices[1]
     assert cosine[0, runner_up] > 0
     with torch.no_grad():
@@ -38,8 +41,10 @@ def test_an_angular_head_predicts_by_the_largest_cosine(arcface_run, mnist_dir):
     assert ip2[0].argmax() == runner_up != cosine[0].argmax()
     metrics, _, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.classes, [])
     softmax, _, _ = evaluate(checkpoint.model, Head("softmax"), loader, checkpoint.classes, [])
-    assert metrics["accuracy"] == pytest.approx((cosine.argmax(1) == loader.labels).float().mean().item())
-    assert softmax["accuracy"] == pytest.approx((ip2.argmax(1) == loader.labels).float().mean().item())
+    assert (metrics["accuracy"]
+            == pytest.approx((cosine.argmax(1) == loader.labels).float().mean().item()))
+    assert (softmax["accuracy"]
+            == pytest.approx((ip2.argmax(1) == loader.labels).float().mean().item()))
 
 
 def test_an_angular_head_retrieves_by_cosine(arcface_run, mnist_dir):
@@ -49,7 +54,8 @@ def test_an_angular_head_retrieves_by_cosine(arcface_run, mnist_dir):
     metrics, _, _ = evaluate(checkpoint.model, checkpoint.head, loader, checkpoint.classes, [])
     by_cosine = retrieval_metrics(F.normalize(features, dim=1), loader.labels)
     by_distance = retrieval_metrics(features, loader.labels)
-    assert by_cosine["map_at_r"] != by_distance["map_at_r"]  # the two rankings differ on these features
+    # the two rankings differ on these features
+    assert by_cosine["map_at_r"] != by_distance["map_at_r"]
     assert metrics["map_at_r"] == pytest.approx(by_cosine["map_at_r"])
 
 

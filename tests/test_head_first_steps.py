@@ -18,8 +18,10 @@ def probe(mnist_dir, capsys, *flags):
 
 def test_a_line_per_head_with_its_figures(mnist_dir, capsys):
     header, *lines = probe(mnist_dir, capsys)
-    assert header.startswith("2 steps of 128 images") and header.endswith("norm floor 1, Center Loss weight 1")
-    assert [line.split()[0] for line in lines] == ["softmax", "normface", "cosface", "arcface", "sphereface"]
+    assert (header.startswith("2 steps of 128 images")
+            and header.endswith("norm floor 1, Center Loss weight 1"))
+    assert ([line.split()[0] for line in lines]
+            == ["softmax", "normface", "cosface", "arcface", "sphereface"])
     for line in lines:
         norms = re.search(r"feature norm: first ([\d.e+-]+), max ([\d.e+-]+), last", line)
         assert 0 < float(norms[1]) <= float(norms[2])
@@ -27,15 +29,18 @@ def test_a_line_per_head_with_its_figures(mnist_dir, capsys):
 
 
 def test_margin_and_loss_weight(mnist_dir, capsys):
-    header, *lines = probe(mnist_dir, capsys, "--heads", "normface", "cosface", "--margin", "0.05", "--loss_weight", "0")
+    header, *lines = probe(mnist_dir, capsys, "--heads", "normface", "cosface", "--margin", "0.05",
+                           "--loss_weight", "0")
     assert header.endswith("Center Loss weight 0")
-    assert not lines[0].endswith(")") and lines[1].endswith("deg (m = 0.05)")  # NormFace takes no margin
+    # NormFace takes no margin
+    assert not lines[0].endswith(")") and lines[1].endswith("deg (m = 0.05)")
 
 
 def test_a_margin_a_listed_head_cannot_take_is_one_line_before_training(mnist_dir, capsys):
     with pytest.raises(SystemExit) as stop:
         probe(mnist_dir, capsys, "--margin", "0.1")  # every head, SphereFace's margin an integer
-    assert stop.value.code == "error: --margin of sphereface multiplies the angle and must be a positive integer, got 0.1"
+    assert stop.value.code == ("error: --margin of sphereface multiplies the angle and must be a "
+                               "positive integer, got 0.1")
     assert capsys.readouterr().out == ""
 
 

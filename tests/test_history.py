@@ -1,13 +1,14 @@
 import pytest
 import torch
 
-from run_machinery.history import EpochClock, EpochProgress, EpochRecord, EpochTimes, History, LossMetrics
+from run_machinery.history import (EpochClock, EpochProgress, EpochRecord, EpochTimes, History,
+                                   LossMetrics)
 
 
 def record(epoch, retrieval=None):
     return EpochRecord(epoch, 0.001, 0.5, LossMetrics(0.5, 2.0, 0.25), LossMetrics(0.4, 2.1, 0.3),
-                       retrieval or {"precision_at_1": 0.6, "r_precision": 0.5, "map_at_r": 0.45}, 3.5,
-                       EpochTimes(3.0, 0.3, 0.2, 0.1))
+                       retrieval or {"precision_at_1": 0.6, "r_precision": 0.5, "map_at_r": 0.45},
+                       3.5, EpochTimes(3.0, 0.3, 0.2, 0.1))
 
 
 def add(history, record, test_features, test_labels):
@@ -18,9 +19,10 @@ def add(history, record, test_features, test_labels):
 
 
 def test_a_record_is_one_line_and_one_csv_row():
-    assert record(7).line() == ("Epoch:   7, train acc: 0.5000, train loss: 2.0000, test acc: 0.4000, "
-                                "test loss: 2.1000, test MAP@R: 0.4500")
-    assert list(record(7).row().values()) == [7, 0.001, 0.5, 0.5, 2.0, 0.25, 0.4, 2.1, 0.3, 0.6, 0.5, 0.45, 3.5]
+    assert record(7).line() == ("Epoch:   7, train acc: 0.5000, train loss: 2.0000, "
+                                "test acc: 0.4000, test loss: 2.1000, test MAP@R: 0.4500")
+    assert list(record(7).row().values()) == [7, 0.001, 0.5, 0.5, 2.0, 0.25, 0.4, 2.1, 0.3, 0.6,
+                                              0.5, 0.45, 3.5]
     unseen = record(1, {"map_at_r": 0.4, "seen_map_at_r": 0.5, "unseen_map_at_r": 0.2})
     assert unseen.line().endswith("test MAP@R: 0.4000, unseen MAP@R: 0.2000")
 
@@ -30,7 +32,8 @@ def test_history_csv_text():
     for epoch in (1, 2):
         add(history, record(epoch), torch.zeros(3, 2), torch.arange(3))
     lines = history.csv_text().splitlines()
-    assert lines[0].startswith("epoch,lr,center_lr,train_acc,") and lines[0].endswith(",map_at_r,seconds")
+    assert (lines[0].startswith("epoch,lr,center_lr,train_acc,")
+            and lines[0].endswith(",map_at_r,seconds"))
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
 
 
@@ -46,13 +49,16 @@ def test_history_round_trip_through_a_weights_only_file(tmp_path):
 
 def test_epoch_progress_sums_per_image_and_round_trips(tmp_path):
     progress = EpochProgress.start(6, 2, torch.device("cpu"))
-    end = progress.add(1, 0, torch.ones(4, 2), torch.arange(4), torch.tensor(3), torch.tensor(2.0), torch.tensor(0.5))
-    end = progress.add(2, end, torch.zeros(2, 2), torch.arange(2), torch.tensor(1), torch.tensor(1.0),
-                       torch.tensor(0.25))
+    end = progress.add(1, 0, torch.ones(4, 2), torch.arange(4), torch.tensor(3), torch.tensor(2.0),
+                       torch.tensor(0.5))
+    end = progress.add(2, end, torch.zeros(2, 2), torch.arange(2), torch.tensor(1),
+                       torch.tensor(1.0), torch.tensor(0.25))
     assert end == 6 and progress.step == 2
-    assert (progress.correct.item(), progress.loss_sum.item(), progress.center_loss_sum.item()) == (4, 10.0, 2.5)
+    assert ((progress.correct.item(), progress.loss_sum.item(), progress.center_loss_sum.item())
+            == (4, 10.0, 2.5))
     torch.save(progress.as_saved(), tmp_path / "p.pt")
-    again = EpochProgress.from_saved(torch.load(tmp_path / "p.pt", weights_only=True), torch.device("cpu"))
+    again = EpochProgress.from_saved(torch.load(tmp_path / "p.pt", weights_only=True),
+                                     torch.device("cpu"))
     assert again.step == 2 and torch.equal(again.features, progress.features)
 
 

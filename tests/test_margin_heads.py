@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
-from margin_heads import (HeadSettingsError, DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, LAMBDA_MIN, NORM_FLOOR, Head, chebyshev,
-                          check_head_settings, sphereface_lambda)
+from margin_heads import (HeadSettingsError, DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, LAMBDA_MIN,
+                          NORM_FLOOR, Head, chebyshev, check_head_settings, sphereface_lambda)
 
 # Two classes along the axes, so the cosines of a feature are read off its direction.
 AXES = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -18,7 +18,8 @@ def at_angle(theta, norm=1.0):
 
 
 def test_normface_is_the_scaled_cosine():
-    logits = Head("normface", AXES * 3, scale=10).logits(at_angle(math.pi / 3, norm=5), torch.tensor([0]))
+    logits = Head("normface", AXES * 3, scale=10).logits(at_angle(math.pi / 3, norm=5),
+                                                         torch.tensor([0]))
     assert torch.allclose(logits, torch.tensor([[10 * 0.5, 10 * math.sqrt(3) / 2]]), atol=1e-5)
 
 
@@ -36,12 +37,15 @@ def test_cosface_below_the_floor_is_linear_with_the_whole_margin():
     logits = Head("cosface", AXES * 5, scale=10, margin=0.1).logits(features, torch.tensor([0]))
     assert torch.allclose(logits, torch.tensor([[10 * 0.03 - 10 * 0.1, 10 * -0.04]]), atol=1e-6)
     logits[0, 0].backward()
-    assert torch.allclose(features.grad, torch.tensor([[10.0, 0.0]]))  # along w_0 alone, whatever |x|
+    # along w_0 alone, whatever |x|
+    assert torch.allclose(features.grad, torch.tensor([[10.0, 0.0]]))
 
 
 def test_arcface_adds_the_margin_to_the_angle():
     logits = Head("arcface", AXES, scale=2, margin=0.3).logits(at_angle(1.0), torch.tensor([0]))
-    assert torch.allclose(logits, torch.tensor([[2 * math.cos(1.3), 2 * math.cos(math.pi / 2 - 1.0)]]), atol=1e-5)
+    assert torch.allclose(logits,
+                          torch.tensor([[2 * math.cos(1.3), 2 * math.cos(math.pi / 2 - 1.0)]]),
+                          atol=1e-5)
 
 
 def test_arcface_past_pi_keeps_falling_with_the_angle():
@@ -70,7 +74,8 @@ def test_sphereface_psi_at_the_segment_borders(k):
     m = 4
     head = Head("sphereface", AXES, margin=m)
     label = torch.tensor([0])
-    for theta, expected in ((k * math.pi / m + 1e-4, 1 - 2 * k), ((k + 1) * math.pi / m - 1e-4, -1 - 2 * k)):
+    for theta, expected in ((k * math.pi / m + 1e-4, 1 - 2 * k),
+                            ((k + 1) * math.pi / m - 1e-4, -1 - 2 * k)):
         # mix=0: the margin alone; the norm 1 leaves psi itself.
         psi = head.logits(at_angle(theta), label, mix=0.0)[0, 0]
         assert psi.item() == pytest.approx(expected, abs=2e-3)
@@ -90,22 +95,28 @@ def test_sphereface_scales_by_the_feature_norm_and_anneals():
 
 @pytest.mark.parametrize("name", ["normface", "cosface", "arcface"])
 def test_below_the_norm_floor_logits_shrink_with_the_feature_and_gradients_stay_bounded(name):
-    head, label = Head(name, AXES, scale=16, margin=0.1 if name != "normface" else None), torch.tensor([1])
-    whole_margin = torch.tensor([[0.0, 16 * 0.1 if name == "cosface" else 0.0]])  # CosFace's is not damped
+    head, label = (Head(name, AXES, scale=16, margin=0.1 if name != "normface" else None),
+                   torch.tensor([1]))
+    # CosFace's is not damped
+    whole_margin = torch.tensor([[0.0, 16 * 0.1 if name == "cosface" else 0.0]])
     unit = head.logits(at_angle(0.7), label) + whole_margin
-    assert torch.allclose(head.logits(at_angle(0.7, norm=NORM_FLOOR * 0.01), label) + whole_margin, unit * 0.01,
-                          atol=1e-6)
-    assert torch.allclose(head.logits(at_angle(0.7, norm=NORM_FLOOR * 7), label) + whole_margin, unit)
-    feature = at_angle(0.7, norm=0.01).requires_grad_(True)  # LeNets++'s features start near this norm
+    assert torch.allclose(head.logits(at_angle(0.7, norm=NORM_FLOOR * 0.01), label) + whole_margin,
+                          unit * 0.01, atol=1e-6)
+    assert torch.allclose(head.logits(at_angle(0.7, norm=NORM_FLOOR * 7), label) + whole_margin,
+                          unit)
+    # LeNets++'s features start near this norm
+    feature = at_angle(0.7, norm=0.01).requires_grad_(True)
     F.nll_loss(head(feature, None, label), label).backward()
-    assert feature.grad.norm() < 2 * 16  # at most 2 s / NORM_FLOOR; x / |x| alone would give about 16 / 0.01
+    # at most 2 s / NORM_FLOOR; x / |x| alone would give about 16 / 0.01
+    assert feature.grad.norm() < 2 * 16
 
 
 @pytest.mark.parametrize("name", HEADS[1:])
 def test_gradients_are_finite_at_the_origin_and_at_cos_plus_minus_one(name):
     weight = torch.randn(10, 2, requires_grad=True)
     directions = F.normalize(weight.detach(), dim=1)
-    features = torch.cat([torch.zeros(1, 2), directions[:1] * 2, -directions[:1] * 2, directions[1:2]])
+    features = torch.cat([torch.zeros(1, 2), directions[:1] * 2, -directions[:1] * 2,
+                          directions[1:2]])
     features.requires_grad_(True)
     labels = torch.tensor([0, 0, 0, 3])
     log_probs = Head(name, weight)(features, None, labels, iteration=5)
@@ -126,7 +137,8 @@ def pml_loss(name, scale, margin):
 
 
 @pytest.mark.parametrize("name, scale, margin", [
-    ("normface", 16.0, None), ("cosface", 16.0, 0.2), ("cosface", 30.0, 0.35), ("arcface", 16.0, 0.2),
+    ("normface", 16.0, None), ("cosface", 16.0, 0.2), ("cosface", 30.0, 0.35),
+    ("arcface", 16.0, 0.2),
     ("arcface", 8.0, 2.5),  # most targets past pi - m: the same fallback as insightface's
     ("sphereface", None, 4), ("sphereface", None, 2)])
 def test_each_head_equals_pytorch_metric_learning(name, scale, margin):
@@ -139,7 +151,8 @@ def test_each_head_equals_pytorch_metric_learning(name, scale, margin):
     labels, weight = torch.randint(0, 10, (256,)), torch.randn(10, 2)
     oracle = pml_loss(name, scale, margin)
     oracle.W.data = weight.T.clone()
-    ours = F.cross_entropy(Head(name, weight, scale, margin).logits(features, labels, mix=0.0), labels)
+    ours = F.cross_entropy(Head(name, weight, scale, margin).logits(features, labels, mix=0.0),
+                           labels)
     assert ours.item() == pytest.approx(oracle(features, labels).item(), rel=1e-5)
 
 
@@ -154,12 +167,14 @@ def test_angular_heads_predict_by_the_largest_cosine():
 
 def test_softmax_passes_the_articles_log_probs_through():
     log_probs = torch.randn(4, 10)
-    assert Head("softmax")(torch.randn(4, 2), log_probs, torch.zeros(4, dtype=torch.long)) is log_probs
+    assert Head("softmax")(torch.randn(4, 2), log_probs,
+                           torch.zeros(4, dtype=torch.long)) is log_probs
 
 
 def test_defaults_are_filled_in():
     for name in HEADS:
-        assert check_head_settings(name, None, None) == (DEFAULT_SCALE.get(name), DEFAULT_MARGIN.get(name))
+        assert check_head_settings(name, None, None) == (DEFAULT_SCALE.get(name),
+                                                         DEFAULT_MARGIN.get(name))
     assert check_head_settings("sphereface", None, 3.0) == (None, 3)
 
 
@@ -186,4 +201,5 @@ def test_bad_values_are_one_line(name, scale, margin, message):
 def test_retrieval_compares_directions_for_angular_heads():
     features = torch.tensor([[3.0, 4.0], [0.0, -0.5]])
     assert torch.equal(Head("softmax", AXES).retrieval_features(features), features)
-    assert torch.allclose(Head("arcface", AXES).retrieval_features(features), torch.tensor([[0.6, 0.8], [0.0, -1.0]]))
+    assert torch.allclose(Head("arcface", AXES).retrieval_features(features),
+                          torch.tensor([[0.6, 0.8], [0.0, -1.0]]))

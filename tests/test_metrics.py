@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from run_machinery.metrics import nearest_gallery, reid_metrics, retrieval_metrics, split_retrieval_metrics
+from run_machinery.metrics import (nearest_gallery, reid_metrics, retrieval_metrics,
+                                   split_retrieval_metrics)
 
 # Points on a line (second coordinate 0) with a hand-worked answer:
 #  item:   0    1    2    3    4    5
@@ -36,15 +37,17 @@ def test_separated_clusters_score_one():
 
 def test_split_seen_and_unseen():
     labels = torch.tensor([0, 0, 1, 1, 8, 8, 9, 9])
-    features = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5], [-9, 0], [9, 0], [-9.1, 0], [9.1, 0]])
+    features = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5], [-9, 0], [9, 0], [-9.1, 0],
+                             [9.1, 0]])
     metrics = split_retrieval_metrics(features, labels, unseen_classes=[8, 9])
     assert metrics["seen_map_at_r"] == 1.0
     # Among the unseen 8s and 9s every nearest neighbour is of the other digit.
     assert metrics["unseen_precision_at_1"] == 0.0
     assert metrics["seen_mean_average_precision"] == 1.0 and metrics["unseen_rank_1"] == 0.0
     assert set(metrics) == {f"{prefix}{name}" for prefix in ("", "seen_", "unseen_")
-                            for name in ("precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5", "rank_10",
-                                         "mean_average_precision", "queries_without_match")}
+                            for name in ("precision_at_1", "r_precision", "map_at_r", "rank_1",
+                                         "rank_5", "rank_10", "mean_average_precision",
+                                         "queries_without_match")}
 
 
 # Re-identification on the same points, the whole gallery ranked:
@@ -57,8 +60,10 @@ def test_split_seen_and_unseen():
 @pytest.mark.parametrize("query_block", [1, 4, 512])
 def test_reid_hand_worked_case(query_block):
     metrics = reid_metrics(FEATURES, LABELS, query_block=query_block)
-    assert metrics["rank_1"] == pytest.approx(0.4) and metrics["rank_5"] == metrics["rank_10"] == 1.0
-    assert metrics["mean_average_precision"] == pytest.approx((5 / 6 + 5 / 6 + 1 / 4 + 7 / 12 + 1 / 2) / 5)
+    assert (metrics["rank_1"] == pytest.approx(0.4)
+            and metrics["rank_5"] == metrics["rank_10"] == 1.0)
+    assert (metrics["mean_average_precision"]
+            == pytest.approx((5 / 6 + 5 / 6 + 1 / 4 + 7 / 12 + 1 / 2) / 5))
     assert metrics["queries_without_match"] == 1
 
 
@@ -79,17 +84,21 @@ def test_every_figure_ranks_ties_alike_whatever_the_blocks():
     features[150:200] = features[100:150]  # each of these a copy of an item of another class ...
     labels[150:200] = (labels[100:150] + 1) % 10  # ... so tie order decides Precision@1
     for retrieval_block, reid_block in ((1024, 512), (7, 64), (100, 3)):
-        precision_at_1 = retrieval_metrics(features, labels, query_block=retrieval_block)["precision_at_1"]
+        precision_at_1 = retrieval_metrics(features, labels,
+                                           query_block=retrieval_block)["precision_at_1"]
         assert reid_metrics(features, labels, query_block=reid_block)["rank_1"] == precision_at_1
     first = nearest_gallery(features, torch.arange(100, 200))[:, 0]
-    assert torch.equal(first[:50], torch.arange(150, 200)) and torch.equal(first[50:], torch.arange(100, 150))
+    assert (torch.equal(first[:50], torch.arange(150, 200))
+            and torch.equal(first[50:], torch.arange(100, 150)))
 
 
 def test_rank_k_grows_with_k_and_rank_1_is_precision_at_1():
     generator = torch.Generator().manual_seed(3)
-    features, labels = torch.randn(500, 2, generator=generator), torch.randint(0, 10, (500,), generator=generator)
+    features, labels = (torch.randn(500, 2, generator=generator),
+                        torch.randint(0, 10, (500,), generator=generator))
     metrics = reid_metrics(features, labels, ranks=(1, 2, 5, 10, 50), query_block=128)
-    assert [metrics[f"rank_{k}"] for k in (1, 2, 5, 10, 50)] == sorted(metrics[f"rank_{k}"] for k in (1, 2, 5, 10, 50))
+    assert ([metrics[f"rank_{k}"] for k in (1, 2, 5, 10, 50)]
+            == sorted(metrics[f"rank_{k}"] for k in (1, 2, 5, 10, 50)))
     assert metrics["rank_1"] == pytest.approx(retrieval_metrics(features, labels)["precision_at_1"])
 
 
@@ -98,20 +107,24 @@ def test_every_metric_agrees_with_pytorch_metric_learning():
     distance (its default normalises the embeddings first) and k = all other items, so that
     its mean_average_precision is the whole-gallery mAP."""
     calculator_module = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator",
-                                            reason="the test-only pytorch-metric-learning is not installed")
+                                            reason="the test-only pytorch-metric-learning is not "
+                                                   "installed")
     from pytorch_metric_learning.distances import LpDistance
     from pytorch_metric_learning.utils.inference import CustomKNN
     generator = torch.Generator().manual_seed(7)
-    features, labels = torch.randn(400, 2, generator=generator), torch.randint(0, 6, (400,), generator=generator)
+    features, labels = (torch.randn(400, 2, generator=generator),
+                        torch.randint(0, 6, (400,), generator=generator))
     calculator = calculator_module.AccuracyCalculator(
-        include=("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_average_precision"),
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r",
+                 "mean_average_precision"),
         knn_func=CustomKNN(LpDistance(normalize_embeddings=False)), k=399)
     oracle = calculator.get_accuracy(features, labels)
     ours = retrieval_metrics(features, labels) | reid_metrics(features, labels)
     assert ours["precision_at_1"] == pytest.approx(oracle["precision_at_1"], abs=1e-6)
     assert ours["r_precision"] == pytest.approx(oracle["r_precision"], abs=1e-6)
     assert ours["map_at_r"] == pytest.approx(oracle["mean_average_precision_at_r"], abs=1e-6)
-    assert ours["mean_average_precision"] == pytest.approx(oracle["mean_average_precision"], abs=1e-6)
+    assert ours["mean_average_precision"] == pytest.approx(oracle["mean_average_precision"],
+                                                           abs=1e-6)
 
 
 def test_nearest_gallery_and_the_queries_of_a_ranking_picture():

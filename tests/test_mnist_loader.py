@@ -25,7 +25,8 @@ def test_batches_equal_totensor_normalize(mnist_dir):
     # The same permutation the loader draws for its first epoch.
     order = torch.randperm(300, generator=torch.Generator().manual_seed(3))
     for batch, (images, labels) in enumerate(train_loader):
-        expected_images, expected_labels = reference_batch(reference, order[batch * 64:(batch + 1) * 64])
+        expected_images, expected_labels = reference_batch(reference,
+                                                           order[batch * 64:(batch + 1) * 64])
         assert images.dtype == torch.float32 and images.shape == expected_images.shape
         assert torch.equal(images, expected_images)
         assert torch.equal(labels, expected_labels)
@@ -80,9 +81,11 @@ def test_fashion_mnist_from_debians_folder_with_its_own_normalisation(fashion_di
     assert class_names("fashion-mnist", classes)[:2] == ["T-shirt/top", "Trouser"]
     raw = MNIST(make_mnist_reference(fashion_dir), train=True)
     keep = ~torch.isin(raw.targets, torch.tensor([6, 8]))
-    expected = (raw.data[keep].float() / 255 - 0.2860) / 0.3530  # Fashion-MNIST's training mean and std
+    # Fashion-MNIST's training mean and std
+    expected = (raw.data[keep].float() / 255 - 0.2860) / 0.3530
     assert torch.allclose(train_loader.images[:, 0], expected, atol=1e-6)
-    assert not torch.isin(train_loader.labels, torch.tensor([6, 8])).any() and test_loader.num_samples == 100
+    assert (not torch.isin(train_loader.labels, torch.tensor([6, 8])).any()
+            and test_loader.num_samples == 100)
 
 
 def make_mnist_reference(flat_dir):
@@ -101,7 +104,8 @@ def make_mnist_reference(flat_dir):
 REAL_FASHION_DIR = REPO_DIR.parent / "shared" / "fashion-mnist"
 
 
-@pytest.mark.skipif(not REAL_FASHION_DIR.is_dir(), reason=f"real Fashion-MNIST not found at {REAL_FASHION_DIR}")
+@pytest.mark.skipif(not REAL_FASHION_DIR.is_dir(),
+                    reason=f"real Fashion-MNIST not found at {REAL_FASHION_DIR}")
 def test_real_fashion_mnist_is_normalised_by_its_stated_statistics():
     train_loader, test_loader, _ = load_dataset(REAL_FASHION_DIR, dataset="fashion-mnist")
     assert (train_loader.num_samples, test_loader.num_samples) == (60000, 10000)
@@ -119,7 +123,8 @@ def test_kmnist_in_torchvisions_layout_normalised_by_its_training_split(tmp_path
     assert class_names("kmnist")[:3] == ["o", "ki", "su"]
 
 
-@pytest.mark.parametrize("dataset, folder", [("fashion-mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
+@pytest.mark.parametrize("dataset, folder", [("fashion-mnist", "FashionMNIST"),
+                                             ("kmnist", "KMNIST")])
 def test_missing_files_of_each_dataset_name_it(tmp_path, offline, dataset, folder):
     with pytest.raises(DatasetError) as error:
         load_dataset(tmp_path, dataset=dataset)
@@ -157,7 +162,8 @@ def test_the_loaders_know_their_normalisation_and_classes(mnist_dir):
     images, labels = next(iter(test_loader))
     pixels = train_loader.pixels(images)
     assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
-    assert test_loader.class_of_label.tolist() == [0, 1, 2, -1, 3, 4, 5, 6, 7, 8] and classes == (0, 1, 2, 4, 5, 6, 7, 8, 9)
+    assert (test_loader.class_of_label.tolist() == [0, 1, 2, -1, 3, 4, 5, 6, 7, 8]
+            and classes == (0, 1, 2, 4, 5, 6, 7, 8, 9))
 
 
 def test_ranks_split_each_global_batch(mnist_dir):
@@ -166,9 +172,10 @@ def test_ranks_split_each_global_batch(mnist_dir):
     ranks = []
     for rank in range(3):
         generator = torch.Generator().manual_seed(9)
-        ranks.append(TensorLoader(single.images, single.labels, 66, shuffle=True, generator=generator,
-                                  rank=rank, world_size=3))
-    assert {loader.num_samples for loader in ranks} == {100} and {len(loader) for loader in ranks} == {5}
+        ranks.append(TensorLoader(single.images, single.labels, 66, shuffle=True,
+                                  generator=generator, rank=rank, world_size=3))
+    assert ({loader.num_samples for loader in ranks} == {100}
+            and {len(loader) for loader in ranks} == {5})
     order = torch.randperm(300, generator=torch.Generator().manual_seed(9))
     batches = [list(loader) for loader in ranks]
     for step in range(5):
@@ -176,14 +183,16 @@ def test_ranks_split_each_global_batch(mnist_dir):
         # The ranks' batches of 22 make up the single-process batch of 66 of that step.
         expected = single.labels[order[step * 66:(step + 1) * 66]]
         assert sorted(together.tolist()) == sorted(expected.tolist())
-    seen = torch.cat([torch.cat([b[0].flatten(1) for b in rank_batches]) for rank_batches in batches])
+    seen = torch.cat([torch.cat([b[0].flatten(1) for b in rank_batches])
+                      for rank_batches in batches])
     assert torch.unique(seen, dim=0).size(0) == 300  # disjoint shards covering the epoch
 
 
 def test_unshuffled_parts_cover_the_split(mnist_dir):
     from mnist_loader import TensorLoader
     test_loader = load_dataset(mnist_dir, 64, 64)[1]
-    parts = [TensorLoader(test_loader.images, test_loader.labels, 8, rank=rank, world_size=3) for rank in range(3)]
+    parts = [TensorLoader(test_loader.images, test_loader.labels, 8, rank=rank, world_size=3)
+             for rank in range(3)]
     labels = torch.cat([torch.cat([batch[1] for batch in part]) for part in parts])
     assert torch.equal(labels, test_loader.labels)
 

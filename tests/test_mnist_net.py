@@ -47,7 +47,8 @@ def test_pooling_after_each_pair():
 def test_parameter_names_are_the_articles():
     names = {name.split(".")[0] for name in Net().state_dict()}
     assert names == {"conv1_1", "prelu1_1", "conv1_2", "prelu1_2", "conv2_1", "prelu2_1", "conv2_2",
-                     "prelu2_2", "conv3_1", "prelu3_1", "conv3_2", "prelu3_2", "ip1", "preluip1", "ip2"}
+                     "prelu2_2", "conv3_1", "prelu3_1", "conv3_2", "prelu3_2", "ip1", "preluip1",
+                     "ip2"}
 
 
 def test_the_articles_layer_list_loads_strictly_and_computes_the_same():

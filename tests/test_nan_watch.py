@@ -7,7 +7,8 @@ import torch
 
 import train_mnist_original_center as trainer
 from conftest import small_run_flags, stop_message
-from run_machinery.nan_watch import FEATURE_NORM_LIMIT, NanWatch, NonFiniteError, check_test_pass, remedy
+from run_machinery.nan_watch import (FEATURE_NORM_LIMIT, NanWatch, NonFiniteError, check_test_pass,
+                                     remedy)
 from run_machinery.training_state import load_training_state
 
 RECIPE = trainer.build_parser().parse_args([])
@@ -21,13 +22,15 @@ def test_the_watch_names_the_first_bad_step_and_part():
     watch.step(1, torch.ones(2, 2), good, good)
     watch.step(2, torch.ones(2, 2), good, bad)
     watch.step(3, torch.full((2, 2), float("inf")), bad, bad)
-    with pytest.raises(NonFiniteError, match="the centre loss became NaN or infinite in epoch 5 at step 2 of 9"):
+    with pytest.raises(NonFiniteError,
+                       match="the centre loss became NaN or infinite in epoch 5 at step 2 of 9"):
         watch.check([torch.zeros(3)], torch.zeros(10, 2), 5, 3, 9)
 
 
 def test_features_far_from_the_origin_count_as_blown_up():
     watch = NanWatch(torch.device("cpu"))
-    watch.step(1, torch.tensor([[FEATURE_NORM_LIMIT * 2, 0.0]]), torch.tensor(1.0), torch.tensor(1.0))
+    watch.step(1, torch.tensor([[FEATURE_NORM_LIMIT * 2, 0.0]]), torch.tensor(1.0),
+               torch.tensor(1.0))
     with pytest.raises(NonFiniteError, match="the features blew up") as error:
         watch.check([torch.zeros(3)], torch.zeros(10, 2), 1, 1, 4)
     assert error.value.max_feature_norm == FEATURE_NORM_LIMIT * 2
@@ -35,13 +38,15 @@ def test_features_far_from_the_origin_count_as_blown_up():
 
 def test_non_finite_weights_are_caught_too():
     with pytest.raises(NonFiniteError, match="the centres became NaN") as error:
-        NanWatch(torch.device("cpu")).check([torch.zeros(3)], torch.tensor([0.0, float("inf")]), 1, 4, 8)
+        NanWatch(torch.device("cpu")).check([torch.zeros(3)], torch.tensor([0.0, float("inf")]),
+                                            1, 4, 8)
     assert error.value.network_finite and not error.value.centers_finite
 
 
 def test_a_bad_test_pass_is_an_error():
     check_test_pass(torch.ones(5, 2), 2.3)
-    with pytest.raises(NonFiniteError, match="the test loss became NaN or infinite in the test pass"):
+    with pytest.raises(NonFiniteError,
+                       match="the test loss became NaN or infinite in the test pass"):
         check_test_pass(torch.ones(5, 2), float("nan"))
     with pytest.raises(NonFiniteError, match="the test features blew up"):
         check_test_pass(torch.full((5, 2), float("nan")), 2.3)
@@ -54,11 +59,13 @@ def settings(**changes):
 def test_the_remedy_follows_the_evidence():
     centres = NonFiniteError(["centre loss"], "in epoch 2 at step 3 of 8", max_feature_norm=4.0)
     cause, change = remedy(centres, settings(center_lr=50.0), RECIPE, 0.001)
-    assert cause == "the centres' learning rate is too high (--center_lr 50)" and change == "--center_lr 0.5"
+    assert (cause == "the centres' learning rate is too high (--center_lr 50)"
+            and change == "--center_lr 0.5")
     # The centre loss overflowed because the features blew up: the network's rate is the cause.
     blown = NonFiniteError(["centre loss"], "in epoch 2 at step 3 of 8", max_feature_norm=3e38)
     cause, change = remedy(blown, settings(lr=10.0), RECIPE, 10.0)
-    assert cause == "the network's learning rate is too high (--lr 10)" and change == "--lr 0.001"  # the article's
+    assert (cause == "the network's learning rate is too high (--lr 10)"
+            and change == "--lr 0.001")  # the article's
     # The schedule raised the rate: --gamma is the cause, whatever went bad.
     cause, change = remedy(blown, settings(gamma=1000.0, step_size=1), RECIPE, 1000.0)
     assert cause.startswith("the schedule raised the network's learning rate to 1000 (--gamma 1000")
@@ -72,12 +79,14 @@ def test_nan_stops_the_run_and_keeps_the_last_good_state(mnist_dir, tmp_path, ca
     trainer.main(small_run_flags(mnist_dir, tmp_path, epochs=1))
     state_path = tmp_path / "training_state.pth"
     good_state = state_path.read_bytes()
-    message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=2) + ["--resume", "auto", "--lr", "1e8"])
+    message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=2)
+                           + ["--resume", "auto", "--lr", "1e8"])
     assert "in epoch 2 at step" in message and "of 8" in message
     assert "the network's learning rate is too high (--lr 1e+08)" in message
     assert f"the last good training state is {state_path}" in message and "\n" not in message
     assert state_path.read_bytes() == good_state
-    assert not (tmp_path / "model" / "epoch_002.pth").exists() and not (tmp_path / "visual" / "epoch_002.png").exists()
+    assert (not (tmp_path / "model" / "epoch_002.pth").exists()
+            and not (tmp_path / "visual" / "epoch_002.png").exists())
     # The advice works: the command it prints, run as it is, goes on from the last good state.
     command = shlex.split(message.split("e.g. ")[1])
     assert command[:2] == ["python3", "train_mnist_original_center.py"]
@@ -100,6 +109,8 @@ def test_centres_blowing_up_blame_the_centre_rate(mnist_dir, tmp_path):
 
 
 def test_an_epoch_whose_test_pass_blew_up_is_not_saved(mnist_dir, tmp_path):
-    message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=1) + ["--lr", "100", "--momentum", "0"])
+    message = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=1)
+                           + ["--lr", "100", "--momentum", "0"])
     assert "no training state was saved yet" in message
-    assert not (tmp_path / "training_state.pth").exists() and not (tmp_path / "model" / "epoch_001.pth").exists()
+    assert (not (tmp_path / "training_state.pth").exists()
+            and not (tmp_path / "model" / "epoch_001.pth").exists())

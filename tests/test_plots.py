@@ -5,8 +5,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_loader import load_dataset
-from run_machinery.plots import (DIGIT_COLORS, draw_decision_regions, draw_directions, draw_features, plot_curves,
-                                   show_batch, write_feature_gif)
+from run_machinery.plots import (DIGIT_COLORS, draw_decision_regions, draw_directions,
+                                 draw_features, plot_curves, show_batch, write_feature_gif)
 
 
 def test_axes_hold_every_point_and_centre():
@@ -28,8 +28,10 @@ def test_unseen_digits_are_crosses_in_the_legend():
 
 def test_the_legend_names_the_classes():
     ax = Figure().add_subplot()
-    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_classes=[6], class_names=names)
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+             "Bag", "Ankle boot"]
+    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_classes=[6],
+                  class_names=names)
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert labels[:3] == ["T-shirt/top", "Trouser", "Pullover"] and "Shirt (unseen)" in labels
 
@@ -47,8 +49,10 @@ def test_decision_regions_are_wedges_of_the_classifier():
 def test_directions_put_features_on_the_unit_circle_with_the_class_weights():
     ax = Figure().add_subplot()
     feat = torch.tensor([[30.0, 40.0], [-0.3, 0.0], [0.0, -7.0]])
-    draw_directions(ax, feat, torch.tensor([0, 1, 2]), {0: torch.tensor([0.0, 5.0]), 1: torch.tensor([-2.0, 0.0])})
-    points = np.concatenate([line.get_xydata() for line in ax.get_lines() if line.get_linestyle() == "None"])
+    draw_directions(ax, feat, torch.tensor([0, 1, 2]),
+                    {0: torch.tensor([0.0, 5.0]), 1: torch.tensor([-2.0, 0.0])})
+    points = np.concatenate([line.get_xydata() for line in ax.get_lines()
+                             if line.get_linestyle() == "None"])
     assert np.allclose(np.linalg.norm(points, axis=1), 1)  # every feature scaled to norm 1
     weights = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
     assert [tuple(np.round(line.get_xydata()[1], 3)) for line in weights] == [(0, 1.25), (-1.25, 0)]
@@ -58,7 +62,8 @@ def test_directions_put_features_on_the_unit_circle_with_the_class_weights():
 
 def test_curves_plot(tmp_path):
     rows = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "train_center_loss": 0.1 / e,
-             "test_center_loss": 0.1 / e, "train_acc": 0.5, "test_acc": 0.4, "map_at_r": 0.3} for e in (1, 2, 3)]
+             "test_center_loss": 0.1 / e, "train_acc": 0.5, "test_acc": 0.4, "map_at_r": 0.3}
+            for e in (1, 2, 3)]
     plot_curves(rows, tmp_path / "curves.png")
     with Image.open(tmp_path / "curves.png") as image:
         assert image.size == (1100, 450)
@@ -66,7 +71,8 @@ def test_curves_plot(tmp_path):
 
 def test_feature_gif_has_a_frame_per_epoch(tmp_path):
     features = torch.randn(3, 30, 2) * torch.tensor([1.0, 10.0, 100.0]).view(3, 1, 1)
-    frames = write_feature_gif(features, torch.arange(30) % 10, tmp_path / "f.gif", epochs=[4, 5, 6])
+    frames = write_feature_gif(features, torch.arange(30) % 10, tmp_path / "f.gif",
+                               epochs=[4, 5, 6])
     with Image.open(tmp_path / "f.gif") as gif:
         assert frames == gif.n_frames == 3 and gif.size == (512, 448)
     write_feature_gif(features, torch.arange(30) % 10, tmp_path / "angular.gif", angular=True)

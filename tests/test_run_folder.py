@@ -10,7 +10,8 @@ from run_machinery.run_folder import RunPaths, find_run_file, read_run_file, wri
 
 def settings(tmp_path, **changes):
     values = dict(out_dir=str(tmp_path / "run"), model_path_temp=None, vis_img_path_temp=None,
-                  dataset_dir=str(tmp_path / "data"), dataset="mnist", holdout_classes=[8, 9], epochs=3)
+                  dataset_dir=str(tmp_path / "data"), dataset="mnist", holdout_classes=[8, 9],
+                  epochs=3)
     values.update(changes)
     return SimpleNamespace(**values)
 
@@ -18,15 +19,18 @@ def settings(tmp_path, **changes):
 def test_the_layout_of_a_run(tmp_path):
     paths = RunPaths.from_settings(settings(tmp_path))
     run = tmp_path / "run"
-    assert (paths.model(7), paths.visual(12)) == (run / "model" / "epoch_007.pth", run / "visual" / "epoch_012.png")
-    assert (paths.run_file, paths.history, paths.curves, paths.training_state, paths.test_features, paths.gif) == (
+    assert (paths.model(7), paths.visual(12)) == (run / "model" / "epoch_007.pth",
+                                                  run / "visual" / "epoch_012.png")
+    assert (paths.run_file, paths.history, paths.curves, paths.training_state,
+            paths.test_features, paths.gif) == (
         run / "run.json", run / "history.csv", run / "history.png", run / "training_state.pth",
         run / "test_features.pt", run / "features.gif")
 
 
 def test_the_articles_templates_win(tmp_path):
     paths = RunPaths.from_settings(settings(tmp_path, model_path_temp=str(tmp_path / "m{}.pth")))
-    assert paths.model(3) == tmp_path / "m003.pth" and paths.visual(3) == tmp_path / "run" / "visual" / "epoch_003.png"
+    assert (paths.model(3) == tmp_path / "m003.pth"
+            and paths.visual(3) == tmp_path / "run" / "visual" / "epoch_003.png")
 
 
 @pytest.mark.parametrize("template, message", [
@@ -35,21 +39,25 @@ def test_the_articles_templates_win(tmp_path):
 ])
 def test_bad_templates(tmp_path, template, message):
     with pytest.raises(UserError, match=message):
-        RunPaths.from_settings(settings(tmp_path, model_path_temp=str(tmp_path / template))).check(1)
+        RunPaths.from_settings(settings(tmp_path,
+                                        model_path_temp=str(tmp_path / template))).check(1)
 
 
 def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
     paths = RunPaths.from_settings(settings(tmp_path))
     write_run_file(paths, settings(tmp_path), tuple(range(8)), torch.device("cpu"), 1)
     run = read_run_file(paths.out_dir)
-    assert run["settings"]["epochs"] == 3 and run["holdout_classes"] == [8, 9] and run["classes"] == list(range(8))
+    assert (run["settings"]["epochs"] == 3 and run["holdout_classes"] == [8, 9]
+            and run["classes"] == list(range(8)))
     assert run["dataset"] == "mnist" and run["class_names"] == [str(label) for label in range(10)]
     assert run["torch"] == torch.__version__ and run["device"] == "cpu" and run["resumed"] == []
     assert run["dataset_dir"] == str((tmp_path / "data").resolve())
     assert run["git_commit"] is None or len(run["git_commit"].split("+")[0]) == 40
-    write_run_file(paths, settings(tmp_path, epochs=5), ("0", "1"), torch.device("cpu"), 1, resumed=True)
+    write_run_file(paths, settings(tmp_path, epochs=5), ("0", "1"), torch.device("cpu"), 1,
+                   resumed=True)
     again = read_run_file(paths.out_dir)
-    assert again["started"] == run["started"] and len(again["resumed"]) == 1 and again["settings"]["epochs"] == 5
+    assert (again["started"] == run["started"] and len(again["resumed"]) == 1
+            and again["settings"]["epochs"] == 5)
 
 
 def test_a_checkpoint_finds_its_run_file(tmp_path):

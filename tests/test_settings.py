@@ -19,21 +19,25 @@ from conftest import stop_message, trainer_flags
     (["--model_path_temp", "model.pth"], "--model_path_temp must contain {}"),
     (["--vis_img_path_temp", "plot.png"], "--vis_img_path_temp must contain {}"),
     (["--max_train_samples", "0"], "--max_train_samples must be at least 1"),
-    (["--holdout_classes", "10"], "--holdout_classes: '10' is neither a class index 0-9 nor a class of MNIST"),
+    (["--holdout_classes", "10"],
+     "--holdout_classes: '10' is neither a class index 0-9 nor a class of MNIST"),
     (["--holdout_classes", "Shirt"], "nor a class of MNIST (0, 1, 2"),
-    (["--dataset", "fashion-mnist", "--holdout_classes", "shoe"], "nor a class of Fashion-MNIST (T-shirt/top, "),
+    (["--dataset", "fashion-mnist", "--holdout_classes", "shoe"],
+     "nor a class of Fashion-MNIST (T-shirt/top, "),
     (["--holdout_classes", *"012345678"], "leaves at least two to train on"),
     (["--device", "mps"], "--device mps was asked for, but this machine has no mps device"),
     (["--device", "quantum"], "--device 'quantum' is no device name PyTorch knows"),
     (["--device", "cuda:7"], "--device cuda:7 was asked for"),
-    *[([f"--{name}", "inf"], f"--{name} must be positive and finite") for name in ("lr", "center_lr", "gamma")],
+    *[([f"--{name}", "inf"], f"--{name} must be positive and finite")
+      for name in ("lr", "center_lr", "gamma")],
     *[([f"--{name}", value], f"--{name} must be finite and not negative")
       for name in ("momentum", "weight_decay", "loss_weight") for value in ("inf", "nan", "-1")],
     (["--momentum", "2"], "--momentum must be below 1"),
     (["--momentum", "1"], "--momentum must be below 1"),
     (["--seed", "99999999999999999999"], "--seed must lie in 0 to 2**32 - 1"),
     (["--seed", "-1"], "--seed must lie in 0 to 2**32 - 1"),
-    (["--vis_img_path_temp", "v_{}.foo"], "--vis_img_path_temp: matplotlib cannot write .foo images"),
+    (["--vis_img_path_temp", "v_{}.foo"],
+     "--vis_img_path_temp: matplotlib cannot write .foo images"),
 ])
 def test_bad_flags_stop_with_one_line(flags, message, mnist_dir, tmp_path):
     if flags[0] == "--device" and flags[1] != "quantum" and torch.accelerator.is_available():

@@ -12,7 +12,8 @@ from PIL import Image
 
 import train_mnist_original_center as trainer
 from run_machinery.checkpointing import load_checkpoint
-from conftest import REPO_DIR, assert_same_run, interrupt_at_training_step, small_run_flags, stop_message
+from conftest import (REPO_DIR, assert_same_run, interrupt_at_training_step, small_run_flags,
+                      stop_message)
 from run_machinery.errors import UserError
 from run_machinery.stop_signals import RunStopped, run_ending
 from run_machinery.training_state import load_training_state
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SCRIPT = str(REPO_DIR / "train_mnist_original_center.py")
 
 
-def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(mnist_dir, tmp_path, reference_run, monkeypatch, capfd):
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(mnist_dir, tmp_path, reference_run, monkeypatch,
+                                                    capfd):
     interrupt_at_training_step(monkeypatch, 8 + 3)  # epoch 2, step 3
     code = stop_message(small_run_flags(mnist_dir, tmp_path))
     assert code == 128 + signal.SIGINT
@@ -41,8 +43,9 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(mnist_dir, tmp_path, referen
 @contextmanager
 def running(argv):
     """The trainer in a subprocess with piped output, killed if a test leaves it running."""
-    process = subprocess.Popen([sys.executable, SCRIPT, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=REPO_DIR, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen([sys.executable, SCRIPT, *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO_DIR,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     watchdog = threading.Timer(300, process.kill)
     watchdog.start()
     try:
@@ -71,7 +74,8 @@ def test_sigterm_to_a_running_trainer_saves_and_resumes_exactly(mnist_dir, tmp_p
     assert code == 128 + signal.SIGTERM, err
     assert "SIGTERM: stopping after the current step" in err
     # Where it stops depends on the timing; the message and the resumed run do not.
-    assert "Stopped " in err and f"--resume {tmp_path / 'training_state.pth'}" in err and "Traceback" not in err
+    assert ("Stopped " in err and f"--resume {tmp_path / 'training_state.pth'}" in err
+            and "Traceback" not in err)
     trainer.main(small_run_flags(mnist_dir, tmp_path) + ["--resume", "auto"])
     assert_same_run(tmp_path, reference_run)
 
@@ -87,7 +91,8 @@ def test_a_second_ctrl_c_quits_at_once(mnist_dir, tmp_path):
         code = process.wait(timeout=60)
         err = process.stderr.read()
     assert code == 128 + signal.SIGINT, err
-    assert "Stopped at once by a second signal; no training state was saved" in err and "Traceback" not in err
+    assert ("Stopped at once by a second signal; no training state was saved" in err
+            and "Traceback" not in err)
     assert not (tmp_path / "training_state.pth").exists()
 
 
@@ -100,7 +105,8 @@ def assert_files_whole(folder):
             image.load()
 
 
-def test_sigkill_at_any_moment_leaves_whole_files_and_resume_is_exact(mnist_dir, tmp_path, reference_run):
+def test_sigkill_at_any_moment_leaves_whole_files_and_resume_is_exact(mnist_dir, tmp_path,
+                                                                      reference_run):
     state_path = tmp_path / "training_state.pth"
     # Killed as an epoch's files are being written, and in the next epoch's steps.
     for delay in (0.0, 0.4):
@@ -135,7 +141,8 @@ def test_run_ending_returns_the_run_and_releases_the_folder():
 
 @pytest.mark.parametrize("ending, status, message", [
     (UserError("no such folder"), "error: no such folder", None),
-    (RunStopped("Stopped after epoch 3", signal.SIGTERM), 128 + signal.SIGTERM, "Stopped after epoch 3"),
+    (RunStopped("Stopped after epoch 3", signal.SIGTERM), 128 + signal.SIGTERM,
+     "Stopped after epoch 3"),
 ])
 def test_run_ending_ends_a_stop_or_an_error_in_one_line(ending, status, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -11,7 +11,8 @@ from PIL import Image
 import train_mnist_original_center as trainer
 from article_net import ArticleNet
 from center_loss import CenterLoss
-from conftest import REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_script, stop_message, trainer_flags
+from conftest import (REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_script, stop_message,
+                      trainer_flags)
 from run_machinery.devices import bf16_supported, speed_setup
 from margin_heads import Head
 from run_machinery.metrics import retrieval_metrics
@@ -38,8 +39,8 @@ def test_end_to_end_two_epochs(two_epoch_run):
 
 def test_one_folder_holds_the_run(two_epoch_run, mnist_dir):
     _, out = two_epoch_run
-    for name in ("run.json", "history.csv", "history.png", "training_state.pth", "test_features.pt", "features.gif",
-                 "model/epoch_002.pth", "visual/epoch_002.png"):
+    for name in ("run.json", "history.csv", "history.png", "training_state.pth", "test_features.pt",
+                 "features.gif", "model/epoch_002.pth", "visual/epoch_002.png"):
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["epochs"] == 2 and run["settings"]["lr"] == 0.01
@@ -47,11 +48,14 @@ def test_one_folder_holds_the_run(two_epoch_run, mnist_dir):
 
 
 def test_the_articles_templates_override_their_part(mnist_dir, tmp_path):
-    trainer.main(trainer_flags(mnist_dir, tmp_path / "run", "--epochs", 1, "--max_train_samples", 64,
+    trainer.main(trainer_flags(mnist_dir, tmp_path / "run", "--epochs", 1,
+                               "--max_train_samples", 64,
                                "--model_path_temp", tmp_path / "ckpt" / "m_{}.pth",
                                "--vis_img_path_temp", tmp_path / "pics" / "v_{}.png"))
-    assert (tmp_path / "ckpt" / "m_001.pth").is_file() and (tmp_path / "pics" / "v_001.png").is_file()
-    assert (tmp_path / "run" / "history.csv").is_file() and not (tmp_path / "run" / "model").exists()
+    assert ((tmp_path / "ckpt" / "m_001.pth").is_file()
+            and (tmp_path / "pics" / "v_001.png").is_file())
+    assert ((tmp_path / "run" / "history.csv").is_file()
+            and not (tmp_path / "run" / "model").exists())
 
 
 def test_checkpoint_loads_strictly_into_the_articles_net(two_epoch_run):
@@ -65,8 +69,10 @@ def test_checkpoint_loads_strictly_into_the_articles_net(two_epoch_run):
 
 def test_an_angular_head_run_describes_itself_and_keeps_the_articles_keys(arcface_run):
     run = json.loads((arcface_run / "run.json").read_text())
-    assert (run["settings"]["head"], run["settings"]["scale"], run["settings"]["margin"]) == ("arcface", 16.0, 0.2)
-    ArticleNet().load_state_dict(torch.load(arcface_run / "model" / "epoch_002.pth", weights_only=True), strict=True)
+    assert ((run["settings"]["head"], run["settings"]["scale"], run["settings"]["margin"])
+            == ("arcface", 16.0, 0.2))
+    ArticleNet().load_state_dict(torch.load(arcface_run / "model" / "epoch_002.pth",
+                                            weights_only=True), strict=True)
     with Image.open(arcface_run / "visual" / "epoch_002.png") as image:
         assert image.size == (2400, 700)  # training, test, and the test features' directions
     with Image.open(arcface_run / "features.gif") as gif:
@@ -74,8 +80,10 @@ def test_an_angular_head_run_describes_itself_and_keeps_the_articles_keys(arcfac
     saved = torch.load(arcface_run / "test_features.pt", weights_only=True)
     header, *_, last_row = (arcface_run / "history.csv").read_text().splitlines()
     map_at_r = float(last_row.split(",")[header.split(",").index("map_at_r")])
-    by_cosine = retrieval_metrics(F.normalize(saved["features"][-1].float(), dim=1), saved["digits"])
-    assert map_at_r == pytest.approx(by_cosine["map_at_r"])  # an angular head retrieves by direction
+    by_cosine = retrieval_metrics(F.normalize(saved["features"][-1].float(), dim=1),
+                                  saved["digits"])
+    # an angular head retrieves by direction
+    assert map_at_r == pytest.approx(by_cosine["map_at_r"])
 
 
 @pytest.mark.parametrize("head", ["normface", "cosface", "arcface", "sphereface"])
@@ -86,22 +94,28 @@ def test_each_head_trains_with_center_loss(mnist_dir, head):
     model, center_loss = Net(len(classes)), CenterLoss(len(classes), 2)
     optimizers = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4),
                   torch.optim.SGD(center_loss.parameters(), lr=0.5))
-    steps = (Head(head, model.ip2.weight), train_loader, nn.NLLLoss(), 1.0, center_loss, *optimizers)
+    steps = (Head(head, model.ip2.weight), train_loader, nn.NLLLoss(), 1.0, center_loss,
+             *optimizers)
     first, *_ = trainer.train(model, *steps, 1)
     last, *_ = trainer.train(model, *steps, 2)
     assert last.loss < first.loss and last.center_loss > 0
 
 
 def test_a_diverging_head_stops_with_the_nan_message(mnist_dir, tmp_path):
-    message = stop_message(["--dataset_dir", str(mnist_dir), "--max_train_samples", "128", "--batch_size", "32",
-                            "--device", "cpu", "--head", "cosface", "--lr", "100", *output_flags(tmp_path)])
-    assert message.startswith("error: the features blew up") and "--lr 100" in message and "\n" not in message
-    assert "no training state was saved yet" in message and not (tmp_path / "model" / "epoch_001.pth").exists()
+    message = stop_message(["--dataset_dir", str(mnist_dir), "--max_train_samples", "128",
+                            "--batch_size", "32", "--device", "cpu", "--head", "cosface",
+                            "--lr", "100", *output_flags(tmp_path)])
+    assert (message.startswith("error: the features blew up") and "--lr 100" in message
+            and "\n" not in message)
+    assert ("no training state was saved yet" in message
+            and not (tmp_path / "model" / "epoch_001.pth").exists())
 
 
 def test_bad_head_settings_stop_in_one_line(mnist_dir, tmp_path):
-    message = stop_message(trainer_flags(mnist_dir, tmp_path, "--head", "arcface", "--margin", "3.5"))
-    assert message == "error: --margin of arcface is an angle in radians and must be below pi, got 3.5"
+    message = stop_message(trainer_flags(mnist_dir, tmp_path, "--head", "arcface",
+                                         "--margin", "3.5"))
+    assert message == ("error: --margin of arcface is an angle in radians and must be below pi, "
+                       "got 3.5")
     assert not (tmp_path / "run.json").exists()
 
 
@@ -125,8 +139,8 @@ def test_main_returns_the_history_it_prints(mnist_dir, tmp_path, capsys):
 
 
 def test_every_flag_is_in_both_usage_pages():
-    flags = [action.option_strings[0] for action in trainer.build_parser()._actions if action.option_strings
-             and action.option_strings[0] != "-h"]
+    flags = [action.option_strings[0] for action in trainer.build_parser()._actions
+             if action.option_strings and action.option_strings[0] != "-h"]
     for readme in ("docs/usage.md", "docs/usage.ja.md"):
         text = (REPO_DIR / readme).read_text()
         missing = [flag for flag in flags if f"| `{flag}`" not in text]
@@ -135,11 +149,13 @@ def test_every_flag_is_in_both_usage_pages():
 
 def test_visualize_writes_the_plot(tmp_path):
     feat, labels = torch.randn(40, 2), torch.arange(40) % 10
-    trainer.visualize(feat, labels, 7, tmp_path / "sub" / "plot.png", torch.zeros(10, 2), feat, labels)
+    trainer.visualize(feat, labels, 7, tmp_path / "sub" / "plot.png", torch.zeros(10, 2), feat,
+                      labels)
     with Image.open(tmp_path / "sub" / "plot.png") as image:
         assert image.size == (1600, 700)
     directions = {label: torch.randn(2) for label in range(10)}
-    trainer.visualize(feat, labels, 7, tmp_path / "angular.png", torch.zeros(10, 2), feat, labels, (), directions)
+    trainer.visualize(feat, labels, 7, tmp_path / "angular.png", torch.zeros(10, 2), feat, labels,
+                      (), directions)
     with Image.open(tmp_path / "angular.png") as image:
         assert image.size == (2400, 700)
 
@@ -147,20 +163,24 @@ def test_visualize_writes_the_plot(tmp_path):
 def test_an_output_file_taken_by_a_folder_is_caught_before_training(mnist_dir, tmp_path):
     (tmp_path / "model" / "epoch_002.pth").mkdir(parents=True)
     message = stop_message(trainer_flags(mnist_dir, tmp_path, "--epochs", 2))
-    assert f"the output file {tmp_path / 'model' / 'epoch_002.pth'} is an existing folder" in message
+    assert (f"the output file {tmp_path / 'model' / 'epoch_002.pth'} is an existing folder"
+            in message)
     assert not (tmp_path / "model" / "epoch_001.pth").exists()
 
 
 def test_one_run_per_folder(mnist_dir, tmp_path, capsys):
     trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 2, "--max_train_samples", 64))
-    message = stop_message(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64))
+    message = stop_message(trainer_flags(mnist_dir, tmp_path, "--epochs", 1,
+                                         "--max_train_samples", 64))
     assert f"{tmp_path} holds another run's outputs" in message
     assert "--resume auto" in message and "--overwrite" in message and "\n" not in message
     capsys.readouterr()
-    trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64, "--overwrite"))
+    trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64,
+                               "--overwrite"))
     assert "--overwrite: deleted the 10 files of the run" in capsys.readouterr().out
     # The earlier run's second epoch is gone with it: the folder holds one run.
-    assert not (tmp_path / "model" / "epoch_002.pth").exists() and (tmp_path / "model" / "epoch_001.pth").exists()
+    assert (not (tmp_path / "model" / "epoch_002.pth").exists()
+            and (tmp_path / "model" / "epoch_001.pth").exists())
 
 
 def test_a_second_trainer_on_the_same_folder_stops(mnist_dir, tmp_path):
@@ -180,11 +200,13 @@ def test_the_seed_seeds_numpy_and_python_too(mnist_dir, tmp_path):
     import random
     import numpy as np
     from run_machinery.training_state import load_training_state
-    trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64, "--seed", 7))
+    trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64,
+                               "--seed", 7))
     saved = load_training_state(tmp_path / "training_state.pth")["rng"]
     np.random.seed(7)
     random.seed(7)
-    assert torch.equal(saved["numpy"][1], torch.from_numpy(np.random.get_state()[1].astype(np.int64)))
+    assert torch.equal(saved["numpy"][1],
+                       torch.from_numpy(np.random.get_state()[1].astype(np.int64)))
     assert tuple(saved["python"][1]) == random.getstate()[1]
 
 
@@ -195,7 +217,8 @@ def test_ctrl_c_while_the_script_starts_is_one_line(tmp_path):
     import time
     from conftest import REPO_DIR
     process = subprocess.Popen([sys.executable, str(REPO_DIR / "train_mnist_original_center.py"),
-                                *output_flags(tmp_path)], stderr=subprocess.PIPE, text=True, cwd=REPO_DIR)
+                                *output_flags(tmp_path)], stderr=subprocess.PIPE, text=True,
+                               cwd=REPO_DIR)
     time.sleep(0.3)  # among the imports (torch alone takes about a second here)
     process.send_signal(signal.SIGINT)
     err = process.communicate(timeout=60)[1]
@@ -206,9 +229,11 @@ def test_ctrl_c_while_the_script_starts_is_one_line(tmp_path):
 def test_unwritable_output_folder(tmp_path, mnist_dir):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    text = stop_message(trainer_flags(mnist_dir, tmp_path, "--model_path_temp", blocker / "epoch_{}.pth"))
+    text = stop_message(trainer_flags(mnist_dir, tmp_path, "--model_path_temp",
+                                      blocker / "epoch_{}.pth"))
     assert "--model_path_temp: cannot write to the folder" in text
-    assert "--out_dir: cannot write to the folder" in stop_message(trainer_flags(mnist_dir, blocker / "run"))
+    assert ("--out_dir: cannot write to the folder"
+            in stop_message(trainer_flags(mnist_dir, blocker / "run")))
 
 
 def test_missing_data_offline(tmp_path, offline):
@@ -230,8 +255,8 @@ def test_corrupt_data_from_the_command_line(tmp_path):
 
 def test_help_states_defaults():
     text_of_help = trainer.build_parser().format_help()
-    for text in ("--epochs", "default: 100", "--center_lr", "default: 0.5", "--max_train_samples", "--out_dir",
-                 "--dry_run"):
+    for text in ("--epochs", "default: 100", "--center_lr", "default: 0.5", "--max_train_samples",
+                 "--out_dir", "--dry_run"):
         assert text in text_of_help
 
 
@@ -266,14 +291,16 @@ def aot_eager_compile(monkeypatch):
     pytest.param(["--amp", "--no-channels_last"], 2e-2, marks=NEEDS_BF16),
     (["--compile"], 1e-4),
 ])
-def test_speed_flag_trains_like_the_defaults(flags, tolerance, mnist_dir, tmp_path, default_record, request):
+def test_speed_flag_trains_like_the_defaults(flags, tolerance, mnist_dir, tmp_path, default_record,
+                                             request):
     if "--compile" in flags:
         request.getfixturevalue("aot_eager_compile")
     record = run_one_epoch(mnist_dir, tmp_path, *flags)
     assert record.train.loss == pytest.approx(default_record.train.loss, rel=tolerance)
     assert record.test.loss == pytest.approx(default_record.test.loss, rel=tolerance)
     # The checkpoint keeps the article's keys (no "_orig_mod." from torch.compile).
-    Net().load_state_dict(torch.load(tmp_path / "model" / "epoch_001.pth", weights_only=True), strict=True)
+    Net().load_state_dict(torch.load(tmp_path / "model" / "epoch_001.pth", weights_only=True),
+                          strict=True)
     with Image.open(tmp_path / "visual" / "epoch_001.png") as image:
         assert image.size == (1600, 700)
 
@@ -313,9 +340,11 @@ def test_no_host_sync_in_cuda_step_loop(mnist_dir, amp):
     # A first epoch unguarded: lazy initialisation and cuDNN's autotuning may synchronise once.
     head = Head("softmax")
     trainer.train(model, head, train_loader, *steps, 1, amp)
-    metrics, features, labels = trainer.train(model, head, SyncErrorWhileIterating(train_loader), *steps, 2, amp)
+    metrics, features, labels = trainer.train(model, head, SyncErrorWhileIterating(train_loader),
+                                              *steps, 2, amp)
     assert features.device.type == "cpu" and features.shape == (train_loader.num_samples, 2)
-    trainer.test(model, head, SyncErrorWhileIterating(test_loader), nn.NLLLoss(), 1.0, center_loss, amp)
+    trainer.test(model, head, SyncErrorWhileIterating(test_loader), nn.NLLLoss(), 1.0, center_loss,
+                 amp)
 
 
 @pytest.mark.skipif(not (REAL_MNIST_DIR / "MNIST" / "raw").is_dir(),
@@ -326,8 +355,9 @@ def test_learns_real_mnist(tmp_path):
     here, seeds 1, 2 and 3 reached 40%, 27% and 24% test accuracy (MAP@R 0.36, 0.33, 0.27);
     chance is 10% (MAP@R about 0.1)."""
     history = trainer.main(["--dataset_dir", str(REAL_MNIST_DIR), "--epochs", "2", "--lr", "0.02",
-                            "--batch_size", "32", "--max_train_samples", "2500", "--max_test_samples", "1000",
-                            "--device", "cpu", *output_flags(tmp_path)])
+                            "--batch_size", "32", "--max_train_samples", "2500",
+                            "--max_test_samples", "1000", "--device", "cpu",
+                            *output_flags(tmp_path)])
     first, last = history.records
     assert last.train.loss < first.train.loss
     assert last.test.acc > 0.2 and last.retrieval["map_at_r"] > 0.2

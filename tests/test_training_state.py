@@ -12,7 +12,8 @@ import train_mnist_original_center as trainer
 from run_machinery.checkpointing import CheckpointError, save_checkpoint
 from run_machinery.errors import UserError
 from conftest import assert_same_run, small_run_flags, stop_message
-from run_machinery.training_state import load_training_state, restore_rng_states, rng_states, write_training_state
+from run_machinery.training_state import (load_training_state, restore_rng_states, rng_states,
+                                          write_training_state)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,13 +45,15 @@ def test_random_states_survive_a_weights_only_round_trip(tmp_path):
     assert draws() == expected
 
 
-def test_resume_after_two_epochs_is_the_uninterrupted_run(mnist_dir, tmp_path, reference_run, capsys):
+def test_resume_after_two_epochs_is_the_uninterrupted_run(mnist_dir, tmp_path, reference_run,
+                                                          capsys):
     trainer.main(small_run_flags(mnist_dir, tmp_path, epochs=2))
     capsys.readouterr()
     history = trainer.main(["--resume", str(tmp_path / "training_state.pth"), "--epochs", "4"])
     out = capsys.readouterr().out
     assert f"Resuming from {tmp_path / 'training_state.pth'} at epoch 3" in out
-    assert [line[:10] for line in out.splitlines() if line.startswith("Epoch:")] == ["Epoch:   3", "Epoch:   4"]
+    assert ([line[:10] for line in out.splitlines() if line.startswith("Epoch:")]
+            == ["Epoch:   3", "Epoch:   4"])
     assert [record.epoch for record in history.records] == [1, 2, 3, 4]
     assert_same_run(tmp_path, reference_run)
 
@@ -87,7 +90,8 @@ def test_resume_auto_without_a_state(mnist_dir, tmp_path):
 
 def test_a_finished_run_has_nothing_to_train(reference_run, capsys):
     history = trainer.main(["--resume", str(reference_run / "training_state.pth")])
-    assert "Nothing to train: the run has finished epoch 4 and --epochs is 4" in capsys.readouterr().out
+    assert ("Nothing to train: the run has finished epoch 4 and --epochs is 4"
+            in capsys.readouterr().out)
     assert len(history.records) == 4
 
 
@@ -138,7 +142,8 @@ def test_a_flipped_byte_is_caught_by_the_checksum(reference_run, tmp_path):
     data = bytearray((reference_run / "training_state.pth").read_bytes())
     data[len(data) // 2] ^= 0x01  # inside the content: torch itself would load it
     (tmp_path / "flipped.pth").write_bytes(bytes(data))
-    expected = f"{tmp_path / 'flipped.pth'} is a damaged training state: its content does not match its checksum"
+    expected = (f"{tmp_path / 'flipped.pth'} is a damaged training state: its content does not "
+                "match its checksum")
     assert expected in stop_message(["--resume", str(tmp_path / "flipped.pth")])
     with pytest.raises(SystemExit) as stop:
         evaluate.main([str(tmp_path / "flipped.pth")])
@@ -167,6 +172,6 @@ def test_torchrun_cannot_finish_a_single_process_epoch(mnist_dir, tmp_path, monk
     monkeypatch.undo()
     state = load_training_state(tmp_path / "training_state.pth")
     two_ranks = SimpleNamespace(world_size=2, num_samples=16, labels=torch.zeros(16))
-    with pytest.raises(UserError, match="stopped in the middle of epoch 1 by a single process; finish that epoch "
-                                        "without torchrun"):
+    with pytest.raises(UserError, match="stopped in the middle of epoch 1 by a single process; "
+                                        "finish that epoch without torchrun"):
         resume(state, {}, {}, None, two_ranks, None)
