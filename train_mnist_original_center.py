@@ -33,7 +33,7 @@ from run_machinery.epoch_files import EpochFiles
 from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics
 from run_machinery.metrics import embed, split_retrieval_metrics
 from run_machinery.nan_watch import NanWatch, check_test_pass
-from run_machinery.plots import epoch_figure, show_batch
+from run_machinery.plots import epoch_figure
 from run_machinery.settings import check_settings, settled
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
 from run_machinery.training_state import (StateKeeper, load_training_state, resume_path,
@@ -243,13 +243,9 @@ def main(argv=None):
         # Dataset
         rank, world_size = distributed.rank_and_world_size()
         train_loader, test_loader, classes = load_dataset(
-            args.dataset_dir, args.batch_size, args.batch_size,
-            seed=args.seed, dataset=args.dataset,
-            max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples,
-            holdout_classes=args.holdout_classes, rank=rank, world_size=world_size)
-        if args.img_show and files.writes:  # the article's look at one training batch
-            images, _ = next(iter(train_loader))
-            show_batch(train_loader.pixels(images), files.paths.train_batch, show=True)
+            args.dataset_dir, args.batch_size, args.batch_size, seed=args.seed, rank=rank,
+            world_size=world_size, dataset=args.dataset, holdout_classes=args.holdout_classes,
+            max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples)
 
         # Device
         device = distributed.setup(pick_device(args.device))
@@ -261,8 +257,7 @@ def main(argv=None):
 
         # Loss
         nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
-        # softmax: the article's ip2
-        head = Head(args.head, model.ip2.weight, args.scale, args.margin)
+        head = Head(args.head, model.ip2.weight, args.scale, args.margin)  # softmax: ip2 as it is
         center_loss = CenterLoss(len(classes), 2).to(device)
 
         # Optimizer
@@ -271,22 +266,19 @@ def main(argv=None):
         center_optimizer = optim.SGD(center_loss.parameters(), lr=args.center_lr)
         scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
 
-        # Training state: new, or the stopped run that --resume names
-        keeper = run.keeper = StateKeeper(files, model, center_loss, dnn_optimizer,
-                                          center_optimizer, scheduler, resume_command(),
-                                          recipe=build_parser().parse_args([]))
-        history, first_epoch, progress = keeper.start(train_loader)
+        keeper = run.keeper = StateKeeper(  # a new training state, or the one --resume names
+            files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, resume_command(),
+            build_parser().parse_args([]))
+        history, first_epoch = keeper.start(train_loader)
         files.start(classes, device, train_loader, test_loader, first_epoch)
         for epoch in range(first_epoch, args.epochs + 1):
             # Train and test a model.
             clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
-            # a stop saves; a NaN advises
-            with keeper.watching(run.stop, epoch, len(train_loader), history):
+            with keeper.watching(run.stop, epoch, history) as progress:  # stop: saved; NaN: advice
                 train_metrics, feat, labels = train(step_model, head, train_loader, nll_loss,
                                                     args.loss_weight, center_loss, dnn_optimizer,
                                                     center_optimizer, epoch, amp=args.amp,
                                                     progress=progress, stop=run.stop)
-                progress = None
                 scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
                 clock.lap("train")
                 test_metrics, test_feat, test_labels = test(step_model, head, test_loader, nll_loss,
@@ -294,20 +286,16 @@ def main(argv=None):
                 clock.lap("test")
             retrieval = split_retrieval_metrics(head.retrieval_features(test_feat), test_labels,
                                                 args.holdout_classes)
-            test_feat, test_labels = test_feat.cpu(), test_labels.cpu()
             clock.lap("metrics")
-            record = history.add(EpochRecord(epoch, lr, center_optimizer.param_groups[0]["lr"],
-                                             train_metrics, test_metrics, retrieval,
-                                             clock.seconds(), clock.times),
-                                 test_feat, test_labels)
+            record = EpochRecord(epoch, lr, center_optimizer.param_groups[0]["lr"], train_metrics,
+                                 test_metrics, retrieval, clock.seconds(), clock.times)
+            history.add(record, test_feat, test_labels)
             print(record.line())
-
             # Visualize features of each class; save the model and the training state.
             files.plot(visualize, feat, labels, epoch, files.paths.visual(epoch),
                        centers=center_loss.centers.detach().cpu(), test_feat=test_feat,
-                       test_labels=test_labels, unseen_classes=args.holdout_classes,
-                       class_directions=head.class_directions(classes),
-                       class_names=class_names(args.dataset))
+                       test_labels=test_labels, class_directions=head.class_directions(classes),
+                       unseen_classes=args.holdout_classes, class_names=class_names(args.dataset))
             files.write_epoch(record, model, history)
             keeper.save(epoch, history)
             clock.lap("files")

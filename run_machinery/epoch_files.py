@@ -13,7 +13,7 @@ from . import distributed
 from .checkpointing import atomic_write, save_checkpoint
 from .errors import UserError
 from mnist_loader import DATASETS, class_names
-from .plots import plot_curves, write_feature_gif
+from .plots import plot_curves, show_batch, write_feature_gif
 from .run_folder import RunLock, RunPaths, write_run_file
 
 
@@ -37,8 +37,8 @@ class EpochFiles:
                 raise
 
     def start(self, classes, device, train_loader, test_loader, first_epoch):
-        """Write run.json, open TensorBoard, and say what is trained; plots are drawn in the
-        background on CUDA."""
+        """Write run.json (and with --img_show the first training images), open TensorBoard,
+        and say what is trained; plots are drawn in the background on CUDA."""
         self.plotter = Plotter(background=device.type == "cuda")
         world_size, held_out = train_loader.world_size, self.settings.holdout_classes
         print(f"Start training on {device}"
@@ -51,6 +51,10 @@ class EpochFiles:
               + (f", classes {held_out} held out "
                  f"({', '.join(class_names(self.settings.dataset, held_out))})"
                  if held_out else ""))
+        if self.writes and self.settings.img_show:  # the article's look at its training images
+            # The first images: a shuffled batch would draw from the training order.
+            images = train_loader.images[:train_loader.batch_size].cpu()
+            show_batch(train_loader.pixels(images), self.paths.train_batch, show=True)
         if self.writes:
             write_run_file(self.paths, self.settings, classes, device, world_size,
                            resumed=bool(self.settings.resume))

@@ -135,11 +135,11 @@ class History:
     test_labels: torch.Tensor = None
 
     def add(self, record, test_features, test_labels):
-        """Record a finished epoch, its EpochRecord and test features; returns the record."""
+        """Record a finished epoch: its EpochRecord, and a host copy of its test features
+        and their labels."""
         self.records.append(record)
-        self.test_features.append(test_features)
-        self.test_labels = test_labels
-        return record
+        self.test_features.append(test_features.cpu())
+        self.test_labels = test_labels.cpu()
 
     def as_saved(self):
         return {"records": [dataclasses.asdict(record) for record in self.records],

@@ -251,18 +251,18 @@ class StateKeeper:
         self.modules = {"model": model, "center_loss": center_loss}
         self.optimizers = {"net": dnn_optimizer, "center": center_optimizer}
         self.scheduler, self.command, self.recipe = scheduler, command, recipe
-        self.last_good = self.loader_generator = None
+        self.last_good = self.loader_generator = self.num_steps = self.resumed_progress = None
         self.epoch = 1  # the epoch under way, for the advice on a NaN
 
     def start(self, train_loader):
         """Begin the run: anew, or from the state `settings.resume` names. Returns (history,
-        first epoch, progress of an interrupted epoch or None)."""
-        self.loader_generator = train_loader.generator
-        history, first_epoch, progress = History(), 1, None
+        first epoch); an interrupted epoch's progress waits for `watching` to hand it out."""
+        self.loader_generator, self.num_steps = train_loader.generator, len(train_loader)
+        history, first_epoch, self.resumed_progress = History(), 1, None
         if self.settings.resume:
-            history, first_epoch, progress = self.resume(train_loader)
+            history, first_epoch, self.resumed_progress = self.resume(train_loader)
         self.epoch_started(first_epoch)
-        return history, first_epoch, progress
+        return history, first_epoch
 
     def resume(self, train_loader):
         path = Path(self.settings.resume)
@@ -304,13 +304,15 @@ class StateKeeper:
         return f"Stopped in epoch {epoch}; it starts again on resuming. {saved}"
 
     @contextlib.contextmanager
-    def watching(self, stop, epoch, num_steps, history):
-        """Around an epoch's training and test: a stop asked for in it saves the state and
-        ends the run; a NaN ends it with advice (`explain`)."""
+    def watching(self, stop, epoch, history):
+        """Around an epoch's training and test; yields the epoch's progress so far (an
+        interrupted epoch's, once, on resuming; else None). A stop asked for in the epoch
+        saves the state and ends the run; a NaN ends it with advice (`explain`)."""
+        progress, self.resumed_progress = self.resumed_progress, None
         try:
-            yield
+            yield progress
         except TrainingInterrupted as interrupted:
-            raise stop.stopped(self.save_interrupted(epoch, num_steps, history,
+            raise stop.stopped(self.save_interrupted(epoch, self.num_steps, history,
                                                      interrupted.progress)) from None
         except NonFiniteError as error:
             raise UserError(self.explain(error)) from None

@@ -99,3 +99,13 @@ def test_plotter_without_background_runs_at_once():
     calls = []
     Plotter(background=False).submit(calls.append, "drawn")
     assert calls == ["drawn"]
+
+
+def test_img_show_writes_the_first_training_images_and_keeps_the_shuffling(mnist_dir, tmp_path):
+    flags = ["--epochs", 1, "--max_train_samples", 64]
+    shown = trainer.main(trainer_flags(mnist_dir, tmp_path / "shown", *flags, "--img_show"))
+    plain = trainer.main(trainer_flags(mnist_dir, tmp_path / "plain", *flags))
+    with Image.open(tmp_path / "shown" / "visual" / "train_batch.png") as image:
+        assert image.width == 2 + 16 * 30  # make_grid: 16 tiles of 28 px, 2 px padding
+    assert not (tmp_path / "plain" / "visual" / "train_batch.png").exists()
+    assert shown.records[0].train.loss == plain.records[0].train.loss  # the same run
