@@ -109,8 +109,8 @@ def build_parser():
     add("--tensorboard", metavar="DIR", default=None,
         help="also log to TensorBoard in DIR (needs the tensorboard package); default: off")
     add("--img_show", action="store_true",
-        help="save a grid of one training batch (OUT_DIR/visual/train_batch.png) and show it when "
-             "a display exists")
+        help="save a grid of the first --batch_size training images "
+             "(OUT_DIR/visual/train_batch.png) and show it when a display exists")
     add("--overwrite", action="store_true",
         help="start a new run in an --out_dir that holds another run's outputs, deleting that "
              "run's files first")
