@@ -105,7 +105,7 @@ def is_training_state(saved):
 def unpack_training_state(saved, path):
     """The training state in `saved`, the content of the file `path` as loaded; raises as
     `load_training_state` does."""
-    if not isinstance(saved, dict) or saved.get("format") != TRAINING_STATE_FORMAT:
+    if not is_training_state(saved):
         if isinstance(saved, dict) and saved and all(isinstance(value, torch.Tensor)
                                                      for value in saved.values()):
             kind = "a model's state_dict (such as a per-epoch epoch_NNN.pth)"
