@@ -28,7 +28,7 @@ from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate, load_test_split, open_checkpoint
 from mnist_loader import DATASETS
-from run_machinery.plots import draw_decision_regions, draw_features
+from run_machinery.plots import draw_decision_regions, draw_embedding
 from run_machinery.run_folder import RunPaths, check_image_format, read_run_file
 
 PANELS_PER_ROW = 3  # more runs wrap onto further rows
@@ -119,11 +119,8 @@ def main(argv=None):
         fig = Figure(figsize=(6.4 * columns, 5.8 * rows), dpi=80)
         fig.subplots_adjust(left=0.09 / columns, right=1 - 0.25 / columns, wspace=0.5, hspace=0.45,
                             top=1 - 0.14 / rows, bottom=0.11 / rows)
-        axes = fig.subplots(rows, columns, squeeze=False).ravel()
-        for spare in axes[len(runs):]:
-            spare.remove()
         results, test_labels = [], None
-        for ax, run_dir, (run, paths, epoch) in zip(axes, args.run_dirs, runs):
+        for index, (run_dir, (run, paths, epoch)) in enumerate(zip(args.run_dirs, runs)):
             checkpoint = open_checkpoint(paths.model(epoch))
             settings = run["settings"]
             if results and checkpoint.dataset != results[0]["dataset"]:
@@ -146,9 +143,10 @@ def main(argv=None):
                            epoch=epoch, dataset=checkpoint.dataset,
                            seconds_per_epoch=median_epoch_seconds(paths.history, epoch))
             results.append(metrics)
-            draw_features(ax, features, test_labels, checkpoint.centers, checkpoint.holdout,
-                          checkpoint.class_names)
-            draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes)
+            ax = draw_embedding(fig, (rows, columns, index + 1), features, test_labels,
+                                checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
+            if features.shape[1] == 2:  # the regions of a wider feature have no picture
+                draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes)
             ax.set_title(panel_title(settings, epoch, metrics), fontsize=10)
         save_figure(fig, args.out)
         table = markdown_table([Path(run_dir).name for run_dir in args.run_dirs], results)

@@ -26,7 +26,7 @@ from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
 from run_machinery.evaluation import (evaluate, json_ready, load_test_split, open_checkpoint,
-                                      plot_evaluation)
+                                      plot_evaluation, plot_tsne)
 from margin_heads import HEADS
 from run_machinery.metrics import nearest_gallery, ranking_queries
 from mnist_loader import DATASETS, REPO_DIR
@@ -59,6 +59,9 @@ def parse_args(argv=None):
                         help="also write the metrics to this JSON file; default: none")
     parser.add_argument("--plot", default=None,
                         help="write the test-feature plot to this PNG; default: none")
+    parser.add_argument("--tsne", default=None, metavar="PNG",
+                        help="write a t-SNE map of 2,000 test features drawn at random (seeded) to "
+                             "this PNG: a picture of features of any width; default: none")
     parser.add_argument("--ranking", default=None,
                         help="write a picture of retrieval to this PNG: for a few queries "
                              "(--ranking_per_class of each class, the held-out ones first), the "
@@ -83,7 +86,8 @@ def main(argv=None):
     """Evaluate a checkpoint; returns its metrics (the JSON's content)."""
     with cli.one_line_errors():
         args = parse_args(argv)
-        for flag, path in (("--plot", args.plot), ("--ranking", args.ranking)):
+        pictures = (("--plot", args.plot), ("--tsne", args.tsne), ("--ranking", args.ranking))
+        for flag, path in pictures:
             if path:
                 check_image_format(flag, path)
         checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset)
@@ -128,6 +132,11 @@ def main(argv=None):
                             f"{Path(args.checkpoint).name}: test features and decision regions",
                             args.plot, names)
             print(f"Wrote {args.plot}")
+        if args.tsne:
+            plot_tsne(checkpoint.head.retrieval_features(features), test_loader.labels, holdout,
+                      f"{Path(args.checkpoint).name}: t-SNE of test features "
+                      f"({features.shape[1]}-D)", args.tsne, names)
+            print(f"Wrote {args.tsne}")
         if args.ranking:
             queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout)
             fig = ranking_figure(test_loader.pixels(test_loader.images[:, 0].cpu()),

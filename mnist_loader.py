@@ -55,6 +55,10 @@ DATASETS = {
 MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean, DATASETS["mnist"].std
 
 
+class BatchError(ValueError):
+    """PK batches that cannot be drawn from this data; the message, one line, names the flags."""
+
+
 class DatasetError(Exception):
     """The dataset could not be found, downloaded or read; the message, one line, says
     where and what (the scripts print it as the user's error to fix)."""
@@ -85,10 +89,21 @@ class TensorLoader:
     one (the test split) gives each rank one contiguous part. `mean` and `std` are the
     normalisation the images had (see `normalize`), for pictures of them; `classes` the
     labels a model is trained on, in the order of its outputs.
+
+    With `classes_per_batch` P and `images_per_class` K (both, and only with `shuffle`),
+    the batches are PK batches instead, as for re-identification and the batch-hard
+    triplet loss: every global batch holds K distinct images of each of P distinct classes
+    (of those present in `labels`), grouped class by class; an epoch has
+    `len(labels) // (P*K)` of them (at least one), and `batch_size` is then ignored. Each
+    epoch, each class's images are taken in a random order of their own, from where the
+    class's last batch left off, round again once all were taken. Under distributed
+    training rank `r` takes items r, r + world_size, ... of each global batch, so P*K must
+    divide evenly.
     """
 
     def __init__(self, images, labels, batch_size, shuffle=False, generator=None, rank=0,
-                 world_size=1, mean=0.0, std=1.0, classes=tuple(range(10))):
+                 world_size=1, mean=0.0, std=1.0, classes=tuple(range(10)),
+                 classes_per_batch=None, images_per_class=None):
         self.images = images
         self.labels = labels
         self.mean, self.std = mean, std
@@ -100,7 +115,14 @@ class TensorLoader:
         self.rank = rank
         self.world_size = world_size
         total = labels.size(0)
-        if shuffle:
+        self.classes_per_batch, self.images_per_class = classes_per_batch, images_per_class
+        if classes_per_batch is not None or images_per_class is not None:
+            global_batch = self._check_pk(shuffle)
+            self.steps = max(1, total // global_batch)
+            self.batch_size = global_batch // world_size
+            # The images of an epoch, so that sums / (num_samples * world_size) are means.
+            self.num_samples = self.steps * self.batch_size
+        elif shuffle:
             # The last total % world_size items of each permutation are left out, so that
             # every rank takes the same number of steps.
             self.batch_size = batch_size // world_size
@@ -113,6 +135,61 @@ class TensorLoader:
 
     def __len__(self):
         return math.ceil(self.num_samples / self.batch_size)
+
+    def _check_pk(self, shuffle):
+        """The global PK batch size, P*K; ValueError (one line, naming the flags) when P and
+        K cannot make such batches of this loader's labels."""
+        p, k = self.classes_per_batch, self.images_per_class
+        if p is None or k is None:
+            raise BatchError("--classes_per_batch and --images_per_class go together: "
+                             "give both or neither")
+        if not shuffle:
+            raise BatchError("--classes_per_batch and --images_per_class only draw shuffled "
+                             "(training) batches")
+        _, counts = self._classes_in_order(self.labels)
+        present = counts[counts > 0].tolist()
+        if not present:
+            raise BatchError("--classes_per_batch and --images_per_class need training images")
+        if not 1 <= p <= len(present):
+            raise BatchError(f"--classes_per_batch {p} must be from 1 to the {len(present)} "
+                             "classes of the training images")
+        if not 1 <= k <= min(present):
+            raise BatchError(f"--images_per_class {k} must be from 1 to {min(present)}, the "
+                             "training images of the smallest class")
+        if p * k % self.world_size:
+            raise BatchError(f"--classes_per_batch {p} x --images_per_class {k} = {p * k} "
+                             f"images do not split evenly among {self.world_size} processes")
+        return p * k
+
+    def _classes_in_order(self, labels):
+        """Per label (0 to 9): where its items start in `labels` sorted, and how many there
+        are (searchsorted rather than bincount: deterministic on every device)."""
+        values = torch.arange(self.class_of_label.numel(), device=labels.device)
+        ordered = labels.sort().values
+        starts = torch.searchsorted(ordered, values)
+        return starts, torch.searchsorted(ordered, values, right=True) - starts
+
+    def _pk_plan(self):
+        """The items of every global PK batch of one epoch, (steps, P*K), class by class:
+        all drawn here from `generator`, on the data's device, with no host sync."""
+        p, k, labels = self.classes_per_batch, self.images_per_class, self.labels
+        device = labels.device
+        starts, counts = self._classes_in_order(labels)
+        # Every class's items in a random order of their own: a random permutation, then
+        # stably grouped by label.
+        shuffled = torch.randperm(labels.size(0), device=device, generator=self.generator)
+        by_class = shuffled[labels[shuffled].argsort(stable=True)]
+        # P distinct classes per step: the first P of a random order of the present ones
+        # (the absent ones, keyed 2 > any draw in [0, 1), come last).
+        keys = torch.rand(self.steps, counts.numel(), device=device, generator=self.generator)
+        chosen = keys.masked_fill(counts == 0, 2.0).argsort(dim=1)[:, :p]
+        # How often each chosen class was chosen in earlier steps: its next K items start
+        # there in its order, round again past its end (K <= its size: K distinct items).
+        picked = torch.zeros_like(keys, dtype=torch.long).scatter_(1, chosen, 1)
+        earlier = (picked.cumsum(0) - picked).gather(1, chosen)
+        within = ((earlier * k).unsqueeze(2) + torch.arange(k, device=device)
+                  ) % counts[chosen].unsqueeze(2)
+        return by_class[starts[chosen].unsqueeze(2) + within].flatten(1)
 
     def pixels(self, images):
         """`images` of this loader with their normalisation undone: pixel values in 0-1."""
@@ -133,7 +210,13 @@ class TensorLoader:
         return moved
 
     def __iter__(self):
-        if self.shuffle:
+        if self.classes_per_batch is not None:
+            # Drawn whole at the start, so a resumed epoch (the generator's state of its start
+            # restored, the steps done skipped) gets the same batches.
+            plan = self._pk_plan()[:, self.rank::self.world_size]
+            for index in plan:
+                yield self.images[index], self.labels[index]
+        elif self.shuffle:
             order = torch.randperm(self.labels.size(0), device=self.labels.device,
                                    generator=self.generator)
             mine = order[self.rank:self.num_samples * self.world_size:self.world_size]
@@ -224,7 +307,7 @@ def read_split(dataset_dir, train, limit=None, dataset="mnist"):
 
 def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device="cpu", seed=0,
                  max_train_samples=None, max_test_samples=None, holdout_classes=(), rank=0,
-                 world_size=1, dataset="mnist"):
+                 world_size=1, dataset="mnist", classes_per_batch=None, images_per_class=None):
     """Return `(train_loader, test_loader, classes)` as in the article, of `dataset` (a key
     of DATASETS; the article's MNIST by default).
 
@@ -234,7 +317,9 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device=
     `holdout_classes` are left out of the training split (after the first N are taken)
     and out of `classes`, the indices of the classes a model is trained on, in order.
     Under distributed training, `rank` of `world_size` gets its share of each split (see
-    TensorLoader) and `train_batch_size` is the global batch.
+    TensorLoader) and `train_batch_size` is the global batch. `classes_per_batch` and
+    `images_per_class` make the training batches PK batches (see TensorLoader), of that
+    many images instead of `train_batch_size`; the test loader keeps its plain batches.
     Raises `DatasetError` with a readable message when the data cannot be had.
     """
     generator = torch.Generator(device=device)
@@ -253,10 +338,13 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device=
             if not len(labels):
                 raise DatasetError("no training image is left after holding out classes "
                                    f"{list(holdout_classes)}")
+        pk = dict(classes_per_batch=classes_per_batch,
+                  images_per_class=images_per_class) if train else {}
         loaders.append(TensorLoader(normalize(images, device, mean, std), labels.to(device),
                                     batch_size, shuffle=train,
                                     generator=generator if train else None, rank=rank,
-                                    world_size=world_size, mean=mean, std=std, classes=classes))
+                                    world_size=world_size, mean=mean, std=std, classes=classes,
+                                    **pk))
     train_loader, test_loader = loaders
     return train_loader, test_loader, classes
 

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 
 class Net(nn.Module):
-    def __init__(self, num_classes=10):
+    def __init__(self, num_classes=10, feat_dim=2):
+        """`feat_dim`: the width of the feature ip1, 2 in the article (to be drawn); the
+        embeddings of face recognition and re-identification have 128 or more."""
         super().__init__()
         self.conv1_1 = nn.Conv2d(1, 32, kernel_size=5, padding=2)
         self.prelu1_1 = nn.PReLU()
@@ -23,10 +25,10 @@ class Net(nn.Module):
         self.conv3_2 = nn.Conv2d(128, 128, kernel_size=5, padding=2)
         self.prelu3_2 = nn.PReLU()
         # 28 -> 14 -> 7 -> 3 after the three 2x2 max-pools: 128 * 3 * 3 = 1152.
-        self.ip1 = nn.Linear(128 * 3 * 3, 2)
+        self.ip1 = nn.Linear(128 * 3 * 3, feat_dim)
         self.preluip1 = nn.PReLU()
-        # No bias: the classes are separated by angle around the origin of the 2-D feature.
-        self.ip2 = nn.Linear(2, num_classes, bias=False)
+        # No bias: the classes are separated by angle around the origin of the feature space.
+        self.ip2 = nn.Linear(feat_dim, num_classes, bias=False)
 
     def forward(self, x):
         x = self.prelu1_1(self.conv1_1(x))

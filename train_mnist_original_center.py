@@ -38,6 +38,8 @@ from run_machinery.settings import check_settings, settled
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
 from run_machinery.training_state import (StateKeeper, load_training_state, resume_path,
                                           resumed_settings, seed_all)
+from run_machinery.triplet_loss import TripletTerm
+
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -73,8 +75,22 @@ def build_parser():
     add("--center_lr", type=float, default=0.5, help="learning rate of the centres (SGD)")
     add("--loss_weight", type=float, default=1.0,
         help="weight of the Center Loss in the total loss (0: the head alone)")
+    add("--triplet_weight", type=float, default=0.0,
+        help="weight of the batch-hard triplet loss (Hermans et al. 2017) in the total loss, on "
+             "ip1 (by direction for an angular head); needs PK batches; 0: none, the article's")
+    add("--triplet_margin", type=float, default=0.3,
+        help="the triplet loss's margin; 0: the soft margin, softplus(d_ap - d_an)")
+    add("--classes_per_batch", type=int, default=None, metavar="P",
+        help="PK batches, as re-identification trains: P classes drawn at random per batch, with "
+             "--images_per_class K images of each (a batch of P x K, instead of --batch_size); "
+             "default: off, the article's shuffled batches")
+    add("--images_per_class", type=int, default=None, metavar="K",
+        help="K, the images of each class in a PK batch (with --classes_per_batch); default: off")
+    add("--feat_dim", type=int, default=2,
+        help="width of the feature ip1 (2: the article's, drawn as it is; 3: drawn in 3-D; more, "
+             "as in face recognition and re-identification: drawn by its two principal axes)")
     add("--head", choices=HEADS, default="softmax",
-        help="the classifier on the 2-D feature, on ip2's weights: softmax (the article's), or an "
+        help="the classifier on the feature, on ip2's weights: softmax (the article's), or an "
              "angular-margin head of face recognition: normface, cosface, arcface, sphereface "
              "(see margin_heads.py)")
     add("--scale", type=float, default=None,
@@ -137,14 +153,14 @@ def parse_args(argv=None):
 
 
 def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer,
-          center_optimizer, epoch, amp=False, progress=None, stop=None):
+          center_optimizer, epoch, amp=False, progress=None, stop=None, triplet=None):
     """One epoch, as in the article. Returns its LossMetrics and the features and labels of
     every training image in the order seen (under torchrun: of every rank), on the host.
 
     Raises NonFiniteError when a loss, a feature or a weight became NaN or infinite, and
     TrainingInterrupted after a step (not the last) at which `stop` was asked for; the epoch
     goes on exactly when that `progress` is given back with the loader's generator as it
-    was at the epoch's start.
+    was at the epoch's start. `triplet` (a TripletTerm) adds the batch-hard triplet loss.
     """
     model.train()
     num_steps, device = len(train_loader), train_loader.labels.device
@@ -168,6 +184,10 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
             center = center_loss(targets, ip1,
                                  distributed.batch_class_counts(targets, center_loss.num_classes))
             loss = softmax_loss + loss_weight * center
+            # The re-ID baseline's third part: batch-hard triplets in the PK batch.
+            triplet_loss = triplet(ip1, targets, head.angular) if triplet else None
+            if triplet:
+                loss = loss + triplet.weight * triplet_loss
         # Initialise the gradients, calculate them, update the parameters.
         dnn_optimizer.zero_grad(set_to_none=True)
         center_optimizer.zero_grad(set_to_none=True)
@@ -178,13 +198,14 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
         # For the metrics and the picture, kept on the device: no host sync per step.
         watch.step(step, ip1, softmax_loss, center)
         correct = (head.predict(ip1, pred) == targets).sum()
-        start = progress.add(step, start, ip1, labels, correct, loss, center)
+        start = progress.add(step, start, ip1, labels, correct, loss, center, triplet_loss)
         if stop is not None and stop.requested() and step < num_steps:
             watch.check(model.parameters(), center_loss.centers, epoch, step, num_steps)
             raise TrainingInterrupted(progress)
     # The one host sync of the epoch: the metrics are printed.
     watch.check(model.parameters(), center_loss.centers, epoch, num_steps, num_steps)
-    sums = torch.stack([progress.correct, progress.loss_sum, progress.center_loss_sum])
+    sums = [progress.correct, progress.loss_sum, progress.center_loss_sum]
+    sums = torch.stack(sums + [progress.triplet_loss_sum] if triplet else sums)
     sums = distributed.sum_across_ranks(sums) / (train_loader.num_samples * train_loader.world_size)
     features, labels = (distributed.gather_rows(progress.features),
                         distributed.gather_rows(progress.labels))
@@ -245,20 +266,22 @@ def main(argv=None):
         train_loader, test_loader, classes = load_dataset(
             args.dataset_dir, args.batch_size, args.batch_size, seed=args.seed, rank=rank,
             world_size=world_size, dataset=args.dataset, holdout_classes=args.holdout_classes,
-            max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples)
+            max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples,
+            classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class)
 
         # Device
         device = distributed.setup(pick_device(args.device))
         train_loader, test_loader = train_loader.to(device), test_loader.to(device)
 
         # Model
-        model = Net(num_classes=len(classes)).to(device)
+        model = Net(num_classes=len(classes), feat_dim=args.feat_dim).to(device)
         step_model = speed_setup(model, device, args.channels_last, args.compile)  # DDP, compile
 
         # Loss
         nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
         head = Head(args.head, model.ip2.weight, args.scale, args.margin)  # softmax: ip2 as it is
-        center_loss = CenterLoss(len(classes), 2).to(device)
+        center_loss = CenterLoss(len(classes), args.feat_dim).to(device)
+        triplet = TripletTerm(args.triplet_weight, args.triplet_margin)  # weight 0: none
 
         # Optimizer
         dnn_optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
@@ -275,10 +298,10 @@ def main(argv=None):
             # Train and test a model.
             clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
             with keeper.watching(run.stop, epoch, history) as progress:  # stop: saved; NaN: advice
-                train_metrics, feat, labels = train(step_model, head, train_loader, nll_loss,
-                                                    args.loss_weight, center_loss, dnn_optimizer,
-                                                    center_optimizer, epoch, amp=args.amp,
-                                                    progress=progress, stop=run.stop)
+                train_metrics, feat, labels = train(
+                    step_model, head, train_loader, nll_loss, args.loss_weight, center_loss,
+                    dnn_optimizer, center_optimizer, epoch, amp=args.amp, progress=progress,
+                    stop=run.stop, triplet=triplet)
                 scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
                 clock.lap("train")
                 test_metrics, test_feat, test_labels = test(step_model, head, test_loader, nll_loss,

@@ -15,6 +15,7 @@ this package holds what makes a run dependable and readable:
   stop_signals    a clean stop on Ctrl-C or SIGTERM
   nan_watch       NaN, infinite and blown-up values caught, with advice
   metrics         the features of a split and their retrieval quality
+  triplet_loss    the batch-hard triplet loss (Hermans et al. 2017), beside the Center Loss
   plots           the pictures: features, decision regions, curves, animation
   evaluation      a checkpoint read and measured (evaluate.py, compare.py)
   cli             what the commands' command lines share

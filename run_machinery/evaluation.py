@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from matplotlib.figure import Figure
+from sklearn.manifold import TSNE
 from sklearn.metrics import classification_report
 
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state, save_figure
@@ -16,7 +17,8 @@ from .settings import parse_classes
 from mnist_loader import (TensorLoader, class_names, label_to_class, normalization, normalize,
                           read_split)
 from mnist_net import Net
-from .plots import draw_decision_regions, draw_directions, draw_features
+from .plots import (draw_decision_regions, draw_directions, draw_directions_3d, draw_embedding,
+                    draw_features)
 from .run_folder import find_run_file
 from .training_state import is_training_state, unpack_training_state
 
@@ -38,9 +40,10 @@ def read_checkpoint(path):
     for name, value in content.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
-    classifier = content.get("ip2.weight")
-    model = Net(num_classes=classifier.shape[0]
-                if classifier is not None and classifier.dim() == 2 else 10)
+    classifier = content.get("ip2.weight")  # (classes, feature width): the model's shape
+    num_classes, feat_dim = classifier.shape if classifier is not None and classifier.dim() == 2 \
+        else (10, 2)
+    model = Net(num_classes=num_classes, feat_dim=feat_dim)
     expected = set(model.state_dict())
     if set(content) != expected:
         missing, unexpected = sorted(expected - set(content)), sorted(set(content) - expected)
@@ -126,18 +129,21 @@ def load_test_split(dataset_dir, device, limit=None, batch_size=1024, dataset="m
 
 def plot_evaluation(features, labels, head, classes, centers, unseen_classes, title, path,
                     names=None):
-    """The test features over the head's decision regions; for an angular head, their
-    directions with the class weights' beside them. `names`: the class names."""
-    panels = 2 if head.angular else 1
+    """The test features over the head's decision regions (2-D features; 3-D ones are drawn
+    in 3-D, wider ones on their principal axes); for an angular head, their directions with
+    the class weights' beside them (at 2-D and 3-D). `names`: the class names."""
+    width = features.shape[1]
+    panels = 2 if head.angular and width <= 3 else 1
     fig = Figure(figsize=(8 * panels, 7), dpi=100)
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.35)
-    ax, *angular_ax = fig.subplots(1, panels, squeeze=False)[0]
-    draw_features(ax, features, labels, centers, unseen_classes, names)
-    draw_decision_regions(ax, head.decision_weight(), classes)
+    ax = draw_embedding(fig, (1, panels, 1), features, labels, centers, unseen_classes, names)
+    if width == 2:
+        draw_decision_regions(ax, head.decision_weight(), classes)
     ax.set_title(title)
-    for direction_ax in angular_ax:
-        draw_directions(direction_ax, features, labels, head.class_directions(classes),
-                        unseen_classes, names)
+    if panels == 2:
+        direction_ax = fig.add_subplot(1, 2, 2, projection="3d" if width == 3 else None)
+        (draw_directions_3d if width == 3 else draw_directions)(
+            direction_ax, features, labels, head.class_directions(classes), unseen_classes, names)
         direction_ax.set_title(f"their directions and the class weights ({head.name})")
     save_figure(fig, path)
 
@@ -161,3 +167,22 @@ def evaluate(model, head, test_loader, classes, unseen_classes, names=None):
                                            unseen_classes))
     metrics["per_class"] = {name: report[name] for name in target_names}
     return metrics, features, report_text
+
+
+def plot_tsne(features, labels, unseen_classes, title, path, names=None, samples=2000, seed=0):
+    """A t-SNE map (scikit-learn) of `samples` test features drawn at random (seeded), for
+    features of any width: neighbours in the map are neighbours in the feature space."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(labels.numel(), generator=generator)[:samples]
+    features = features.detach().float().cpu()[chosen].numpy()
+    perplexity = min(30.0, (len(chosen) - 1) / 3)  # t-SNE needs more points than 3 perplexities
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    points = tsne.fit_transform(features)
+    fig = Figure(figsize=(8, 7), dpi=100)
+    fig.subplots_adjust(left=0.1, right=0.8)
+    ax = fig.add_subplot()
+    draw_features(ax, torch.from_numpy(points), labels.cpu()[chosen], None, unseen_classes, names)
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_title(title)
+    save_figure(fig, path)

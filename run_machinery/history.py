@@ -15,22 +15,24 @@ import torch
 @dataclass
 class EpochProgress:
     """The epoch under way, kept on the device: the features and labels of the images seen
-    so far, in the order seen, and the sums of correct answers, loss and centre-loss part."""
+    so far, in the order seen, and the sums of correct answers, loss, its centre-loss part
+    and its triplet part."""
     features: torch.Tensor
     labels: torch.Tensor
     correct: torch.Tensor
     loss_sum: torch.Tensor
     center_loss_sum: torch.Tensor
     step: int = 0
+    triplet_loss_sum: torch.Tensor = None
 
     @classmethod
     def start(cls, num_samples, feat_dim, device):
         zero = torch.zeros((), device=device)
         return cls(torch.empty(num_samples, feat_dim, device=device),
                    torch.empty(num_samples, dtype=torch.long, device=device), zero,
-                   zero.clone(), zero.clone())
+                   zero.clone(), zero.clone(), triplet_loss_sum=zero.clone())
 
-    def add(self, step, start, features, labels, correct, loss, center_loss):
+    def add(self, step, start, features, labels, correct, loss, center_loss, triplet_loss=None):
         """Record one step's batch, which starts at item `start` of the epoch."""
         end = start + labels.size(0)
         self.features[start:end] = features.detach()
@@ -38,6 +40,8 @@ class EpochProgress:
         self.correct = self.correct + correct.float()
         self.loss_sum = self.loss_sum + loss.detach() * labels.size(0)
         self.center_loss_sum = self.center_loss_sum + center_loss.detach() * labels.size(0)
+        if triplet_loss is not None:
+            self.triplet_loss_sum = self.triplet_loss_sum + triplet_loss.detach() * labels.size(0)
         self.step = step
         return end
 
@@ -45,22 +49,26 @@ class EpochProgress:
         # The training state's names since its version 3: the labels were then called digits.
         return {"features": self.features, "digits": self.labels, "correct": self.correct,
                 "loss_sum": self.loss_sum, "center_loss_sum": self.center_loss_sum,
-                "step": self.step}
+                "step": self.step, "triplet_loss_sum": self.triplet_loss_sum}
 
     @classmethod
     def from_saved(cls, saved, device):
         saved = {name: value.to(device) if torch.is_tensor(value) else value
                  for name, value in saved.items()}
+        # States saved before the triplet loss have no sum of it: zero.
+        triplet = saved.get("triplet_loss_sum", torch.zeros((), device=device))
         return cls(saved["features"], saved["digits"], saved["correct"], saved["loss_sum"],
-                   saved["center_loss_sum"], saved["step"])
+                   saved["center_loss_sum"], saved["step"], triplet)
 
 
 @dataclass
 class LossMetrics:
-    """Means per image over one split: accuracy, total loss and its centre-loss part."""
+    """Means per image over one split: accuracy, total loss, its centre-loss part, and its
+    batch-hard triplet part (None when the run has none: no column then)."""
     acc: float
     loss: float
     center_loss: float
+    triplet_loss: float = None
 
 
 @dataclass
@@ -109,18 +117,20 @@ class EpochRecord:
     def row(self):
         """The flat CSV row, in the column order of history.csv."""
         row = {"epoch": self.epoch, "lr": self.lr, "center_lr": self.center_lr}
-        row.update({f"train_{name}": value
-                    for name, value in dataclasses.asdict(self.train).items()})
-        row.update({f"test_{name}": value for name, value in dataclasses.asdict(self.test).items()})
+        for split, metrics in (("train", self.train), ("test", self.test)):
+            row.update({f"{split}_{name}": value for name, value in
+                        dataclasses.asdict(metrics).items() if value is not None})
         row.update(self.retrieval)
         row["seconds"] = self.seconds
         return row
 
     def line(self):
-        line = (f"Epoch: {self.epoch:>3}, train acc: {self.train.acc:.4f}, "
-                f"train loss: {self.train.loss:.4f}, "
-                f"test acc: {self.test.acc:.4f}, test loss: {self.test.loss:.4f}, "
-                f"test MAP@R: {self.retrieval['map_at_r']:.4f}")
+        line = f"Epoch: {self.epoch:>3}, train acc: {self.train.acc:.4f}, "
+        line += f"train loss: {self.train.loss:.4f}, "
+        if self.train.triplet_loss is not None:
+            line += f"train triplet: {self.train.triplet_loss:.4f}, "
+        line += (f"test acc: {self.test.acc:.4f}, test loss: {self.test.loss:.4f}, "
+                 f"test MAP@R: {self.retrieval['map_at_r']:.4f}")
         if "unseen_map_at_r" in self.retrieval:
             line += f", unseen MAP@R: {self.retrieval['unseen_map_at_r']:.4f}"
         return line

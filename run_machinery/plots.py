@@ -1,5 +1,6 @@
-"""Pictures of the 2-D embedding: feature scatter plots, decision regions, training
-curves and the animation of the features over the epochs.
+"""Pictures of the embedding: feature scatter plots, decision regions, training curves
+and the animation of the features over the epochs. A 2-D feature is drawn as it is (the
+article's pictures), a 3-D one in 3-D, a wider one by its two principal axes (PCA).
 
 Figures are made with `matplotlib.figure.Figure`, not pyplot: they need no display and
 are freed with their last reference, so a long run leaks no open figure.
@@ -88,24 +89,131 @@ def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=
     """The feature plot of one epoch: the training features with the centres, beside them
     the test features when given, and for an angular head their directions with each class
     weight's (`class_directions`: class -> weight); the legend names the classes by
-    `class_names` (default: their indices, MNIST's digits)."""
-    titles = [f"training features, epoch = {epoch}"]
+    `class_names` (default: their indices, MNIST's digits). Features of 3 dimensions are
+    drawn in 3-D; wider ones on the two principal axes of the training features."""
+    width = torch.as_tensor(feat).shape[1]
+    if width > 3:
+        plane = principal_plane(feat)
+        feat, test_feat, centers = (None if points is None else plane.points(points)
+                                    for points in (feat, test_feat, centers))
+        class_directions = plane.directions(class_directions)
+    shown = "" if width == 2 else f" ({width}-D" + (")" if width == 3 else ", principal axes)")
+    titles = [f"training features{shown}, epoch = {epoch}"]
     titles += [] if test_feat is None else [f"test features (eval mode), epoch = {epoch}"]
     titles += ([] if class_directions is None
                else [f"test feature directions and class weights, epoch = {epoch}"])
     panels = len(titles)
     fig = Figure(figsize=(8 * panels, 7), dpi=100)
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    draw_features(axes[0], feat, labels, centers, unseen_classes, class_names)
+    axes = [fig.add_subplot(1, panels, index + 1, projection="3d" if width == 3 else None)
+            for index in range(panels)]
+    draw = draw_features_3d if width == 3 else draw_features
+    draw(axes[0], feat, labels, centers, unseen_classes, class_names)
     if test_feat is not None:
-        draw_features(axes[1], test_feat, test_labels, centers, unseen_classes, class_names)
+        draw(axes[1], test_feat, test_labels, centers, unseen_classes, class_names)
     if class_directions is not None:
-        draw_directions(axes[-1], test_feat, test_labels, class_directions, unseen_classes,
-                        class_names)
+        (draw_directions_3d if width == 3 else draw_directions)(
+            axes[-1], test_feat, test_labels, class_directions, unseen_classes, class_names)
     for ax, title in zip(axes, titles):
         ax.set_title(title)
-    fig.subplots_adjust(left=0.1 / panels, right=1 - 0.16 / panels, wspace=0.35)
+    if width > 3:
+        for ax in axes:
+            ax.set_xlabel("principal axis 1")
+            ax.set_ylabel("principal axis 2")
+    # The legends sit right of the axes; a 3-D one needs more room beside its z label.
+    fig.subplots_adjust(left=0.1 / panels, right=1 - (0.24 if width == 3 else 0.16) / panels,
+                        wspace=0.35)
     return fig
+
+
+def draw_embedding(fig, position, feat, labels, centers=None, unseen_classes=(),
+                   class_names=None):
+    """New axes at `position` (rows, columns, index) of `fig` with the features drawn as the
+    epoch pictures draw them: 2-D as they are, 3-D in 3-D, wider ones on their principal
+    axes (the centres with them). Returns the axes."""
+    width = torch.as_tensor(feat).shape[1]
+    ax = fig.add_subplot(*position, projection="3d" if width == 3 else None)
+    if width > 3:
+        plane = principal_plane(feat)
+        feat, centers = plane.points(feat), None if centers is None else plane.points(centers)
+    (draw_features_3d if width == 3 else draw_features)(ax, feat, labels, centers,
+                                                        unseen_classes, class_names)
+    if width > 3:
+        ax.set_xlabel(f"principal axis 1 of {width}")
+        ax.set_ylabel(f"principal axis 2 of {width}")
+    return ax
+
+
+class principal_plane:
+    """The plane of the two principal axes of `features` (N, D): where their spread shows
+    most. `points` projects features (or centres) onto it, `directions` class weights."""
+
+    def __init__(self, features):
+        features = torch.as_tensor(features).detach().float().cpu()
+        self.mean = features.mean(0)
+        # The right singular vectors of the centred features are the principal axes.
+        self.axes = torch.linalg.svd(features - self.mean, full_matrices=False).Vh[:2].T
+
+    def points(self, features):
+        return (torch.as_tensor(features).detach().float().cpu() - self.mean) @ self.axes
+
+    def directions(self, class_directions):
+        if class_directions is None:
+            return None
+        return {label: direction.float() @ self.axes
+                for label, direction in class_directions.items()}
+
+
+def draw_features_3d(ax, feat, labels, centers=None, unseen_classes=(), class_names=None):
+    """`draw_features` in 3-D: a scatter of 3-D features on the 3-D axes `ax`."""
+    feat, labels = as_numpy(feat), as_numpy(labels)
+    legend = []
+    for label, color in enumerate(DIGIT_COLORS):
+        points = feat[labels == label]
+        if not len(points):
+            continue
+        unseen = label in unseen_classes
+        ax.scatter(*points.T, marker="x" if unseen else ".", color=color, s=4 if unseen else 2,
+                   depthshade=False)
+        name = class_names[label] if class_names else str(label)
+        legend.append(Line2D([], [], linestyle="", marker="X" if unseen else "o", color=color,
+                             label=f"{name} (unseen)" if unseen else name))
+    shown = feat
+    if centers is not None:
+        centers = as_numpy(centers)
+        ax.scatter(*centers.T, marker="X", color="black", edgecolor="white", s=60,
+                   depthshade=False)
+        legend.append(Line2D([], [], linestyle="", marker="X", color="black", label="centres"))
+        shown = np.concatenate([feat, centers])
+    ax.legend(handles=legend, loc="center left", bbox_to_anchor=(1.12, 0.5), fontsize="small")
+    fit_cube(ax, shown.min(0), shown.max(0))  # no point and no centre clipped
+    ax.set_xlabel("feature 1")
+    ax.set_ylabel("feature 2")
+    ax.set_zlabel("feature 3")
+
+
+def fit_cube(ax, low, high):
+    """3-D axes limits: a cube that holds every point from `low` to `high` (3-vectors), at
+    equal scales, which keep the angles between classes true."""
+    ax.set_box_aspect((1, 1, 1))
+    half = 0.55 * (high - low).max() + 1e-6
+    for set_limits, middle in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), (low + high) / 2):
+        set_limits(middle - half, middle + half)
+
+
+def draw_directions_3d(ax, feat, labels, class_directions, unseen_classes=(), class_names=None):
+    """`draw_directions` in 3-D: the features on the unit sphere, each class weight's
+    direction drawn from the origin in its class's colour."""
+    feat = as_numpy(feat)
+    unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
+    draw_features_3d(ax, unit, labels, unseen_classes=unseen_classes, class_names=class_names)
+    for label, direction in class_directions.items():
+        end = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
+        ax.plot(*zip((0, 0, 0), end), "-", color=DIGIT_COLORS[label], linewidth=2,
+                path_effects=[OUTLINE])
+        ax.text(*end, class_names[label] if class_names else str(label), fontsize=9,
+                fontweight="bold", color=DIGIT_COLORS[label], path_effects=[OUTLINE])
+    for set_limits in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+        set_limits(-1.3, 1.3)  # the unit sphere, and the class directions beyond it
 
 
 def draw_decision_regions(ax, classifier_weight, classes, resolution=400):
@@ -188,24 +296,40 @@ def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epoch
                       seconds_per_frame=0.4, angular=False, class_names=None):
     """An animated GIF of the features epoch by epoch, with one axis range for the whole
     run so that the motion is readable; with `angular` (an angular head), their directions
-    on the unit circle beside them. `features_per_epoch`: (epochs, N, 2)."""
+    on the unit circle beside them. `features_per_epoch`: (epochs, N, D); 3-D features are
+    drawn in 3-D, wider ones on the principal axes of the last epoch's."""
+    width = torch.as_tensor(features_per_epoch).shape[-1]
+    if width > 3:
+        plane = principal_plane(features_per_epoch[-1])
+        features_per_epoch = torch.stack([plane.points(feat) for feat in features_per_epoch])
     features_per_epoch = as_numpy(features_per_epoch)
     epochs = list(epochs) if epochs is not None else list(range(1, len(features_per_epoch) + 1))
-    low, high = features_per_epoch.reshape(-1, 2).min(0), features_per_epoch.reshape(-1, 2).max(0)
+    shown = 3 if width == 3 else 2  # a wider feature is drawn on its principal axes
+    low = features_per_epoch.reshape(-1, shown).min(0)
+    high = features_per_epoch.reshape(-1, shown).max(0)
     margin = 0.05 * (high - low).max() + 1e-6
     panels = 2 if angular else 1
     frames = []
     for epoch, feat in zip(epochs, features_per_epoch):
         fig = Figure(figsize=(6.4 * panels, 5.6), dpi=80)
         fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.4)
-        ax, *angular_ax = fig.subplots(1, panels, squeeze=False)[0]
-        draw_features(ax, feat, labels, unseen_classes=unseen_classes, class_names=class_names)
-        ax.set_aspect("equal", adjustable="box")
-        ax.set_xlim(low[0] - margin, high[0] + margin)
-        ax.set_ylim(low[1] - margin, high[1] + margin)
+        ax, *angular_ax = [fig.add_subplot(1, panels, index + 1,
+                                           projection="3d" if shown == 3 else None)
+                           for index in range(panels)]
+        if shown == 3:
+            draw_features_3d(ax, feat, labels, unseen_classes=unseen_classes,
+                             class_names=class_names)
+            fit_cube(ax, low, high)  # one range for every frame
+        else:
+            draw_features(ax, feat, labels, unseen_classes=unseen_classes,
+                          class_names=class_names)
+            ax.set_aspect("equal", adjustable="box")
+            ax.set_xlim(low[0] - margin, high[0] + margin)
+            ax.set_ylim(low[1] - margin, high[1] + margin)
         ax.set_title(f"test features, epoch {epoch}")
         for direction_ax in angular_ax:
-            draw_directions(direction_ax, feat, labels, {}, unseen_classes, class_names)
+            (draw_directions_3d if shown == 3 else draw_directions)(
+                direction_ax, feat, labels, {}, unseen_classes, class_names)
             direction_ax.set_title(f"their directions, epoch {epoch}")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")

@@ -18,6 +18,10 @@ def check_settings(args):
     for name in ("epochs", "batch_size", "step_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    check_triplet_settings(args)
+    if args.feat_dim < 2:
+        raise UserError(f"--feat_dim must be at least 2 (a feature to draw and to compare by "
+                        f"direction), got {args.feat_dim}")
     for name in ("lr", "center_lr", "gamma"):
         if not 0 < getattr(args, name) < math.inf:
             raise UserError(f"--{name} must be positive and finite, got {getattr(args, name)}")
@@ -41,6 +45,30 @@ def check_settings(args):
     if args.amp and not bf16_supported(device):
         raise UserError(f"--amp needs native bfloat16, which this {device.type.upper()} lacks "
                         "(on a CPU: AVX512-BF16 or AMX); train in float32 without --amp")
+
+
+
+def check_triplet_settings(args):
+    """PK batches and the triplet loss: both sizes or neither, and the pairs the loss needs.
+    (K larger than a class, or P x K not shared evenly by torchrun's processes, is found
+    when the data is loaded.)"""
+    pk = (args.classes_per_batch, args.images_per_class)
+    if (pk[0] is None) != (pk[1] is None):
+        raise UserError("--classes_per_batch and --images_per_class go together: give both "
+                        f"(P classes x K images a batch) or neither, got P={pk[0]}, K={pk[1]}")
+    trained = 10 - len(set(parse_classes(args.dataset, args.holdout_classes)))
+    if pk[0] is not None and not 1 <= pk[0] <= trained:
+        raise UserError(f"--classes_per_batch must be from 1 to the {trained} classes trained, "
+                        f"got {pk[0]}")
+    if pk[1] is not None and pk[1] < 1:
+        raise UserError(f"--images_per_class must be at least 1, got {pk[1]}")
+    for name in ("triplet_weight", "triplet_margin"):
+        if not 0 <= getattr(args, name) < math.inf:
+            raise UserError(f"--{name} must be finite and not negative, got {getattr(args, name)}")
+    if args.triplet_weight and (pk[0] is None or min(pk) < 2):
+        raise UserError("--triplet_weight needs PK batches with at least two classes and two "
+                        "images of each, for its positives and negatives: add --classes_per_batch "
+                        "P --images_per_class K with P, K >= 2 (e.g. 8 and 16)")
 
 
 def settled(args):

@@ -24,7 +24,8 @@ TRAINING_STATE_NAME = "training_state.pth"
 TRAINING_STATE_FORMAT = "mnist-center-loss-training-state"
 TRAINING_STATE_VERSION = 3
 # Settings that fix the order of the training data: a resumed run keeps them.
-FIXED_ON_RESUME = ("seed", "batch_size", "max_train_samples", "holdout_classes")
+FIXED_ON_RESUME = ("seed", "batch_size", "max_train_samples", "holdout_classes",
+                   "classes_per_batch", "images_per_class")
 
 
 def rng_states(loader_generator):

@@ -27,6 +27,17 @@ def test_a_record_is_one_line_and_one_csv_row():
     assert unseen.line().endswith("test MAP@R: 0.4000, unseen MAP@R: 0.2000")
 
 
+def test_the_triplet_loss_has_a_column_and_a_place_in_the_line_only_when_trained_with():
+    with_triplet = record(3)
+    with_triplet.train = LossMetrics(0.5, 2.0, 0.25, 0.125)
+    row = with_triplet.row()
+    assert row["train_triplet_loss"] == 0.125 and "test_triplet_loss" not in row
+    assert list(row)[:7] == ["epoch", "lr", "center_lr", "train_acc", "train_loss",
+                             "train_center_loss", "train_triplet_loss"]
+    assert "train loss: 2.0000, train triplet: 0.1250, test acc" in with_triplet.line()
+    assert "triplet" not in record(3).line() and "train_triplet_loss" not in record(3).row()
+
+
 def test_history_csv_text():
     history = History()
     for epoch in (1, 2):

@@ -59,3 +59,11 @@ def test_the_articles_layer_list_loads_strictly_and_computes_the_same():
     images = torch.randn(3, 1, 28, 28)
     for ours, theirs in zip(model(images), article(images)):
         assert torch.equal(ours, theirs)
+
+
+def test_a_wider_feature_keeps_the_articles_names():
+    model = Net(num_classes=8, feat_dim=128)
+    assert list(model.state_dict()) == list(Net().state_dict())
+    assert model.ip1.weight.shape == (128, 1152) and model.ip2.weight.shape == (8, 128)
+    feat, log_probs = model(torch.randn(3, 1, 28, 28))
+    assert feat.shape == (3, 128) and log_probs.shape == (3, 8)

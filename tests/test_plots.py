@@ -1,12 +1,14 @@
 import matplotlib.colors
 import numpy as np
+import pytest
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_loader import load_dataset
 from run_machinery.plots import (DIGIT_COLORS, draw_decision_regions, draw_directions,
-                                 draw_features, plot_curves, show_batch, write_feature_gif)
+                                 draw_features, epoch_figure, plot_curves, principal_plane,
+                                 show_batch, write_feature_gif)
 
 
 def test_axes_hold_every_point_and_centre():
@@ -103,3 +105,30 @@ def test_show_batch_writes_a_16_wide_grid(mnist_dir, tmp_path, monkeypatch, caps
     width, height = Image.open(path).size
     # make_grid: 16 tiles of 28 px plus 2 px padding around each; 32 images -> 2 rows.
     assert (width, height) == (2 + 16 * 30, 2 + 2 * 30)
+
+
+@pytest.mark.parametrize("width", [3, 8])
+def test_wider_features_are_drawn_in_3d_or_on_their_principal_axes(width, tmp_path):
+    feat, labels = torch.randn(60, width), torch.arange(60) % 10
+    centers = torch.randn(10, width) * 50
+    directions = {label: torch.randn(width) for label in range(10)}
+    fig = epoch_figure(5, feat, labels, centers, feat, labels, [9], directions)
+    assert len(fig.axes) == 3
+    train_ax = fig.axes[0]
+    if width == 3:
+        assert train_ax.name == "3d"
+        # The cube holds every point and every centre, however far.
+        points = torch.cat([feat, centers])
+        for limits, values in zip((train_ax.get_xlim(), train_ax.get_ylim(), train_ax.get_zlim()),
+                                  points.T):
+            assert limits[0] <= values.min() and values.max() <= limits[1]
+    else:
+        assert train_ax.name == "rectilinear" and "principal axes" in train_ax.get_title()
+        plane = principal_plane(feat)
+        # The projection keeps the spread of the two widest directions.
+        spread = torch.linalg.svdvals(feat - feat.mean(0))[:2]
+        assert torch.allclose(plane.points(feat).std(0, unbiased=False) * len(feat) ** 0.5,
+                              spread, rtol=1e-4)
+    frames = write_feature_gif(torch.stack([feat, feat * 2]), labels, tmp_path / "f.gif", [9],
+                               angular=True)
+    assert frames == 2

@@ -60,3 +60,27 @@ def test_classes_by_index_or_name():
     for dataset, value in (("mnist", "10"), ("fashion-mnist", "shoe"), ("mnist", "Shirt")):
         with pytest.raises(UserError, match="is neither a class index 0-9 nor a class of"):
             parse_classes(dataset, [value])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--feat_dim", "1"], "--feat_dim must be at least 2"),
+    (["--classes_per_batch", "4"], "--classes_per_batch and --images_per_class go together"),
+    (["--images_per_class", "4"], "--classes_per_batch and --images_per_class go together"),
+    (["--classes_per_batch", "11", "--images_per_class", "2"],
+     "--classes_per_batch must be from 1 to the 10 classes trained, got 11"),
+    (["--classes_per_batch", "9", "--images_per_class", "2", "--holdout_classes", "8", "9"],
+     "--classes_per_batch must be from 1 to the 8 classes trained, got 9"),
+    (["--classes_per_batch", "4", "--images_per_class", "0"],
+     "--images_per_class must be at least 1"),
+    (["--classes_per_batch", "4", "--images_per_class", "31"],
+     "--images_per_class 31 must be from 1 to 30"),
+    (["--triplet_weight", "1"], "--triplet_weight needs PK batches"),
+    (["--triplet_weight", "1", "--classes_per_batch", "1", "--images_per_class", "8"],
+     "--triplet_weight needs PK batches with at least two classes"),
+    (["--triplet_weight", "-1"], "--triplet_weight must be finite and not negative"),
+    (["--triplet_margin", "nan"], "--triplet_margin must be finite and not negative"),
+])
+def test_bad_batch_and_triplet_settings_stop_with_one_line(flags, message, mnist_dir, tmp_path):
+    text = stop_message(trainer_flags(mnist_dir, tmp_path, *flags))
+    assert message in text and "\n" not in text
+    assert not (tmp_path / "model").exists() or not any((tmp_path / "model").iterdir())

@@ -361,3 +361,35 @@ def test_learns_real_mnist(tmp_path):
     first, last = history.records
     assert last.train.loss < first.train.loss
     assert last.test.acc > 0.2 and last.retrieval["map_at_r"] > 0.2
+
+def test_3d_features_with_the_triplet_loss_on_pk_batches(mnist_dir, tmp_path, capsys):
+    history = trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 2, "--feat_dim", 3,
+                                         "--triplet_weight", 1, "--classes_per_batch", 8,
+                                         "--images_per_class", 16))
+    out = capsys.readouterr().out
+    assert "train triplet: " in out and "Epoch:   2," in out
+    first, last = history.records
+    assert 0 < last.train.triplet_loss < last.train.loss  # a part of the total, weighted 1
+    header = (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
+    assert "train_triplet_loss" in header and "test_triplet_loss" not in header
+    assert history.test_features[-1].shape == (100, 3)
+    with Image.open(tmp_path / "visual" / "epoch_002.png") as image:
+        assert image.size == (1600, 700)  # the training and test features, in 3-D
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["settings"]["feat_dim"] == 3 and run["settings"]["classes_per_batch"] == 8
+
+
+def test_a_128_d_run_evaluates_without_repeating_flags(mnist_dir, tmp_path):
+    import evaluate
+    trainer.main(trainer_flags(mnist_dir, tmp_path / "run", "--epochs", 1, "--feat_dim", 128,
+                               "--head", "arcface", "--holdout_classes", 9))
+    checkpoint = tmp_path / "run" / "model" / "epoch_001.pth"
+    state = torch.load(checkpoint, weights_only=True)
+    assert list(state) == list(Net().state_dict()) and state["ip1.weight"].shape == (128, 1152)
+    metrics = evaluate.main([str(checkpoint), "--plot", str(tmp_path / "plot.png"),
+                             "--tsne", str(tmp_path / "tsne.png")])
+    assert metrics["head"] == "arcface" and metrics["holdout_classes"] == [9]
+    assert 0 <= metrics["unseen_map_at_r"] <= 1
+    for picture in ("plot.png", "tsne.png"):
+        with Image.open(tmp_path / picture) as image:
+            assert image.size == (800, 700)  # one panel: no decision regions beyond 2-D
