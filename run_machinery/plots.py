@@ -31,6 +31,19 @@ def as_numpy(values):
     return torch.as_tensor(values).detach().cpu().numpy()
 
 
+def classes_to_draw(feat, labels, unseen_classes, class_names):
+    """For each class present in `labels`, in the order of the article's colours: its points,
+    its colour, whether it is unseen (held out), and its legend entry."""
+    for label, color in enumerate(DIGIT_COLORS):
+        points = feat[labels == label]
+        if len(points):
+            unseen = label in unseen_classes
+            name = class_names[label] if class_names else str(label)
+            entry = Line2D([], [], linestyle="", marker="X" if unseen else "o", color=color,
+                           label=f"{name} (unseen)" if unseen else name)
+            yield points, color, unseen, entry
+
+
 def draw_features(ax, feat, labels, centers=None, unseen_classes=(), class_names=None):
     """Scatter 2-D features on `ax`, coloured by class (the digit, for MNIST), with the
     centres and a legend naming each class by `class_names` (default: its index).
@@ -41,16 +54,10 @@ def draw_features(ax, feat, labels, centers=None, unseen_classes=(), class_names
     """
     feat, labels = as_numpy(feat), as_numpy(labels)
     legend = []
-    for label, color in enumerate(DIGIT_COLORS):
-        points = feat[labels == label]
-        if not len(points):
-            continue
-        unseen = label in unseen_classes
+    for points, color, unseen, entry in classes_to_draw(feat, labels, unseen_classes, class_names):
         marker, size = ("x", 3) if unseen else (".", 2)
         ax.plot(points[:, 0], points[:, 1], marker, color=color, markersize=size, linestyle="")
-        name = class_names[label] if class_names else str(label)
-        legend.append(Line2D([], [], linestyle="", marker="X" if unseen else "o", color=color,
-                             label=f"{name} (unseen)" if unseen else name))
+        legend.append(entry)
     if centers is not None:
         centers = as_numpy(centers)
         ax.plot(centers[:, 0], centers[:, 1], "X", color="black", markeredgecolor="white",
@@ -167,16 +174,10 @@ def draw_features_3d(ax, feat, labels, centers=None, unseen_classes=(), class_na
     """`draw_features` in 3-D: a scatter of 3-D features on the 3-D axes `ax`."""
     feat, labels = as_numpy(feat), as_numpy(labels)
     legend = []
-    for label, color in enumerate(DIGIT_COLORS):
-        points = feat[labels == label]
-        if not len(points):
-            continue
-        unseen = label in unseen_classes
+    for points, color, unseen, entry in classes_to_draw(feat, labels, unseen_classes, class_names):
         ax.scatter(*points.T, marker="x" if unseen else ".", color=color, s=4 if unseen else 2,
                    depthshade=False)
-        name = class_names[label] if class_names else str(label)
-        legend.append(Line2D([], [], linestyle="", marker="X" if unseen else "o", color=color,
-                             label=f"{name} (unseen)" if unseen else name))
+        legend.append(entry)
     shown = feat
     if centers is not None:
         centers = as_numpy(centers)
