@@ -281,15 +281,13 @@ def main(argv=None):
         nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
         head = Head(args.head, model.ip2.weight, args.scale, args.margin)  # softmax: ip2 as it is
         center_loss = CenterLoss(len(classes), args.feat_dim).to(device)
-        triplet = TripletTerm(args.triplet_weight, args.triplet_margin)  # weight 0: none
 
         # Optimizer
         dnn_optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                   weight_decay=args.weight_decay)
         center_optimizer = optim.SGD(center_loss.parameters(), lr=args.center_lr)
         scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
-
-        keeper = run.keeper = StateKeeper(  # a new training state, or the one --resume names
+        keeper = run.keeper = StateKeeper(  # the training state: new, or the one --resume names
             files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, resume_command(),
             build_parser().parse_args([]))
         history, first_epoch = keeper.start(train_loader)
@@ -301,7 +299,7 @@ def main(argv=None):
                 train_metrics, feat, labels = train(
                     step_model, head, train_loader, nll_loss, args.loss_weight, center_loss,
                     dnn_optimizer, center_optimizer, epoch, amp=args.amp, progress=progress,
-                    stop=run.stop, triplet=triplet)
+                    stop=run.stop, triplet=TripletTerm(args.triplet_weight, args.triplet_margin))
                 scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
                 clock.lap("train")
                 test_metrics, test_feat, test_labels = test(step_model, head, test_loader, nll_loss,
