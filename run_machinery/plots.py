@@ -100,7 +100,7 @@ def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=
     drawn in 3-D; wider ones on the two principal axes of the training features."""
     width = torch.as_tensor(feat).shape[1]
     if width > 3:
-        plane = principal_plane(feat)
+        plane = PrincipalPlane(feat)
         feat, test_feat, centers = (None if points is None else plane.points(points)
                                     for points in (feat, test_feat, centers))
         class_directions = plane.directions(class_directions)
@@ -140,7 +140,7 @@ def draw_embedding(fig, position, feat, labels, centers=None, unseen_classes=(),
     width = torch.as_tensor(feat).shape[1]
     ax = fig.add_subplot(*position, projection="3d" if width == 3 else None)
     if width > 3:
-        plane = principal_plane(feat)
+        plane = PrincipalPlane(feat)
         feat, centers = plane.points(feat), None if centers is None else plane.points(centers)
     (draw_features_3d if width == 3 else draw_features)(ax, feat, labels, centers,
                                                         unseen_classes, class_names)
@@ -150,7 +150,7 @@ def draw_embedding(fig, position, feat, labels, centers=None, unseen_classes=(),
     return ax
 
 
-class principal_plane:
+class PrincipalPlane:
     """The plane of the two principal axes of `features` (N, D): where their spread shows
     most. `points` projects features (or centres) onto it, `directions` class weights."""
 
@@ -301,7 +301,7 @@ def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epoch
     drawn in 3-D, wider ones on the principal axes of the last epoch's."""
     width = torch.as_tensor(features_per_epoch).shape[-1]
     if width > 3:
-        plane = principal_plane(features_per_epoch[-1])
+        plane = PrincipalPlane(features_per_epoch[-1])
         features_per_epoch = torch.stack([plane.points(feat) for feat in features_per_epoch])
     features_per_epoch = as_numpy(features_per_epoch)
     epochs = list(epochs) if epochs is not None else list(range(1, len(features_per_epoch) + 1))

@@ -7,7 +7,7 @@ from PIL import Image
 
 from mnist_loader import load_dataset
 from run_machinery.plots import (DIGIT_COLORS, draw_decision_regions, draw_directions,
-                                 draw_features, epoch_figure, plot_curves, principal_plane,
+                                 draw_features, epoch_figure, plot_curves, PrincipalPlane,
                                  show_batch, write_feature_gif)
 
 
@@ -124,7 +124,7 @@ def test_wider_features_are_drawn_in_3d_or_on_their_principal_axes(width, tmp_pa
             assert limits[0] <= values.min() and values.max() <= limits[1]
     else:
         assert train_ax.name == "rectilinear" and "principal axes" in train_ax.get_title()
-        plane = principal_plane(feat)
+        plane = PrincipalPlane(feat)
         # The projection keeps the spread of the two widest directions.
         spread = torch.linalg.svdvals(feat - feat.mean(0))[:2]
         assert torch.allclose(plane.points(feat).std(0, unbiased=False) * len(feat) ** 0.5,
