@@ -75,6 +75,10 @@ def build_parser():
     add("--center_lr", type=float, default=0.5, help="learning rate of the centres (SGD)")
     add("--loss_weight", type=float, default=1.0,
         help="weight of the Center Loss in the total loss (0: the head alone)")
+    add("--softmax_weight", type=float, default=1.0,
+        help="weight of the head's loss (softmax, or an angular head's) in the total loss; 0: "
+             "none, the feature learned by the triplet loss alone (its classifier then stays "
+             "untrained: judge such a run by its retrieval figures)")
     add("--triplet_weight", type=float, default=0.0,
         help="weight of the batch-hard triplet loss (Hermans et al. 2017) in the total loss, on "
              "ip1 (by direction for an angular head); needs PK batches; 0: none, the article's")
@@ -153,14 +157,16 @@ def parse_args(argv=None):
 
 
 def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer,
-          center_optimizer, epoch, amp=False, progress=None, stop=None, triplet=None):
+          center_optimizer, epoch, amp=False, progress=None, stop=None, triplet=None,
+          softmax_weight=1.0):
     """One epoch, as in the article. Returns its LossMetrics and the features and labels of
     every training image in the order seen (under torchrun: of every rank), on the host.
 
     Raises NonFiniteError when a loss, a feature or a weight became NaN or infinite, and
     TrainingInterrupted after a step (not the last) at which `stop` was asked for; the epoch
     goes on exactly when that `progress` is given back with the loader's generator as it
-    was at the epoch's start. `triplet` (a TripletTerm) adds the batch-hard triplet loss.
+    was at the epoch's start. `triplet` (a TripletTerm) adds the batch-hard triplet loss;
+    `softmax_weight` weighs the head's loss (1: the article's).
     """
     model.train()
     num_steps, device = len(train_loader), train_loader.labels.device
@@ -183,7 +189,7 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
                                     targets)
             center = center_loss(targets, ip1,
                                  distributed.batch_class_counts(targets, center_loss.num_classes))
-            loss = softmax_loss + loss_weight * center
+            loss = softmax_weight * softmax_loss + loss_weight * center
             # The re-ID baseline's third part: batch-hard triplets in the PK batch.
             triplet_loss = triplet(ip1, targets, head.angular) if triplet else None
             if triplet:
@@ -213,7 +219,8 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
 
 
 @torch.no_grad()
-def test(model, head, test_loader, nll_loss, loss_weight, center_loss, amp=False):
+def test(model, head, test_loader, nll_loss, loss_weight, center_loss, amp=False,
+         softmax_weight=1.0):
     """LossMetrics on the test images of the trained classes (means per image of the
     training objective, as at the last training step), and the features and labels of all
     test images, on the device (under torchrun: of all ranks' parts together)."""
@@ -224,7 +231,8 @@ def test(model, head, test_loader, nll_loss, loss_weight, center_loss, amp=False
     seen_features, seen_log_probs, targets = features[seen], log_probs[seen], targets[seen]
     center = center_loss(targets, seen_features) if count else features.new_zeros(())
     head_log_probs = head(seen_features, seen_log_probs, targets)
-    loss = (nll_loss(head_log_probs, targets) + loss_weight * center) if count else center
+    softmax_loss = softmax_weight * nll_loss(head_log_probs, targets)
+    loss = (softmax_loss + loss_weight * center) if count else center
     correct = (head.predict(seen_features, seen_log_probs) == targets).sum()
     sums = torch.stack([correct.float(), loss * count, center * count, count.float()])
     # Host sync: the metrics are printed.
@@ -261,15 +269,13 @@ def main(argv=None):
         files = run.files = EpochFiles(args)  # the run's folder, checked before anything is trained
         seed_all(args.seed)  # every rank: the same initial weights, centres and shuffling
 
-        # Dataset
+        # Dataset, each split one tensor on the device
         rank, world_size = distributed.rank_and_world_size()
         train_loader, test_loader, classes = load_dataset(
             args.dataset_dir, args.batch_size, args.batch_size, seed=args.seed, rank=rank,
             world_size=world_size, dataset=args.dataset, holdout_classes=args.holdout_classes,
             max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples,
             classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class)
-
-        # Device
         device = distributed.setup(pick_device(args.device))
         train_loader, test_loader = train_loader.to(device), test_loader.to(device)
 
@@ -298,12 +304,13 @@ def main(argv=None):
             with keeper.watching(run.stop, epoch, history) as progress:  # stop: saved; NaN: advice
                 train_metrics, feat, labels = train(
                     step_model, head, train_loader, nll_loss, args.loss_weight, center_loss,
-                    dnn_optimizer, center_optimizer, epoch, amp=args.amp, progress=progress,
-                    stop=run.stop, triplet=TripletTerm(args.triplet_weight, args.triplet_margin))
+                    dnn_optimizer, center_optimizer, epoch, args.amp, progress, run.stop,
+                    TripletTerm(args.triplet_weight, args.triplet_margin), args.softmax_weight)
                 scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
                 clock.lap("train")
-                test_metrics, test_feat, test_labels = test(step_model, head, test_loader, nll_loss,
-                                                            args.loss_weight, center_loss, args.amp)
+                test_metrics, test_feat, test_labels = test(
+                    step_model, head, test_loader, nll_loss, args.loss_weight, center_loss,
+                    args.amp, args.softmax_weight)
                 clock.lap("test")
             retrieval = split_retrieval_metrics(head.retrieval_features(test_feat), test_labels,
                                                 args.holdout_classes)

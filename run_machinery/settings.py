@@ -49,9 +49,9 @@ def check_settings(args):
 
 
 def check_triplet_settings(args):
-    """PK batches and the triplet loss: both sizes or neither, and the pairs the loss needs.
-    (K larger than a class, or P x K not shared evenly by torchrun's processes, is found
-    when the data is loaded.)"""
+    """PK batches and the triplet loss: both sizes or neither, the pairs the loss needs, and
+    the loss to learn the feature by when the head's is weighed 0. (K larger than a class,
+    or P x K not shared evenly by torchrun's processes, is found when the data is loaded.)"""
     pk = (args.classes_per_batch, args.images_per_class)
     if (pk[0] is None) != (pk[1] is None):
         raise UserError("--classes_per_batch and --images_per_class go together: give both "
@@ -62,13 +62,17 @@ def check_triplet_settings(args):
                         f"got {pk[0]}")
     if pk[1] is not None and pk[1] < 1:
         raise UserError(f"--images_per_class must be at least 1, got {pk[1]}")
-    for name in ("triplet_weight", "triplet_margin"):
+    for name in ("triplet_weight", "triplet_margin", "softmax_weight"):
         if not 0 <= getattr(args, name) < math.inf:
             raise UserError(f"--{name} must be finite and not negative, got {getattr(args, name)}")
     if args.triplet_weight and (pk[0] is None or min(pk) < 2):
         raise UserError("--triplet_weight needs PK batches with at least two classes and two "
                         "images of each, for its positives and negatives: add --classes_per_batch "
                         "P --images_per_class K with P, K >= 2 (e.g. 8 and 16)")
+    if not args.softmax_weight and not args.triplet_weight:
+        raise UserError("--softmax_weight 0 leaves the feature to the triplet loss: give "
+                        "--triplet_weight too (the Center Loss alone pulls every feature onto "
+                        "one point)")
 
 
 def settled(args):

@@ -79,6 +79,8 @@ def test_classes_by_index_or_name():
      "--triplet_weight needs PK batches with at least two classes"),
     (["--triplet_weight", "-1"], "--triplet_weight must be finite and not negative"),
     (["--triplet_margin", "nan"], "--triplet_margin must be finite and not negative"),
+    (["--softmax_weight", "-1"], "--softmax_weight must be finite and not negative"),
+    (["--softmax_weight", "0"], "--softmax_weight 0 leaves the feature to the triplet loss"),
 ])
 def test_bad_batch_and_triplet_settings_stop_with_one_line(flags, message, mnist_dir, tmp_path):
     text = stop_message(trainer_flags(mnist_dir, tmp_path, *flags))

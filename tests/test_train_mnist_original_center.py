@@ -379,6 +379,16 @@ def test_3d_features_with_the_triplet_loss_on_pk_batches(mnist_dir, tmp_path, ca
     assert run["settings"]["feat_dim"] == 3 and run["settings"]["classes_per_batch"] == 8
 
 
+def test_the_triplet_loss_alone_when_the_softmax_is_weighed_0(mnist_dir, tmp_path):
+    history = trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--softmax_weight", 0,
+                                         "--loss_weight", 0, "--triplet_weight", 1,
+                                         "--classes_per_batch", 4, "--images_per_class", 8))
+    (record,) = history.records
+    assert record.train.triplet_loss > 0
+    assert record.train.loss == pytest.approx(record.train.triplet_loss)  # nothing else counts
+    assert record.test.loss == 0  # the head's and the centres' parts, weighed 0
+
+
 def test_a_128_d_run_evaluates_without_repeating_flags(mnist_dir, tmp_path):
     import evaluate
     trainer.main(trainer_flags(mnist_dir, tmp_path / "run", "--epochs", 1, "--feat_dim", 128,
