@@ -1,10 +1,12 @@
 """Compare runs side by side: one figure with a panel of test features per run, and a
 Markdown table of their figures.
 
-Each RUN_DIR is a trainer's --out_dir: its run.json gives the head, the loss weight, the
-held-out classes and the dataset, and its last per-epoch checkpoint (or that of --epoch) is
-evaluated on the test split (the same for every run, or nothing is compared). The median
-seconds per epoch come from the run's history.csv.
+Each RUN_DIR is a trainer's --out_dir: its run.json gives the loss (the head and the
+weights of its parts), the feature's width, the held-out classes and the dataset, and its
+last per-epoch checkpoint (or that of --epoch) is evaluated on the test split (the same for
+every run, or nothing is compared). The median seconds per epoch come from the run's
+history.csv. A run whose head was weighed 0 (the triplet loss alone) has no accuracy: its
+classifier was never trained.
 
     python compare.py outputs/softmax outputs/arcface --out compare.png --markdown compare.md
 """
@@ -36,6 +38,8 @@ COLUMNS = (("accuracy", "test accuracy", ".4f"), ("precision_at_1", "Precision@1
            ("r_precision", "R-Precision", ".4f"), ("map_at_r", "MAP@R", ".4f"),
            ("rank_1", "rank-1", ".4f"),
            ("mean_average_precision", "mAP", ".4f"), ("unseen_map_at_r", "unseen MAP@R", ".4f"),
+           ("unseen_rank_1", "unseen rank-1", ".4f"),
+           ("unseen_mean_average_precision", "unseen mAP", ".4f"),
            ("seconds_per_epoch", "s/epoch", ".1f"))
 
 
@@ -69,24 +73,37 @@ def median_epoch_seconds(history_path, epoch):
     return statistics.median(seconds) if seconds else None
 
 
-def panel_title(settings, epoch, metrics):
-    head = settings.get("head", "softmax")
-    return (f"{head}, loss weight {settings['loss_weight']:g}, epoch {epoch}\n"
-            f"accuracy {metrics['accuracy']:.4f}, MAP@R {metrics['map_at_r']:.4f}")
+def loss_description(settings):
+    """The run's total loss in words, each part with its weight: "softmax + 1 center",
+    "1 triplet", "arcface + 0.0005 center + 1 triplet" (runs made before a part existed
+    lack its setting: their weight is the default)."""
+    head_weight = settings.get("softmax_weight", 1.0)
+    parts = [] if head_weight == 0 else [
+        ("" if head_weight == 1 else f"{head_weight:g} ") + settings.get("head", "softmax")]
+    for key, name in (("loss_weight", "center"), ("triplet_weight", "triplet")):
+        if settings.get(key, 0):
+            parts.append(f"{settings[key]:g} {name}")
+    return " + ".join(parts)
+
+
+def panel_title(metrics):
+    accuracy = "-" if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}"
+    return (f"{metrics['loss']}, {metrics['feat_dim']}-D, epoch {metrics['epoch']}\n"
+            f"accuracy {accuracy}, MAP@R {metrics['map_at_r']:.4f}")
 
 
 def markdown_table(names, results):
     """The table of figures, a row per run; a column only where some run has its figure
-    (unseen MAP@R: a run held classes out; s/epoch: a run has its history.csv)."""
+    (unseen figures: a run held classes out; s/epoch: a run has its history.csv)."""
     columns = [column for column in COLUMNS
                if any(metrics.get(column[0]) is not None for metrics in results)]
-    lines = ["| run | head | loss weight | epoch | "
+    lines = ["| run | loss | dim | epoch | "
              + " | ".join(label for _, label, _ in columns) + " |",
              "| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in columns) + " |"]
     for name, metrics in zip(names, results):
         figures = ["-" if metrics.get(key) is None else format(metrics[key], spec)
                    for key, _, spec in columns]
-        lines.append(f"| {name} | {metrics['head']} | {metrics['loss_weight']:g} | "
+        lines.append(f"| {name} | {metrics['loss']} | {metrics['feat_dim']} | "
                      f"{metrics['epoch']} | " + " | ".join(figures) + " |")
     return "\n".join(lines) + "\n"
 
@@ -138,16 +155,21 @@ def main(argv=None):
             metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head,
                                             test_loader, checkpoint.classes, checkpoint.holdout,
                                             checkpoint.class_names)
+            trained_head = settings.get("softmax_weight", 1.0) > 0
             metrics.update(run=str(run_dir), head=checkpoint.head.name,
+                           loss=loss_description(settings), feat_dim=features.shape[1],
                            loss_weight=settings["loss_weight"],
                            epoch=epoch, dataset=checkpoint.dataset,
                            seconds_per_epoch=median_epoch_seconds(paths.history, epoch))
+            if not trained_head:
+                metrics["accuracy"] = None
             results.append(metrics)
             ax = draw_embedding(fig, (rows, columns, index + 1), features, test_labels,
                                 checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
-            if features.shape[1] == 2:  # the regions of a wider feature have no picture
+            # the regions of a wider feature have no picture; an untrained head's, no meaning
+            if features.shape[1] == 2 and trained_head:
                 draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes)
-            ax.set_title(panel_title(settings, epoch, metrics), fontsize=10)
+            ax.set_title(panel_title(metrics), fontsize=10)
         save_figure(fig, args.out)
         table = markdown_table([Path(run_dir).name for run_dir in args.run_dirs], results)
         print(table, end="")

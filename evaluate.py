@@ -111,7 +111,10 @@ def main(argv=None):
               + (f", {checkpoint.head.name} head (prediction: the largest cosine)"
                  if checkpoint.head.angular else ""))
         print(report_text)
-        print(f"accuracy: {metrics['accuracy']:.4f}")
+        untrained = checkpoint.run.get("settings", {}).get("softmax_weight", 1.0) == 0
+        print(f"accuracy: {metrics['accuracy']:.4f}"
+              + (" (of a classifier never trained: the run weighed its head 0)" if untrained
+                 else ""))
         for prefix, label in (("", "all test images"), ("seen_", "seen classes"),
                               ("unseen_", "unseen classes")):
             if prefix + "map_at_r" in metrics:

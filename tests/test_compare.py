@@ -2,6 +2,8 @@ import pytest
 from PIL import Image
 
 import compare
+import train_mnist_original_center as trainer
+from conftest import trainer_flags
 
 
 def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
@@ -13,9 +15,10 @@ def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
     with Image.open(tmp_path / "c.png") as image:
         assert image.size == (2 * 512, 464)  # a panel per run
     table = (tmp_path / "c.md").read_text().splitlines()
-    assert table[0] == ("| run | head | loss weight | epoch | test accuracy | Precision@1 "
+    assert table[0] == ("| run | loss | dim | epoch | test accuracy | Precision@1 "
                         "| R-Precision | MAP@R | rank-1 | mAP | s/epoch |")
-    assert len(table) == 4 and table[3].startswith(f"| {arcface_run.name} | arcface | 1 | 2 | ")
+    assert len(table) == 4 and table[3].startswith(
+        f"| {arcface_run.name} | arcface + 1 center | 2 | 2 | ")
     figures = [results[1][key] for key in ("map_at_r", "rank_1", "mean_average_precision")]
     assert (" | ".join(f"{figure:.4f}" for figure in figures) in table[3]
             and table[1] in capsys.readouterr().out)
@@ -43,9 +46,35 @@ def test_unseen_map_at_r_is_a_column_when_digits_were_held_out(two_epoch_run, ho
     compare.main([str(softmax_run), str(holdout_run), "--out", str(tmp_path / "c.png"),
                   "--markdown", str(tmp_path / "c.md")])
     header, _, softmax_row, holdout_row = (tmp_path / "c.md").read_text().splitlines()
-    assert (header.endswith("| MAP@R | rank-1 | mAP | unseen MAP@R | s/epoch |")
-            and softmax_row.split(" | ")[-2] == "-")
-    assert holdout_row.split(" | ")[-2] != "-"
+    assert (header.endswith("| MAP@R | rank-1 | mAP | unseen MAP@R | unseen rank-1 | unseen mAP "
+                            "| s/epoch |")
+            and softmax_row.split(" | ")[-4:-1] == ["-"] * 3)
+    assert "-" not in holdout_row.split(" | ")[-4:-1]
+
+
+def test_the_triplet_loss_alone_has_no_accuracy(two_epoch_run, mnist_dir, tmp_path):
+    _, softmax_run = two_epoch_run
+    trainer.main(trainer_flags(mnist_dir, tmp_path / "triplet", "--epochs", 1, "--softmax_weight",
+                               0, "--loss_weight", 0, "--triplet_weight", 1,
+                               "--classes_per_batch", 4, "--images_per_class", 8))
+    results = compare.main([str(softmax_run), str(tmp_path / "triplet"), "--out",
+                            str(tmp_path / "c.png"), "--markdown", str(tmp_path / "c.md")])
+    assert results[0]["accuracy"] is not None and results[1]["accuracy"] is None
+    row = (tmp_path / "c.md").read_text().splitlines()[3].split(" | ")
+    assert row[1:5] == ["1 triplet", "2", "1", "-"]  # loss, dim, epoch, accuracy
+
+
+@pytest.mark.parametrize("settings, description", [
+    ({"loss_weight": 1.0}, "softmax + 1 center"),  # the article's, recorded before heads existed
+    ({"head": "arcface", "loss_weight": 0.0}, "arcface"),
+    ({"head": "softmax", "loss_weight": 0.0005, "triplet_weight": 1.0, "softmax_weight": 1.0},
+     "softmax + 0.0005 center + 1 triplet"),
+    ({"head": "softmax", "loss_weight": 0.0, "triplet_weight": 2.0, "softmax_weight": 0.0},
+     "2 triplet"),
+    ({"head": "cosface", "loss_weight": 0.0, "softmax_weight": 0.5}, "0.5 cosface"),
+])
+def test_the_loss_in_words(settings, description):
+    assert compare.loss_description(settings) == description
 
 
 @pytest.mark.parametrize("case, message", [

@@ -93,3 +93,17 @@ def test_nan_stops_every_rank(data, tmp_path):
                                  *output_flags(tmp_path)], timeout=240)
     assert result.returncode != 0
     assert "became NaN or infinite in epoch 1" in result.stderr
+
+
+def test_pk_batches_and_the_triplet_loss_under_two_ranks(data, tmp_path):
+    # P x K = 4 x 16 a global batch: each rank draws 8 images of each of the 4 classes.
+    result = torchrun(tmp_path, ["--dataset_dir", data, *FLAGS, "--epochs", "1",
+                                 "--classes_per_batch", "4", "--images_per_class", "16",
+                                 "--triplet_weight", "1", *output_flags(tmp_path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "train triplet: " in result.stdout
+    (row,) = history(tmp_path)
+    assert 0 < float(row["train_triplet_loss"]) < float(row["train_loss"])
+    rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
+    for name, tensor in rank0["model"].items():
+        assert torch.equal(tensor, rank1["model"][name]), name
