@@ -52,6 +52,8 @@ def read_image(path):
                                     f"{MAX_PIXELS:,} (4096x4096) this command reads")
                 image.load()
                 image = ImageOps.exif_transpose(image)
+        if image.mode.startswith("I;16"):  # 16-bit grey, which Pillow's "L" would clip
+            return (np.asarray(image) / 257).round().astype(np.uint8)
         if "A" in image.getbands() or "transparency" in image.info:
             image = Image.alpha_composite(Image.new("RGBA", image.size, "white"),
                                           image.convert("RGBA"))

@@ -89,6 +89,11 @@ def test_transparency_is_read_as_white_paper(tmp_path):
     assert pixels[0, 0] == 255 and pixels[50, 50] == 0
 
 
+def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
+    Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert read_image(tmp_path / "deep.png").tolist() == [[0, 128, 255]]
+
+
 def test_an_enormous_picture_is_refused_before_it_is_decoded(tmp_path):
     Image.new("1", (4097, 4096)).save(tmp_path / "huge.png")
     with pytest.raises(UserError, match=f"huge.png is 4097x4096 pixels, more than the "
