@@ -121,27 +121,34 @@ def own_images_figure(features, labels, image_features, pictures, image_labels, 
     """The test `features` drawn as evaluate.py's --plot draws them (`draw_embedding`: 2-D
     as they are, 3-D in 3-D, wider ones on their principal plane), and each picture of
     one's own at its feature (`image_features`, projected as the test features are): a
-    star, and beside it the prepared 28x28 picture (`pictures`, uint8), framed in the
-    colour of its predicted class (`image_labels`). Returns the figure."""
+    star, and beside it, towards the test features' mean, the prepared 28x28 picture
+    (`pictures`, uint8) framed in the colour of its predicted class (`image_labels`).
+    Returns the figure."""
     width = features.shape[1]
     fig = Figure(figsize=(8, 7), dpi=100)
     fig.subplots_adjust(left=0.1, right=0.8)
     ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, unseen_classes, class_names)
-    points = image_features.detach().float().cpu()
+    # The pictures' features, and last the test features' mean, which their thumbnails lean
+    # towards so that they stay inside the axes.
+    points = torch.cat([image_features.detach().float().cpu(),
+                        features.detach().float().cpu().mean(0, keepdim=True)])
     if width > 3:  # draw_embedding's plane: the same features give the same axes
         points = PrincipalPlane(features).points(points)
     points = as_numpy(points)
-    ax.plot(*points.T, "*", color="black", markeredgecolor="white", markersize=18,
-            linestyle="", zorder=5)
+    # over the thumbnails: one picture's may fall on another's star
+    ax.plot(*points[:-1].T, "*", color="black", markeredgecolor="white", markersize=18,
+            linestyle="", zorder=7)
     anchors = points
     if width == 3:
         shown = np.concatenate([as_numpy(features), points])
         fit_cube(ax, shown.min(0), shown.max(0))
         # 3-D axes place annotations in their projected plane.
         anchors = np.stack(proj3d.proj_transform(*points.T, ax.get_proj())[:2], axis=1)
-    for anchor, picture, label in zip(anchors, as_numpy(pictures), as_numpy(image_labels)):
+    leans = np.where(anchors[-1] >= anchors[:-1], 34, -34)  # offsets in points
+    for anchor, lean, picture, label in zip(anchors[:-1], leans, as_numpy(pictures),
+                                            as_numpy(image_labels)):
         thumbnail = OffsetImage(picture, zoom=1.2, cmap="gray", norm=Normalize(0, 255))
-        ax.add_artist(AnnotationBbox(thumbnail, tuple(anchor), xybox=(34, 34),
+        ax.add_artist(AnnotationBbox(thumbnail, tuple(anchor), xybox=tuple(lean),
                                      boxcoords="offset points", pad=0.15, zorder=6,
                                      bboxprops={"edgecolor": DIGIT_COLORS[label],
                                                 "linewidth": 2},

@@ -4,6 +4,7 @@ import torch
 from matplotlib.offsetbox import AnnotationBbox
 from PIL import Image, ImageDraw
 
+from run_machinery.checkpointing import save_figure
 from run_machinery.errors import UserError
 from run_machinery.own_images import (MAX_PIXELS, nearest, own_images_figure, prepare,
                                       read_image)
@@ -110,7 +111,7 @@ def test_nearest_ranks_by_distance_ties_in_gallery_order():
 
 
 @pytest.mark.parametrize("width", [2, 3, 5])
-def test_the_pictures_are_drawn_where_their_features_lie_on_the_map(width):
+def test_the_pictures_are_drawn_where_their_features_lie_on_the_map(width, tmp_path):
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(60, width, generator=generator) * torch.arange(1, width + 1)
     labels = torch.arange(60) % 10
@@ -133,3 +134,7 @@ def test_the_pictures_are_drawn_where_their_features_lie_on_the_map(width):
     assert len(thumbnails) == 2
     if width == 2:
         assert np.allclose([thumbnail.xy for thumbnail in thumbnails], expected)
+        # each beside its star, towards the middle of the test features
+        towards = np.sign(features.mean(0).numpy() - expected)
+        assert np.array_equal(np.sign([thumbnail.xybox for thumbnail in thumbnails]), towards)
+    save_figure(fig, tmp_path / "map.png")
