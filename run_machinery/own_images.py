@@ -84,8 +84,8 @@ def prepare(pixels, dataset="mnist", name="the picture"):
     background = 255 - background if light else background
     contrast = float(ink.max()) - background
     if contrast < BLANK_CONTRAST:
-        raise UserError(f"{name} shows no ink: its strongest stroke is {contrast:.0f} of 255 "
-                        f"from its background")
+        raise UserError(f"{name} shows no ink: no pixel stands out from its background by "
+                        f"{BLANK_CONTRAST} of 255 or more")
     ink = ((ink - background) / contrast).clip(0, 1) * 255
     rows, columns = np.nonzero(ink > INK_LEVEL)
     crop = Image.fromarray(ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
