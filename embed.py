@@ -1,0 +1,133 @@
+"""Embed pictures of one's own with a checkpoint of the trainer: each picture (PNG, JPEG or
+any format Pillow reads) is prepared as the images of the run's dataset were made (see
+run_machinery/own_images.py), and its predicted class, with its probability (or its
+cosine, for an angular head), and the classes of its nearest test images are printed.
+Optionally writes the features and neighbours as JSON and a map of the pictures among the
+test features. The run.json of the run that wrote the checkpoint gives the dataset, its
+folder, the held-out classes, the head and the test split's size.
+
+    python embed.py outputs/model/epoch_100.pth my_digit.png --json my.json --plot my.png
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from run_machinery import cli
+
+if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
+    cli.exit_on_signals("before the pictures were embedded; nothing was written")
+
+import numpy as np
+import torch
+
+from margin_heads import cosines
+from mnist_loader import DATASETS, REPO_DIR, normalize
+from run_machinery.checkpointing import atomic_write, save_figure
+from run_machinery.devices import pick_device
+from run_machinery.errors import UserError
+from run_machinery.evaluation import load_test_split, open_checkpoint
+from run_machinery.metrics import embed
+from run_machinery.own_images import MAX_PIXELS, nearest, own_images_figure, prepare, read_image
+from run_machinery.run_folder import check_image_format
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Embed pictures of your own with a trained checkpoint: each one's predicted "
+                    "class and the classes of its nearest test images, optionally as JSON and "
+                    "on a map of the test features.",
+        formatter_class=cli.HelpFormatter)
+    parser.add_argument("checkpoint",
+                        help="a per-epoch .pth (state_dict) or training-state file of the trainer")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="pictures in any format Pillow reads (PNG, JPEG, ...), of at most "
+                             f"4096x4096 = {MAX_PIXELS:,} pixels; dark ink on a light "
+                             "background is negated, and each is fitted into 28x28 as the "
+                             "dataset's images were (a 28x28 picture of light ink on black is "
+                             "taken as it is)")
+    parser.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="the dataset the model was trained on; default: the run's, from its "
+                             "run.json (needed when the checkpoint has none)")
+    parser.add_argument("--dataset_dir", default=None,
+                        help="the dataset's folder, as for the trainer; default: the run's, from "
+                             f"its run.json, else {REPO_DIR / 'datasets'}")
+    parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
+                        help="classes held out in training, indices 0-9 or names; default: the "
+                             "run's, from its run.json or training state, else none")
+    parser.add_argument("--k", type=int, default=5,
+                        help="how many nearest test images to name for each picture")
+    parser.add_argument("--json", default=None,
+                        help="also write each picture's class, score, feature and nearest test "
+                             "images to this JSON file; default: none")
+    parser.add_argument("--plot", default=None,
+                        help="write a map of the test features with each picture on it (a star, "
+                             "and the prepared picture beside it) to this PNG; default: none")
+    parser.add_argument("--device", default="auto",
+                        help="where to run: auto (the current accelerator, else the CPU) or a "
+                             "PyTorch device name (cpu, cuda, cuda:1, mps)")
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, got {args.k}")
+    return args
+
+
+def main(argv=None):
+    """Embed the pictures; returns one dict per picture (the JSON's content)."""
+    with cli.one_line_errors():
+        args = parse_args(argv)
+        if args.plot:
+            check_image_format("--plot", args.plot)
+        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, dataset=args.dataset)
+        if not checkpoint.run and args.dataset is None:
+            raise UserError(f"{args.checkpoint} has no run.json beside it or in the folder above "
+                            f"to say its dataset; pass --dataset (and --dataset_dir)")
+        pictures = torch.from_numpy(np.stack([prepare(read_image(path), checkpoint.dataset, path)
+                                              for path in args.images]))
+        device = pick_device(args.device)
+        dataset_dir = (args.dataset_dir or checkpoint.run.get("dataset_dir")
+                       or str(REPO_DIR / "datasets"))
+        test_loader = load_test_split(dataset_dir, device,
+                                      checkpoint.run.get("settings", {}).get("max_test_samples"),
+                                      dataset=checkpoint.dataset)
+        model = checkpoint.model.to(device).eval()
+        head, names = checkpoint.head, checkpoint.class_names
+        gallery, _, labels = embed(model, test_loader)
+        gallery_labels = labels.tolist()
+        with torch.no_grad():
+            features, log_probs = model(normalize(pictures, device, test_loader.mean,
+                                                  test_loader.std))
+        outputs = head.predict(features, log_probs)
+        scores = (cosines(features, head.weight) if head.angular
+                  else log_probs.exp()).gather(1, outputs.unsqueeze(1)).squeeze(1)
+        predicted = torch.tensor(checkpoint.classes, device=device)[outputs]
+        distances, found = nearest(head.retrieval_features(gallery),
+                                   head.retrieval_features(features), args.k)
+        results = [{"image": str(path), "class": names[label], "class_index": label,
+                    "score": score, "feature": feature,
+                    "nearest": {"indices": indices,
+                                "classes": [names[gallery_labels[index]] for index in indices],
+                                "distances": distance}}
+                   for path, label, score, feature, indices, distance in zip(
+                       args.images, predicted.tolist(), scores.tolist(), features.tolist(),
+                       found.tolist(), distances.tolist())]
+        score_name = "cosine" if head.angular else "probability"
+        for result in results:
+            print(f"{result['image']}: {result['class']} ({score_name} {result['score']:.4f}); "
+                  f"nearest {len(result['nearest']['indices'])} test images: "
+                  f"{', '.join(result['nearest']['classes'])}")
+        if args.json:
+            atomic_write(args.json, json.dumps(results, indent=2, allow_nan=False).encode())
+            print(f"Wrote {args.json}")
+        if args.plot:
+            save_figure(own_images_figure(gallery, labels, features, pictures, predicted,
+                                          f"{Path(args.checkpoint).name}: test features and "
+                                          f"{len(results)} picture(s) of your own (stars)",
+                                          checkpoint.centers, checkpoint.holdout, names),
+                        args.plot)
+            print(f"Wrote {args.plot}")
+        return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,157 @@
+"""Pictures of one's own (for embed.py): read safely, prepared as the dataset's images
+were made, placed among the test features by their nearest neighbours and on a map.
+
+The preparation, after Pillow has read the picture in grayscale:
+  1. A picture whose border is mostly light (dark ink on white) is negated: the datasets
+     hold light ink on black.
+  2. A 28x28 picture on a dark background is taken as it is: it already is one of them.
+  3. Otherwise the background is made black and the strongest ink white, and the picture
+     is cropped to the ink and fitted, keeping its aspect, into a box: for MNIST (and
+     KMNIST) 20x20, centred by its centre of mass in 28x28, MNIST's own recipe; for
+     Fashion-MNIST 28x28, centred by its box, as that dataset trimmed and fitted its
+     product photos (its sharpening is left out).
+"""
+import warnings
+
+import numpy as np
+import torch
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from mpl_toolkits.mplot3d import proj3d
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import UserError
+from .plots import DIGIT_COLORS, PrincipalPlane, as_numpy, draw_embedding, fit_cube
+
+MAX_PIXELS = 4096 * 4096  # larger pictures are refused before they are decoded
+SIDE = 28
+# The box the ink is fitted into, and whether it is then centred by its centre of mass
+# (else by its box). KMNIST's makers published no recipe; it is taken to be MNIST's.
+RECIPES = {"mnist": (20, True), "kmnist": (20, True), "fashion-mnist": (28, False)}
+# MNIST's centres of mass lie at (14, 14) in pixel indices (its test images' mean: 13.99,
+# 14.00), the middle of the 28x28 field.
+MIDDLE = SIDE / 2
+INK_LEVEL = 64  # of 255, once the background is black: the pixels that count as ink
+BLANK_CONTRAST = 32  # strongest ink less than this above the background: a blank picture
+
+
+def read_image(path):
+    """The picture at `path` as uint8 grayscale pixels (H, W): turned upright as its EXIF
+    tag says, any transparency shown over white. UserError naming the file when it is no
+    picture Pillow reads, cannot be read, is cut short or corrupt, or has more than
+    MAX_PIXELS pixels."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns of a decompression bomb up to twice its own limit.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size  # from the header: nothing decoded yet
+                if width * height > MAX_PIXELS:
+                    raise UserError(f"{path} is {width}x{height} pixels, more than the "
+                                    f"{MAX_PIXELS:,} (4096x4096) this command reads")
+                image.load()
+                image = ImageOps.exif_transpose(image)
+        if image.mode.startswith("I;16"):  # 16-bit grey, which Pillow's "L" would clip
+            return (np.asarray(image) / 257).round().astype(np.uint8)
+        if "A" in image.getbands() or "transparency" in image.info:
+            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"),
+                                          image.convert("RGBA"))
+        return np.asarray(image.convert("L"))
+    except UnidentifiedImageError:
+        raise UserError(f"{path} is not a picture Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{path} has more than the {MAX_PIXELS:,} (4096x4096) pixels this "
+                        f"command reads") from None
+    except OSError as error:
+        if error.errno is not None:  # the file system's, not the decoder's
+            raise UserError(f"cannot read {path} ({error.strerror or error})") from None
+        raise UserError(f"{path} is truncated or corrupt ({error})") from None
+    except (SyntaxError, ValueError, EOFError) as error:  # Pillow's decoders raise these too
+        raise UserError(f"{path} is truncated or corrupt ({error})") from None
+
+
+def prepare(pixels, dataset="mnist", name="the picture"):
+    """`pixels` (uint8 grayscale, H x W) as the images of `dataset` were made: uint8,
+    28 x 28, light ink on black (see the module's recipe). UserError when the picture,
+    called `name` in the message, shows no ink."""
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = float(np.median(border))
+    light = background >= 128
+    if pixels.shape == (SIDE, SIDE) and not light:
+        return pixels
+    ink = 255 - pixels.astype(np.float32) if light else pixels.astype(np.float32)
+    background = 255 - background if light else background
+    contrast = float(ink.max()) - background
+    if contrast < BLANK_CONTRAST:
+        raise UserError(f"{name} shows no ink: no pixel stands out from its background by "
+                        f"{BLANK_CONTRAST} of 255 or more")
+    ink = ((ink - background) / contrast).clip(0, 1) * 255
+    rows, columns = np.nonzero(ink > INK_LEVEL)
+    crop = Image.fromarray(ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+                           .round().astype(np.uint8))
+    box, by_mass = RECIPES[dataset]
+    scale = box / max(crop.size)
+    fitted = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+                         Image.Resampling.LANCZOS)
+    if by_mass:
+        weights = np.asarray(fitted, dtype=np.float64)
+        weights /= weights.sum()
+        left = round(MIDDLE - weights.sum(0) @ np.arange(fitted.width))
+        top = round(MIDDLE - weights.sum(1) @ np.arange(fitted.height))
+    else:
+        left, top = (SIDE - fitted.width) // 2, (SIDE - fitted.height) // 2
+    canvas = Image.new("L", (SIDE, SIDE))
+    canvas.paste(fitted, (left, top))  # what would fall outside the field is cut off
+    return np.asarray(canvas)
+
+
+def nearest(gallery, queries, k):
+    """The distances and indices (len(queries), k) of the k nearest `gallery` items (N, D)
+    of each query (Q, D), nearest first, ties in gallery order: Euclidean, computed pair by
+    pair as the retrieval metrics compute them."""
+    distances = torch.cdist(queries.float(), gallery.float(),
+                            compute_mode="donot_use_mm_for_euclid_dist")
+    order = distances.argsort(dim=1, stable=True)[:, :k]
+    return distances.gather(1, order), order
+
+
+def own_images_figure(features, labels, image_features, pictures, image_labels, title,
+                      centers=None, unseen_classes=(), class_names=None):
+    """The test `features` drawn as evaluate.py's --plot draws them (`draw_embedding`: 2-D
+    as they are, 3-D in 3-D, wider ones on their principal plane), and each picture of
+    one's own at its feature (`image_features`, projected as the test features are): a
+    star, and beside it, towards the test features' mean, the prepared 28x28 picture
+    (`pictures`, uint8) framed in the colour of its predicted class (`image_labels`).
+    Returns the figure."""
+    width = features.shape[1]
+    fig = Figure(figsize=(8, 7), dpi=100)
+    fig.subplots_adjust(left=0.1, right=0.8)
+    ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, unseen_classes, class_names)
+    # The pictures' features, and last the test features' mean, which their thumbnails lean
+    # towards so that they stay inside the axes.
+    points = torch.cat([image_features.detach().float().cpu(),
+                        features.detach().float().cpu().mean(0, keepdim=True)])
+    if width > 3:  # draw_embedding's plane: the same features give the same axes
+        points = PrincipalPlane(features).points(points)
+    points = as_numpy(points)
+    # over the thumbnails: one picture's may fall on another's star
+    ax.plot(*points[:-1].T, "*", color="black", markeredgecolor="white", markersize=18,
+            linestyle="", zorder=7)
+    anchors = points
+    if width == 3:
+        shown = np.concatenate([as_numpy(features), points])
+        fit_cube(ax, shown.min(0), shown.max(0))
+        # 3-D axes place annotations in their projected plane.
+        anchors = np.stack(proj3d.proj_transform(*points.T, ax.get_proj())[:2], axis=1)
+    leans = np.where(anchors[-1] >= anchors[:-1], 34, -34)  # offsets in points
+    for anchor, lean, picture, label in zip(anchors[:-1], leans, as_numpy(pictures),
+                                            as_numpy(image_labels)):
+        thumbnail = OffsetImage(picture, zoom=1.2, cmap="gray", norm=Normalize(0, 255))
+        ax.add_artist(AnnotationBbox(thumbnail, tuple(anchor), xybox=tuple(lean),
+                                     boxcoords="offset points", pad=0.15, zorder=6,
+                                     bboxprops={"edgecolor": DIGIT_COLORS[label],
+                                                "linewidth": 2},
+                                     arrowprops={"arrowstyle": "-", "color": "black"}))
+    ax.set_title(title)
+    return fig

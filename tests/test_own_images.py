@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+import torch
+from matplotlib.offsetbox import AnnotationBbox
+from PIL import Image, ImageDraw
+
+from run_machinery.checkpointing import save_figure
+from run_machinery.errors import UserError
+from run_machinery.own_images import (MAX_PIXELS, nearest, own_images_figure, prepare,
+                                      read_image)
+from run_machinery.plots import PrincipalPlane
+
+
+def drawing(size=(300, 400), box=(120, 80, 180, 320), ink=20, paper=235):
+    """A grey-level picture (W x H = `size`) of a thick stroke, a dark rectangle inside
+    `box` (left, top, right, bottom) on light paper, as a pen on white would draw it."""
+    image = Image.new("L", size, paper)
+    ImageDraw.Draw(image).rectangle(box, fill=ink)
+    return np.asarray(image)
+
+
+def centre_of_mass(pixels):
+    weights = pixels.astype(np.float64) / pixels.sum()
+    return weights.sum(1) @ np.arange(pixels.shape[0]), weights.sum(0) @ np.arange(pixels.shape[1])
+
+
+def ink_box(pixels, level=64):
+    rows, columns = np.nonzero(pixels > level)
+    return rows.max() - rows.min() + 1, columns.max() - columns.min() + 1
+
+
+def test_dark_ink_on_light_paper_is_negated_and_light_ink_on_black_is_not():
+    dark_on_light = prepare(drawing())
+    light_on_dark = prepare(255 - drawing())
+    for prepared in (dark_on_light, light_on_dark):
+        assert prepared.shape == (28, 28) and prepared.dtype == np.uint8
+        assert prepared[0].max() == 0 and prepared.max() == 255  # black field, white ink
+    assert np.array_equal(dark_on_light, light_on_dark)
+
+
+@pytest.mark.parametrize("box, height, width", [
+    ((120, 80, 180, 320), 20, 5),  # a tall stroke: 61 x 241 pixels, its height fitted to 20
+    ((20, 150, 280, 200), 4, 20),  # a wide one: 261 x 51, its width fitted to 20
+])
+def test_the_ink_is_cropped_and_fitted_into_20x20_keeping_its_aspect(box, height, width):
+    prepared = prepare(drawing(box=box))
+    assert ink_box(prepared) == pytest.approx((height, width), abs=1)
+
+
+def test_the_centre_of_mass_lands_in_the_middle_of_the_field():
+    image = Image.new("L", (300, 400), 255)
+    draw = ImageDraw.Draw(image)  # a "7" off to one side: its mass is not its box's middle
+    draw.line([(10, 20), (150, 20), (60, 250)], fill=0, width=25)
+    prepared = prepare(np.asarray(image))
+    assert centre_of_mass(prepared) == pytest.approx((14, 14), abs=0.5)
+    assert max(ink_box(prepared)) == pytest.approx(20, abs=1)
+
+
+def test_fashion_mnist_pictures_are_fitted_to_28x28_and_centred_by_their_box():
+    prepared = prepare(drawing(box=(20, 150, 280, 200)), "fashion-mnist")
+    rows, columns = np.nonzero(prepared > 64)
+    assert columns.min() == 0 and columns.max() == 27  # the longest side fills the field
+    assert (rows.min() + rows.max()) / 2 == pytest.approx(13.5, abs=1)
+
+
+def test_a_28x28_picture_of_light_ink_on_black_is_taken_as_it_is():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 40, size=(28, 28), dtype=np.uint8)
+    pixels[3:9, 2:26] = 255  # ink far from the middle: any recentring would move it
+    assert np.array_equal(prepare(pixels), pixels)
+
+
+def test_a_28x28_picture_of_dark_ink_on_white_is_prepared():
+    pixels = np.full((28, 28), 255, dtype=np.uint8)
+    pixels[2:8, 1:27] = 0
+    prepared = prepare(pixels)
+    assert prepared[0].max() == 0 and centre_of_mass(prepared) == pytest.approx((14, 14), abs=0.5)
+
+
+def test_a_blank_picture_is_refused():
+    with pytest.raises(UserError, match="blank.png shows no ink"):
+        prepare(np.full((50, 60), 240, dtype=np.uint8), name="blank.png")
+
+
+def test_transparency_is_read_as_white_paper(tmp_path):
+    image = Image.new("RGBA", (100, 120), (0, 0, 0, 0))  # transparent black, as drawing apps save
+    ImageDraw.Draw(image).rectangle((40, 10, 60, 110), fill=(0, 0, 0, 255))
+    image.save(tmp_path / "pen.png")
+    pixels = read_image(tmp_path / "pen.png")
+    assert pixels[0, 0] == 255 and pixels[50, 50] == 0
+
+
+def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
+    Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert read_image(tmp_path / "deep.png").tolist() == [[0, 128, 255]]
+
+
+def test_an_enormous_picture_is_refused_before_it_is_decoded(tmp_path):
+    Image.new("1", (4097, 4096)).save(tmp_path / "huge.png")
+    with pytest.raises(UserError, match=f"huge.png is 4097x4096 pixels, more than the "
+                                        f"{MAX_PIXELS:,}"):
+        read_image(tmp_path / "huge.png")
+
+
+def test_nearest_ranks_by_distance_ties_in_gallery_order():
+    gallery = torch.tensor([[3.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, 5.0]])
+    distances, indices = nearest(gallery, torch.tensor([[0.0, 0.0], [3.0, 1.0]]), 3)
+    assert indices.tolist() == [[1, 2, 3], [0, 1, 2]]
+    assert torch.allclose(distances, torch.tensor([[1.0, 1.0, 1.0],
+                                                   [1.0, 5 ** 0.5, 3.0]]))
+
+
+@pytest.mark.parametrize("width", [2, 3, 5])
+def test_the_pictures_are_drawn_where_their_features_lie_on_the_map(width, tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(60, width, generator=generator) * torch.arange(1, width + 1)
+    labels = torch.arange(60) % 10
+    image_features = torch.randn(2, width, generator=generator)
+    pictures = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    fig = own_images_figure(features, labels, image_features, pictures, torch.tensor([3, 7]),
+                            "title")
+    ax = fig.axes[0]
+    stars = [line for line in ax.lines if line.get_marker() == "*"]
+    assert len(stars) == 1
+    if width == 3:
+        drawn = np.stack(stars[0].get_data_3d(), axis=1)
+        expected = image_features.numpy()
+    else:
+        drawn = stars[0].get_xydata()
+        expected = (PrincipalPlane(features).points(image_features) if width > 3
+                    else image_features).numpy()
+    assert np.allclose(drawn, expected, atol=1e-6)
+    thumbnails = [artist for artist in ax.artists if isinstance(artist, AnnotationBbox)]
+    assert len(thumbnails) == 2
+    if width == 2:
+        assert np.allclose([thumbnail.xy for thumbnail in thumbnails], expected)
+        # each beside its star, towards the middle of the test features
+        towards = np.sign(features.mean(0).numpy() - expected)
+        assert np.array_equal(np.sign([thumbnail.xybox for thumbnail in thumbnails]), towards)
+    save_figure(fig, tmp_path / "map.png")
