@@ -18,6 +18,7 @@ this package holds what makes a run dependable and readable:
   triplet_loss    the batch-hard triplet loss (Hermans et al. 2017), beside the Center Loss
   plots           the pictures: features, decision regions, curves, animation
   evaluation      a checkpoint read and measured (evaluate.py, compare.py)
+  onnx_export     a checkpoint's Net as an ONNX file, checked against PyTorch (export.py)
   cli             what the commands' command lines share
   errors          the one kind of error reported to the user, in one line
 
