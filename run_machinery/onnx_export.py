@@ -109,7 +109,7 @@ def export_checkpoint(checkpoint, metadata, images, batch_sizes, path):
     `path`, put in place only once onnxruntime reproduces PyTorch within TOLERANCE on the
     normalised `images` in each of `batch_sizes` (else UserError, the file not written);
     returns the largest differences."""
-    model = checkpoint.model.cpu()
+    model = checkpoint.model  # read onto the CPU, where onnxruntime runs too
     program = export_model(model)
     program.model.metadata_props.update(metadata)
     differences = {}
