@@ -19,6 +19,7 @@ this package holds what makes a run dependable and readable:
   plots           the pictures: features, decision regions, curves, animation
   evaluation      a checkpoint read and measured (evaluate.py, compare.py)
   own_images      pictures of one's own read, prepared as the dataset's, and placed (embed.py)
+  onnx_export     a checkpoint's Net as an ONNX file, checked against PyTorch (export.py)
   cli             what the commands' command lines share
   errors          the one kind of error reported to the user, in one line
 

@@ -26,10 +26,12 @@ class WriteError(UserError):
     """A file could not be written; the previous version of it is intact."""
 
 
-def atomic_write(path, data):
+def atomic_write(path, data, check=None):
     """Write the bytes `data` to `path` through a temporary file in the same folder,
     flushed to disk and then renamed over `path`, so `path` is never seen half-written.
-    Raises WriteError (the temporary file removed, `path` as it was) when that fails."""
+    Raises WriteError (the temporary file removed, `path` as it was) when that fails.
+    `check`, if given, is called with the temporary file's path before the rename: an
+    error it raises goes up the same way, and `path` is not replaced."""
     path = Path(path)
     temp_path = None
     try:
@@ -41,6 +43,8 @@ def atomic_write(path, data):
             file.flush()
             # A full disk often shows only here, when the data really has to go to it.
             os.fsync(file.fileno())
+        if check is not None:
+            check(temp_path)
         # mkstemp makes the file private; give it the mode a plain open() would.
         os.chmod(temp_path, 0o666 & ~current_umask())
         os.replace(temp_path, path)

@@ -7,10 +7,13 @@ import sys
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """States each flag's default, unless its help already says it in words."""
+    """States each flag's default, unless its help already says it in words or the flag is
+    required (and so has none)."""
 
     def _get_help_string(self, action):
-        return action.help if "default:" in action.help else super()._get_help_string(action)
+        if "default:" in action.help or action.required:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def exit_on_signals(message):

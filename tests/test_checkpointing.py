@@ -26,6 +26,21 @@ def test_atomic_write_replaces_the_file_whole(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_failed_check_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"previous")
+    checked = []
+
+    def refuse(temp_path):
+        checked.append((Path(temp_path).parent, Path(temp_path).read_bytes()))
+        raise WriteError("refused")
+
+    with pytest.raises(WriteError, match="refused"):
+        atomic_write(path, b"new", check=refuse)
+    assert checked == [(tmp_path, b"new")]  # the whole file, in the same folder
+    assert path.read_bytes() == b"previous" and leftovers(tmp_path) == []
+
+
 def full_disk(*args):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

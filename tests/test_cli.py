@@ -10,9 +10,11 @@ def test_help_states_defaults_unless_said_in_words():
     parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
     parser.add_argument("--epochs", type=int, default=100, help="number of epochs")
     parser.add_argument("--limit", type=int, default=None, help="first N images; default: all")
+    parser.add_argument("--out", required=True, help="the file to write")
     text = parser.format_help()
     assert "number of epochs (default: 100)" in text
-    assert "default: all" in text and "(default: None)" not in text
+    assert "default: all" in text and "the file to write\n" in text
+    assert "(default: None)" not in text
 
 
 def test_one_line_errors_turn_a_user_error_and_ctrl_c_into_one_line():

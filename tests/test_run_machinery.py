@@ -41,8 +41,8 @@ def test_the_article_modules_import_no_project_module():
 def test_no_module_imports_a_command_and_no_import_runs_in_a_cycle():
     modules = project_modules()
     commands = {name for name, path in modules.items() if "__main__" in path.read_text()}
-    assert {"train_mnist_original_center", "evaluate", "compare", "animate",
-            "embed"} <= commands
+    assert {"train_mnist_original_center", "evaluate", "compare", "animate", "embed",
+            "export"} <= commands
     imports = {name: project_imports(name, path, modules) for name, path in modules.items()}
     for name, imported in imports.items():
         assert not imported & commands, f"{name} imports the command(s) {imported & commands}"

@@ -1,0 +1,97 @@
+"""Export a checkpoint of the trainer to ONNX, to run without PyTorch (onnxruntime and numpy).
+
+The file takes a batch of any size of normalised images, (N, 1, 28, 28) float32, and gives
+the feature ip1 and the log-probabilities, as the Net does. Its metadata holds the mean and
+standard deviation that normalise its input (the run's, as the trainer used them), the
+names of its classes, the head, the feature width and the held-out classes. Before the file
+is put in place, onnxruntime runs it on test images of the run's dataset, in two batch
+sizes, and it is kept only if its outputs differ from PyTorch's by at most 1e-4 relative.
+The run.json of the run that wrote the checkpoint gives the dataset and its folder, the
+held-out classes and the head; flags given win. See docs/export-onnx.md.
+
+    python export.py outputs/model/epoch_100.pth --onnx model.onnx
+"""
+import argparse
+import sys
+
+from run_machinery import cli
+
+if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
+    cli.exit_on_signals("before the export began; nothing was written")
+
+from run_machinery.errors import UserError
+from run_machinery.evaluation import load_test_split, open_checkpoint
+from run_machinery.onnx_export import (OUTPUT_NAMES, TOLERANCE, check_output_path,
+                                       export_checkpoint, model_metadata, require_packages)
+from margin_heads import HEADS
+from mnist_loader import DATASETS, REPO_DIR
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Export a trained checkpoint to ONNX, with the run's normalisation and "
+                    "class names as metadata, checked against PyTorch with onnxruntime.",
+        formatter_class=cli.HelpFormatter)
+    parser.add_argument("checkpoint",
+                        help="a per-epoch .pth (state_dict) or training-state file of the trainer")
+    parser.add_argument("--onnx", required=True, metavar="FILE",
+                        help="the ONNX file to write, in an existing folder")
+    parser.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="the dataset the model was trained on; default: the run's, from its "
+                             "run.json (without one, this flag is needed)")
+    parser.add_argument("--dataset_dir", default=None,
+                        help="the dataset's folder, as for the trainer; default: the run's, from "
+                             f"its run.json, else {REPO_DIR / 'datasets'}")
+    parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
+                        help="classes held out in training, indices 0-9 or names; default: the "
+                             "run's, from its run.json or training state, else none")
+    parser.add_argument("--head", choices=HEADS, default=None,
+                        help="the head the model was trained with, recorded in the metadata; "
+                             "default: the run's, from its run.json, else softmax")
+    parser.add_argument("--check_images", type=int, default=256,
+                        help="compare onnxruntime with PyTorch on the first N test images, in "
+                             "one batch of N and one of a single image")
+    args = parser.parse_args(argv)
+    if args.check_images < 2:
+        raise UserError(f"--check_images must be at least 2 (two batch sizes show that the "
+                        f"batch size is free), got {args.check_images}")
+    return args
+
+
+def main(argv=None):
+    """Export a checkpoint; returns the ONNX file's path, its metadata and the largest
+    differences of its outputs from PyTorch's."""
+    with cli.one_line_errors():
+        args = parse_args(argv)
+        require_packages()
+        check_output_path(args.onnx, args.checkpoint)
+        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset)
+        if not checkpoint.run and args.dataset is None:
+            raise UserError(f"{args.checkpoint} has no run.json beside it or in the folder above "
+                            f"to say its dataset: pass --dataset (and --dataset_dir), whose "
+                            f"normalisation and class names go into the ONNX file")
+        dataset_dir = (args.dataset_dir or checkpoint.run.get("dataset_dir")
+                       or str(REPO_DIR / "datasets"))
+        test_split = load_test_split(dataset_dir, "cpu", args.check_images,
+                                     dataset=checkpoint.dataset)
+        metadata = model_metadata(checkpoint, test_split.mean, test_split.std)
+        images = test_split.images
+        batch_sizes = (len(images), 1)
+        differences = export_checkpoint(checkpoint, metadata, images, batch_sizes, args.onnx)
+
+        print(f"Checkpoint {args.checkpoint}: {DATASETS[checkpoint.dataset].title}, "
+              f"{metadata['head']} head, {metadata['feat_dim']}-D features, classes "
+              f"{', '.join(checkpoint.class_names[label] for label in checkpoint.classes)}")
+        print(f"onnxruntime against PyTorch on {len(images)} test images, in batches of "
+              f"{' and '.join(map(str, batch_sizes))} (relative: to the output's largest "
+              f"magnitude; at most {TOLERANCE:.0e} allowed):")
+        for name in OUTPUT_NAMES:
+            print(f"  {name}: largest difference {differences[name]['absolute']:.2e} absolute, "
+                  f"{differences[name]['relative']:.2e} relative")
+        print(f"Wrote {args.onnx} (input normalised with mean {metadata['mean']}, "
+              f"std {metadata['std']})")
+        return {"onnx": args.onnx, "metadata": metadata, "differences": differences}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
