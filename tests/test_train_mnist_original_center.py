@@ -12,12 +12,12 @@ from PIL import Image
 import train_mnist_original_center as trainer
 from article_net import ArticleNet
 from center_loss import CenterLoss
-from conftest import (REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags, run_script, stop_message,
-                      trainer_flags)
+from conftest import (FOLDER_CLASSES, REAL_MNIST_DIR, REPO_DIR, make_mnist, output_flags,
+                      run_script, stop_message, trainer_flags)
 from run_machinery.devices import bf16_supported, speed_setup
 from margin_heads import Head
 from run_machinery.metrics import retrieval_metrics
-from mnist_loader import load_dataset
+from mnist_loader import load_dataset, read_split
 from mnist_net import Net
 
 NEEDS_BF16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")),
@@ -125,6 +125,21 @@ def test_a_fashion_mnist_run_records_its_dataset_and_names(fashion_run):
     assert run["dataset"] == run["settings"]["dataset"] == "fashion-mnist"
     assert run["holdout_classes"] == [6, 8] and run["classes"] == [0, 1, 2, 3, 4, 5, 7, 9]
     assert run["class_names"][6] == "Shirt"
+
+
+def test_a_folder_run_records_its_classes_and_normalisation(folder_run, image_folder_dir):
+    run = json.loads((folder_run / "run.json").read_text())
+    assert run["dataset"] == "folder" and run["dataset_dir"] == str(image_folder_dir.resolve())
+    assert run["class_names"] == list(FOLDER_CLASSES) and run["holdout_classes"] == [1, 10]
+    assert run["classes"] == [0, *range(2, 10)]
+    images, _ = read_split(image_folder_dir, True, dataset="folder")  # the whole training split
+    pixels = images.double() / 255
+    assert (run["mean"], run["std"]) == (round(pixels.mean().item(), 4),
+                                         round(pixels.std().item(), 4))
+    model = torch.load(folder_run / "model" / "epoch_002.pth", weights_only=True)
+    assert model["ip2.weight"].shape == (9, 2)  # 11 classes, 2 held out
+    assert (folder_run / "visual" / "epoch_002.png").is_file()
+    assert (folder_run / "features.gif").is_file()
 
 
 def test_main_returns_the_history_it_prints(mnist_dir, tmp_path, capsys):
