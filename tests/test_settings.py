@@ -72,8 +72,9 @@ def test_a_folders_classes_by_name_first_then_index():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--holdout_classes", "owl"], "'owl' is neither a class index 0-10 nor a class of the image "
-                                   "folder (ant, bee, cat, dog, eel, fox, gnu, hen, ibis, jay, koi)"),
+    (["--holdout_classes", "owl"],
+     "'owl' is neither a class index 0-10 nor a class of the image folder (ant, bee, cat, dog, "
+     "eel, fox, gnu, hen, ibis, jay, koi)"),
     (["--holdout_classes", *"0123456789"], "leaves at least two to train on (of 11)"),
     (["--classes_per_batch", "10", "--images_per_class", "2", "--holdout_classes", "koi", "0"],
      "--classes_per_batch must be from 1 to the 9 classes trained, got 10"),
@@ -84,7 +85,8 @@ def test_a_folders_class_count_bounds_the_settings(flags, message, image_folder_
 
 
 def test_a_missing_folder_stops_before_anything_is_written(tmp_path):
-    text = stop_message(trainer_flags(tmp_path / "nothing", tmp_path / "out", "--dataset", "folder"))
+    text = stop_message(trainer_flags(tmp_path / "nothing", tmp_path / "out",
+                                      "--dataset", "folder"))
     assert text == (f"error: the image folder {tmp_path / 'nothing'} could not be loaded: it has "
                     "no train/ folder. Expected DIR/train/CLASS/* and DIR/test/CLASS/* "
                     "(torchvision's ImageFolder layout) with the same class folders")
