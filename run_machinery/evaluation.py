@@ -116,7 +116,7 @@ def open_checkpoint(path, holdout=None, head=None, dataset=None, dataset_dir=Non
     if recorded and recorded != names:
         raise UserError(f"the class folders of {dataset_dir} ({', '.join(names)}) are not those "
                         f"the checkpoint was trained on ({', '.join(recorded)})")
-    stats = ((run["mean"], run["std"]) if dataset == run_dataset and "mean" in run else None)
+    stats = (run["mean"], run["std"]) if dataset == run_dataset and "mean" in run else None
     holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
     holdout = sorted(set(parse_classes(dataset, holdout or [], names)))
     classes = [label for label in range(len(names)) if label not in holdout]
