@@ -32,12 +32,14 @@ def main(argv=None):
         if not isinstance(saved, dict) or not {"features", "digits", "epochs"} <= saved.keys():
             raise UserError(f"{args.features} is not a test_features.pt written by the trainer")
         out = Path(args.out) if args.out else Path(args.features).with_name("features.gif")
-        settings = (find_run_file(args.features) or {}).get("settings") or {}
+        run = find_run_file(args.features) or {}
+        settings = run.get("settings") or {}
         frames = write_feature_gif(saved["features"], saved["digits"], out,
                                    saved.get("unseen_digits", ()),
                                    saved["epochs"], args.seconds_per_frame,
                                    angular=settings.get("head", "softmax") != "softmax",
-                                   class_names=class_names(settings.get("dataset", "mnist")))
+                                   class_names=(run.get("class_names") or
+                                                class_names(settings.get("dataset", "mnist"))))
     print(f"Wrote {frames} frames to {out}")
     return out
 

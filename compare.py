@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
-from run_machinery.evaluation import evaluate, load_test_split, open_checkpoint
+from run_machinery.evaluation import evaluate, open_checkpoint
 from mnist_loader import DATASETS
 from run_machinery.plots import draw_decision_regions, draw_embedding
 from run_machinery.run_folder import RunPaths, check_image_format, read_run_file
@@ -60,6 +60,15 @@ def run_checkpoint(run_dir, epoch=None):
             return run, paths, last
     raise UserError(f"{run_dir} has no per-epoch checkpoint yet "
                     f"({paths.model_path_temp.format('NNN')})")
+
+
+def same_test_split(loader, other):
+    """Whether two test loaders hold the same images (their pixel values, whatever their
+    normalisation), with the same labels and class names."""
+    return (loader.class_names == other.class_names
+            and torch.equal(loader.labels.cpu(), other.labels.cpu())
+            and torch.allclose(loader.pixels(loader.images).cpu(),
+                               other.pixels(other.images).cpu(), atol=1e-4))  # 1/255 apart
 
 
 def median_epoch_seconds(history_path, epoch):
@@ -136,7 +145,7 @@ def main(argv=None):
         fig = Figure(figsize=(6.4 * columns, 5.8 * rows), dpi=80)
         fig.subplots_adjust(left=0.09 / columns, right=1 - 0.25 / columns, wspace=0.5, hspace=0.45,
                             top=1 - 0.14 / rows, bottom=0.11 / rows)
-        results, test_labels = [], None
+        results, first_split = [], None
         for index, (run_dir, (run, paths, epoch)) in enumerate(zip(args.run_dirs, runs)):
             checkpoint = open_checkpoint(paths.model(epoch))
             settings = run["settings"]
@@ -144,13 +153,14 @@ def main(argv=None):
                 raise UserError(f"{run_dir} was trained on {DATASETS[checkpoint.dataset].title}, "
                                 f"{args.run_dirs[0]} on {DATASETS[results[0]['dataset']].title}; "
                                 "compare runs on the same test split")
-            test_loader = load_test_split(run["dataset_dir"], device,
-                                          settings.get("max_test_samples"),
-                                          dataset=checkpoint.dataset)
-            if test_labels is not None and not torch.equal(test_loader.labels.cpu(), test_labels):
+            test_loader = checkpoint.test_split(device, settings.get("max_test_samples"))
+            if first_split is None:
+                first_split = test_loader
+            if not same_test_split(test_loader, first_split):
                 raise UserError(f"{run_dir} was tested on other images than {args.run_dirs[0]} "
-                                f"({test_loader.num_samples} against {test_labels.numel()} test "
-                                f"images, or other labels); compare runs on the same test split")
+                                f"({test_loader.num_samples} against {first_split.num_samples} "
+                                "test images, or other pixels, labels or class names); compare "
+                                "runs on the same test split")
             test_labels = test_loader.labels.cpu()
             metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head,
                                             test_loader, checkpoint.classes, checkpoint.holdout,
@@ -168,7 +178,8 @@ def main(argv=None):
                                 checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
             # the regions of a wider feature have no picture; an untrained head's, no meaning
             if features.shape[1] == 2 and trained_head:
-                draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes)
+                draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes,
+                                      class_names=checkpoint.class_names)
             ax.set_title(panel_title(metrics), fontsize=10)
         save_figure(fig, args.out)
         table = markdown_table([Path(run_dir).name for run_dir in args.run_dirs], results)

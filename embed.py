@@ -1,7 +1,8 @@
 """Embed pictures of one's own with a checkpoint of the trainer: each picture (PNG, JPEG or
 any format Pillow reads) is prepared as the images of the run's dataset were made (see
-run_machinery/own_images.py), and its predicted class, with its probability (or its
-cosine, for an angular head), and the classes of its nearest test images are printed.
+run_machinery/own_images.py; for a folder dataset, as its training images were), and its
+predicted class, with its probability (or its cosine, for an angular head), and the
+classes of its nearest test images are printed.
 Optionally writes the features and neighbours as JSON and a map of the pictures among the
 test features. The run.json of the run that wrote the checkpoint gives the dataset, its
 folder, the held-out classes, the head and the test split's size.
@@ -26,9 +27,9 @@ from mnist_loader import DATASETS, REPO_DIR, normalize
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
-from run_machinery.evaluation import load_test_split, open_checkpoint
+from run_machinery.evaluation import open_checkpoint
 from run_machinery.metrics import embed
-from run_machinery.own_images import MAX_PIXELS, nearest, own_images_figure, prepare, read_image
+from run_machinery.own_images import MAX_PIXELS, nearest, own_images_figure, own_picture
 from run_machinery.run_folder import check_image_format
 
 
@@ -45,7 +46,8 @@ def parse_args(argv=None):
                              f"4096x4096 = {MAX_PIXELS:,} pixels; dark ink on a light "
                              "background is negated, and each is fitted into 28x28 as the "
                              "dataset's images were (a 28x28 picture of light ink on black is "
-                             "taken as it is)")
+                             "taken as it is); for a folder dataset, each is made as its "
+                             "training images were: grayscale, resized to 28x28")
     parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="the dataset the model was trained on; default: the run's, from its "
                              "run.json (needed when the checkpoint has none)")
@@ -53,7 +55,7 @@ def parse_args(argv=None):
                         help="the dataset's folder, as for the trainer; default: the run's, from "
                              f"its run.json, else {REPO_DIR / 'datasets'}")
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
-                        help="classes held out in training, indices 0-9 or names; default: the "
+                        help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
     parser.add_argument("--k", type=int, default=5,
                         help="how many nearest test images to name for each picture")
@@ -78,18 +80,16 @@ def main(argv=None):
         args = parse_args(argv)
         if args.plot:
             check_image_format("--plot", args.plot)
-        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, dataset=args.dataset)
+        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, dataset=args.dataset,
+                                     dataset_dir=args.dataset_dir)
         if not checkpoint.run and args.dataset is None:
             raise UserError(f"{args.checkpoint} has no run.json beside it or in the folder above "
                             f"to say its dataset; pass --dataset (and --dataset_dir)")
-        pictures = torch.from_numpy(np.stack([prepare(read_image(path), checkpoint.dataset, path)
+        pictures = torch.from_numpy(np.stack([own_picture(path, checkpoint.dataset)
                                               for path in args.images]))
         device = pick_device(args.device)
-        dataset_dir = (args.dataset_dir or checkpoint.run.get("dataset_dir")
-                       or str(REPO_DIR / "datasets"))
-        test_loader = load_test_split(dataset_dir, device,
-                                      checkpoint.run.get("settings", {}).get("max_test_samples"),
-                                      dataset=checkpoint.dataset)
+        test_loader = checkpoint.test_split(
+            device, checkpoint.run.get("settings", {}).get("max_test_samples"))
         model = checkpoint.model.to(device).eval()
         head, names = checkpoint.head, checkpoint.class_names
         gallery, _, labels = embed(model, test_loader)

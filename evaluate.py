@@ -1,5 +1,5 @@
 """Evaluate a checkpoint of the trainer on the test split of its dataset (MNIST,
-Fashion-MNIST or Kuzushiji-MNIST).
+Fashion-MNIST, Kuzushiji-MNIST or a folder of images).
 
 Reports classification accuracy with a per-class report, and the retrieval quality of the
 2-D features (Precision@1, R-Precision, MAP@R; "A Metric Learning Reality Check",
@@ -8,7 +8,8 @@ overall and, for a model trained with held-out classes, among the seen and among
 unseen classes. Optionally writes the metrics as JSON and a plot of the
 test features over the classifier's decision regions. The run.json of the run that wrote
 the checkpoint gives the dataset and its folder, the held-out classes and the head (an
-angular head predicts the class of the largest cosine); flags given win.
+angular head predicts the class of the largest cosine), and the class names and the
+normalisation (a folder dataset's own); flags given win.
 
     python evaluate.py outputs/model/epoch_100.pth --json eval.json --plot eval.png
 """
@@ -25,8 +26,8 @@ if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends 
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
-from run_machinery.evaluation import (evaluate, json_ready, load_test_split, open_checkpoint,
-                                      plot_evaluation, plot_tsne)
+from run_machinery.evaluation import (evaluate, json_ready, open_checkpoint, plot_evaluation,
+                                      plot_tsne)
 from margin_heads import HEADS
 from run_machinery.metrics import nearest_gallery, ranking_queries
 from mnist_loader import DATASETS, REPO_DIR
@@ -50,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_test_samples", type=int, default=None,
                         help="use only the first N test images; default: all")
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
-                        help="classes held out in training, indices 0-9 or names; default: the "
+                        help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
     parser.add_argument("--head", choices=HEADS, default=None,
                         help="the head the model was trained with, which decides its predictions; "
@@ -90,13 +91,11 @@ def main(argv=None):
         for flag, path in pictures:
             if path:
                 check_image_format(flag, path)
-        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset)
+        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset,
+                                     args.dataset_dir)
         holdout, classes, names = checkpoint.holdout, checkpoint.classes, checkpoint.class_names
         device = pick_device(args.device)
-        dataset_dir = (args.dataset_dir or checkpoint.run.get("dataset_dir")
-                       or str(REPO_DIR / "datasets"))
-        test_loader = load_test_split(dataset_dir, device, args.max_test_samples, args.batch_size,
-                                      checkpoint.dataset)
+        test_loader = checkpoint.test_split(device, args.max_test_samples, args.batch_size)
         model = checkpoint.model.to(device)
 
         metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, classes,

@@ -20,7 +20,7 @@ if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends 
     cli.exit_on_signals("before the export began; nothing was written")
 
 from run_machinery.errors import UserError
-from run_machinery.evaluation import load_test_split, open_checkpoint
+from run_machinery.evaluation import open_checkpoint
 from run_machinery.onnx_export import (OUTPUT_NAMES, TOLERANCE, check_output_path,
                                        export_checkpoint, model_metadata, require_packages)
 from margin_heads import HEADS
@@ -43,7 +43,7 @@ def parse_args(argv=None):
                         help="the dataset's folder, as for the trainer; default: the run's, from "
                              f"its run.json, else {REPO_DIR / 'datasets'}")
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
-                        help="classes held out in training, indices 0-9 or names; default: the "
+                        help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
     parser.add_argument("--head", choices=HEADS, default=None,
                         help="the head the model was trained with, recorded in the metadata; "
@@ -65,15 +65,13 @@ def main(argv=None):
         args = parse_args(argv)
         require_packages()
         check_output_path(args.onnx, args.checkpoint)
-        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset)
+        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset,
+                                     args.dataset_dir)
         if not checkpoint.run and args.dataset is None:
             raise UserError(f"{args.checkpoint} has no run.json beside it or in the folder above "
                             f"to say its dataset: pass --dataset (and --dataset_dir), whose "
                             f"normalisation and class names go into the ONNX file")
-        dataset_dir = (args.dataset_dir or checkpoint.run.get("dataset_dir")
-                       or str(REPO_DIR / "datasets"))
-        test_split = load_test_split(dataset_dir, "cpu", args.check_images,
-                                     dataset=checkpoint.dataset)
+        test_split = checkpoint.test_split("cpu", args.check_images)
         metadata = model_metadata(checkpoint, test_split.mean, test_split.std)
         images = test_split.images
         batch_sizes = (len(images), 1)

@@ -1,21 +1,29 @@
-"""MNIST, Fashion-MNIST or Kuzushiji-MNIST, decoded once into normalised tensors that
-live on the training device.
+"""MNIST, Fashion-MNIST, Kuzushiji-MNIST or a folder of one's own images, decoded once
+into normalised tensors that live on the training device.
 
 torchvision's `MNIST`, `FashionMNIST` or `KMNIST` class finds (or downloads) and parses
-the IDX files; after that, every epoch is a `randperm` on the device and tensor
-indexing: no DataLoader workers, no PIL image per sample per epoch.
+the IDX files; a folder of images is listed as torchvision's `ImageFolder` lists it, each
+image made 28x28 grayscale (see `folder_image`), the result cached beside the images.
+After that, every epoch is a `randperm` on the device and tensor indexing: no DataLoader
+workers, no PIL image per sample per epoch.
 """
 import copy
 import gzip
+import hashlib
+import json
 import math
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torchvision.datasets import KMNIST, MNIST, FashionMNIST
+from PIL import Image
+from torchvision.datasets import KMNIST, MNIST, FashionMNIST, ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -24,9 +32,10 @@ REPO_DIR = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Dataset:
-    """One of the 28x28, ten-class datasets: its torchvision class (whose name is also the
-    folder of torchvision's layout, NAME/raw/), the mean and standard deviation of its
-    training images in 0-1 (None: computed from them when loaded), and its class names."""
+    """A dataset of 28x28 grayscale images: its torchvision class (for the IDX datasets,
+    whose name is also the folder of torchvision's layout, NAME/raw/), the mean and
+    standard deviation of its training images in 0-1 (None: computed from them when
+    loaded), and its class names (None: the folder dataset's, from its class folders)."""
     title: str
     torchvision_class: type
     mean: float
@@ -51,7 +60,14 @@ DATASETS = {
     # romanised hiragana of its class map (o, ki, su, ...).
     "kmnist": Dataset("Kuzushiji-MNIST", KMNIST, None, None,
                       ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
+    # One's own images in ImageFolder's layout, DIR/train/CLASS/* and DIR/test/CLASS/*.
+    "folder": Dataset("the image folder", ImageFolder, None, None, None),
 }
+FOLDER_SIDE = 28  # a folder's images are made this size, as the IDX datasets' are
+# The decoded splits of an image folder, kept in it: DIR/decoded_train.pt, DIR/decoded_test.pt.
+DECODED_FILE = "decoded_{}.pt"
+# Changed whenever folder_image changes, so that no cache of the old recipe is used.
+FOLDER_RECIPE = "L, 16-bit grey / 257, bilinear 28x28 stretch; v1"
 MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean, DATASETS["mnist"].std
 
 
@@ -73,9 +89,126 @@ def dataset_error(dataset, dataset_dir, reason):
         f"which needs a network.")
 
 
-def class_names(dataset, classes=range(10)):
-    """The names of the classes (indices 0-9) of `dataset`."""
-    return [DATASETS[dataset].class_names[index] for index in classes]
+def folder_error(dataset_dir, reason):
+    return DatasetError(f"the image folder {os.path.abspath(dataset_dir)} could not be loaded: "
+                        f"{reason}. Expected DIR/train/CLASS/* and DIR/test/CLASS/* "
+                        f"(torchvision's ImageFolder layout) with the same class folders")
+
+
+def class_names(dataset, classes=None, dataset_dir=None):
+    """The names of the classes of `dataset`, all of them or those of the indices `classes`:
+    a folder dataset's are its class folders' in `dataset_dir` (see `folder_classes`)."""
+    names = (folder_classes(dataset_dir) if DATASETS[dataset].class_names is None
+             else DATASETS[dataset].class_names)
+    return list(names) if classes is None else [names[index] for index in classes]
+
+
+def folder_classes(dataset_dir):
+    """The class names of the image folder `dataset_dir`: the folders in its train/, sorted
+    as ImageFolder sorts them (their order gives the labels 0, 1, ...). DatasetError, one
+    line, when train/ or test/ is missing, when there are fewer than two classes, or when
+    a class folder is in one of them only (every class needs test images)."""
+    found = {}
+    for split in ("train", "test"):
+        root = Path(dataset_dir) / split
+        if not root.is_dir():
+            raise folder_error(dataset_dir, f"it has no {split}/ folder")
+        try:
+            found[split] = find_classes(root)[0]
+        except FileNotFoundError:  # ImageFolder's "Couldn't find any class folder"
+            raise folder_error(dataset_dir, f"{split}/ holds no class folder") from None
+    train, test = found["train"], found["test"]
+    if len(train) < 2:
+        raise folder_error(dataset_dir, f"train/ holds {len(train)} class folder "
+                           f"({', '.join(train)}); a classifier needs at least two")
+    for split, names, other in (("test", test, train), ("train", train, test)):
+        alone = [name for name in names if name not in other]
+        if alone:
+            raise folder_error(dataset_dir, f"the class folder(s) {', '.join(alone)} of {split}/ "
+                               f"have none in {'train' if split == 'test' else 'test'}/")
+    return train
+
+
+def folder_image(path):
+    """The image file at `path` as one of a folder dataset's images: uint8 (28, 28)
+    grayscale. Pillow decodes it and converts it to grayscale ("L": luma from colour, any
+    transparency dropped; 16-bit grey divided by 257); one of another size is resized to
+    28x28 with Pillow's bilinear filter (antialiased when shrinking), its aspect not kept,
+    as torchvision's Resize((28, 28)) does. DatasetError naming the file when Pillow cannot
+    read it."""
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith("I;16"):  # Pillow's convert("L") would clip it
+                gray = Image.fromarray((np.asarray(image) / 257).round().astype(np.uint8))
+            else:
+                gray = image.convert("L")
+        if gray.size != (FOLDER_SIDE, FOLDER_SIDE):
+            gray = gray.resize((FOLDER_SIDE, FOLDER_SIDE), Image.Resampling.BILINEAR)
+        return np.asarray(gray)
+    # Pillow's decoders raise these too, and its size guard DecompressionBombError.
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DatasetError(f"{os.path.abspath(path)} is not an image Pillow can read "
+                           f"({detail})") from None
+
+
+def read_folder_split(dataset_dir, train):
+    """The uint8 images (N, 28, 28) and int64 labels (N,) of the train/ or test/ folder of the
+    image folder `dataset_dir`, in ImageFolder's order: class by class, then by file path.
+    Decoded once, then read from DIR/decoded_train.pt or decoded_test.pt, which holds them
+    with the list of the files, their sizes and modification times: a change to any file,
+    or a file added or removed, decodes the split anew."""
+    classes = folder_classes(dataset_dir)
+    split = "train" if train else "test"
+    try:
+        samples = make_dataset(Path(dataset_dir) / split,
+                               {name: label for label, name in enumerate(classes)},
+                               IMG_EXTENSIONS)
+    except FileNotFoundError as error:  # a class folder without an image file
+        raise folder_error(dataset_dir, f"{split}/ has a class folder without an image file "
+                                        f"({error})") from None
+    stats = [os.stat(path) for path, _ in samples]
+    files = [(os.path.relpath(path, dataset_dir), label, stat.st_size, stat.st_mtime_ns)
+             for (path, label), stat in zip(samples, stats)]
+    key = hashlib.sha256(json.dumps([FOLDER_RECIPE, classes, files]).encode()).hexdigest()
+    cache = Path(dataset_dir) / DECODED_FILE.format(split)
+    decoded = read_decoded(cache, key)
+    if decoded is None:
+        decoded = {"key": key,
+                   "images": torch.from_numpy(np.stack([folder_image(path)
+                                                        for path, _ in samples])),
+                   "labels": torch.tensor([label for _, label in samples], dtype=torch.long)}
+        write_decoded(cache, decoded)
+    return decoded["images"], decoded["labels"]
+
+
+def read_decoded(path, key):
+    """The decoded split cached at `path` if it is that of the files `key` names, else None."""
+    if not path.is_file():
+        return None
+    try:
+        decoded = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # cut short: decode anew
+        return None
+    return decoded if isinstance(decoded, dict) and decoded.get("key") == key else None
+
+
+def write_decoded(path, decoded):
+    """Cache a decoded split at `path`, put in place whole (a rename); in a folder that
+    cannot be written, nothing is cached and the split is decoded on every load."""
+    temp_path = None
+    try:
+        handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".tmp")
+        with os.fdopen(handle, "wb") as file:
+            torch.save(decoded, file)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp's file is private; this one is the folder's
+        os.replace(temp_path, path)
+    except (OSError, RuntimeError):  # a full disk too: no cache, and no half-written file left
+        if temp_path is not None:
+            Path(temp_path).unlink(missing_ok=True)
 
 
 class TensorLoader:
@@ -87,8 +220,9 @@ class TensorLoader:
     `world_size`-th item of the same permutation, in batches of `batch_size // world_size`,
     so that the ranks' batches together are the single-process batches; an unshuffled
     one (the test split) gives each rank one contiguous part. `mean` and `std` are the
-    normalisation the images had (see `normalize`), for pictures of them; `classes` the
-    labels a model is trained on, in the order of its outputs.
+    normalisation the images had (see `normalize`), for pictures of them; `class_names`
+    the names of the labels 0, 1, ... (by default MNIST's digits); `classes` the labels a
+    model is trained on, in the order of its outputs (default: all).
 
     With `classes_per_batch` P and `images_per_class` K (both, and only with `shuffle`),
     the batches are PK batches instead, as for re-identification and the batch-hard
@@ -102,14 +236,17 @@ class TensorLoader:
     """
 
     def __init__(self, images, labels, batch_size, shuffle=False, generator=None, rank=0,
-                 world_size=1, mean=0.0, std=1.0, classes=tuple(range(10)),
-                 classes_per_batch=None, images_per_class=None):
+                 world_size=1, mean=0.0, std=1.0, classes=None,
+                 classes_per_batch=None, images_per_class=None,
+                 class_names=DATASETS["mnist"].class_names):
         self.images = images
         self.labels = labels
         self.mean, self.std = mean, std
+        self.class_names = list(class_names)
+        classes = range(len(class_names)) if classes is None else classes
         # label -> the model's output index of its class (-1: held out); `classes`: those
         # trained on.
-        self.class_of_label = label_to_class(classes, labels.device)
+        self.class_of_label = label_to_class(classes, labels.device, len(class_names))
         self.shuffle = shuffle
         self.generator = generator
         self.rank = rank
@@ -162,7 +299,7 @@ class TensorLoader:
         return p * k
 
     def _classes_in_order(self, labels):
-        """Per label (0 to 9): where its items start in `labels` sorted, and how many there
+        """Per label (0, 1, ...): where its items start in `labels` sorted, and how many there
         are (searchsorted rather than bincount: deterministic on every device)."""
         values = torch.arange(self.class_of_label.numel(), device=labels.device)
         ordered = labels.sort().values
@@ -276,6 +413,9 @@ def _flat_layout_root(dataset_dir, workdir, folder="MNIST"):
 def read_split(dataset_dir, train, limit=None, dataset="mnist"):
     """The uint8 images (N, 28, 28) and int64 labels (N,) of one split of `dataset` (a key
     of DATASETS), via torchvision."""
+    if DATASETS[dataset].class_names is None:
+        images, labels = read_folder_split(dataset_dir, train)
+        return images[:limit], labels[:limit]
     folder = DATASETS[dataset].folder
     with tempfile.TemporaryDirectory(prefix="mnist_") as workdir:
         try:
@@ -312,7 +452,7 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device=
     of DATASETS; the article's MNIST by default).
 
     The loaders yield normalised `(images, labels)` on `device`, the labels being class
-    indices 0-9 (for MNIST, the digits); the training one is shuffled every epoch from
+    indices 0, 1, ... (for MNIST, the digits); the training one is shuffled every epoch from
     `seed`. `max_*_samples` keep the first N images of a split. The classes in
     `holdout_classes` are left out of the training split (after the first N are taken)
     and out of `classes`, the indices of the classes a model is trained on, in order.
@@ -324,7 +464,8 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device=
     """
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    classes = tuple(index for index in range(10) if index not in holdout_classes)
+    names = class_names(dataset, dataset_dir=dataset_dir)
+    classes = tuple(index for index in range(len(names)) if index not in holdout_classes)
     loaders = []
     for train, limit, batch_size in ((True, max_train_samples, train_batch_size),
                                      (False, max_test_samples, test_batch_size)):
@@ -344,14 +485,15 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device=
                                     batch_size, shuffle=train,
                                     generator=generator if train else None, rank=rank,
                                     world_size=world_size, mean=mean, std=std, classes=classes,
-                                    **pk))
+                                    class_names=names, **pk))
     train_loader, test_loader = loaders
     return train_loader, test_loader, classes
 
 
-def label_to_class(classes, device):
+def label_to_class(classes, device, num_labels=10):
     """Lookup tensor: label (a digit, for MNIST) -> index of its class in the model's
-    outputs, -1 if held out; `classes` are the labels trained on, in order."""
-    lookup = torch.full((10,), -1, dtype=torch.long)
+    outputs, -1 if held out; `classes` are the labels trained on, in order, of the labels
+    0 to `num_labels` - 1."""
+    lookup = torch.full((num_labels,), -1, dtype=torch.long)
     lookup[torch.tensor(classes, dtype=torch.long)] = torch.arange(len(classes))
     return lookup.to(device)

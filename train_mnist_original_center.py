@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from center_loss import CenterLoss
 from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
-from mnist_loader import DATASETS, REPO_DIR, class_names, load_dataset
+from mnist_loader import DATASETS, REPO_DIR, load_dataset
 from mnist_net import Net
 from run_machinery import distributed
 from run_machinery.checkpointing import save_figure
@@ -47,13 +47,15 @@ def build_parser():
         formatter_class=cli.HelpFormatter)
     add = parser.add_argument
     add("--dataset", choices=DATASETS, default="mnist",
-        help="mnist (the article's), fashion-mnist (Zalando's clothes) or kmnist (Kuzushiji-MNIST, "
-             "cursive hiragana); each normalised with its own training split's mean and standard "
+        help="mnist (the article's), fashion-mnist (Zalando's clothes), kmnist (Kuzushiji-MNIST, "
+             "cursive hiragana) or folder (your own images in --dataset_dir, made 28x28 grayscale, "
+             "a class a folder); each normalised with its own training split's mean and standard "
              "deviation")
     add("--dataset_dir", default=str(REPO_DIR / "datasets"),
         help="folder with the dataset (downloaded there when missing): torchvision's layout "
              "(MNIST/raw/, FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain "
-             "or .gz")
+             "or .gz; for --dataset folder, DIR with DIR/train/CLASS/* and DIR/test/CLASS/* "
+             "(ImageFolder's layout), where the decoded images are cached (decoded_*.pt)")
     add("--out_dir", default=str(REPO_DIR / "outputs"),
         help="the run's folder: run.json, model/epoch_NNN.pth, visual/epoch_NNN.png, history.csv, "
              "training_state.pth")
@@ -123,9 +125,9 @@ def build_parser():
     add("--compile", action="store_true",
         help="torch.compile the network; the first epoch then includes the compile time")
     add("--holdout_classes", nargs="*", default=[], metavar="CLASS",
-        help="classes left out of training, to see where never-seen classes land: indices 0-9 "
-             "(the digits, for MNIST) or class names (e.g. --holdout_classes 8 9, or Shirt Bag); "
-             "default: none")
+        help="classes left out of training, to see where never-seen classes land: class names "
+             "(a folder dataset's: its class folders) or indices from 0 (e.g. --holdout_classes 8 "
+             "9, or Shirt Bag); default: none")
     add("--tensorboard", metavar="DIR", default=None,
         help="also log to TensorBoard in DIR (needs the tensorboard package); default: off")
     add("--img_show", action="store_true",
@@ -323,7 +325,7 @@ def main(argv=None):
             files.plot(visualize, feat, labels, epoch, files.paths.visual(epoch),
                        centers=center_loss.centers.detach().cpu(), test_feat=test_feat,
                        test_labels=test_labels, class_directions=head.class_directions(classes),
-                       unseen_classes=args.holdout_classes, class_names=class_names(args.dataset))
+                       unseen_classes=args.holdout_classes, class_names=train_loader.class_names)
             files.write_epoch(record, model, history)
             keeper.save(epoch, history)
             clock.lap("files")

@@ -12,7 +12,7 @@ import torch
 from . import distributed
 from .checkpointing import atomic_write, save_checkpoint
 from .errors import UserError
-from mnist_loader import DATASETS, class_names
+from mnist_loader import DATASETS
 from .plots import plot_curves, show_batch, write_feature_gif
 from .run_folder import RunLock, RunPaths, write_run_file
 
@@ -49,14 +49,14 @@ class EpochFiles:
                  else f" of {DATASETS[self.settings.dataset].title}")
               + f", epochs {first_epoch} to {self.settings.epochs}"
               + (f", classes {held_out} held out "
-                 f"({', '.join(class_names(self.settings.dataset, held_out))})"
+                 f"({', '.join(train_loader.class_names[label] for label in held_out)})"
                  if held_out else ""))
         if self.writes and self.settings.img_show:  # the article's look at its training images
             # The first images: a shuffled batch would draw from the training order.
             images = train_loader.images[:train_loader.batch_size].cpu()
             show_batch(train_loader.pixels(images), self.paths.train_batch, show=True)
         if self.writes:
-            write_run_file(self.paths, self.settings, classes, device, world_size,
+            write_run_file(self.paths, self.settings, classes, train_loader, device,
                            resumed=bool(self.settings.resume))
             if self.settings.tensorboard:
                 self.tensorboard = open_tensorboard(self.settings.tensorboard)
@@ -90,7 +90,7 @@ class EpochFiles:
             frames = write_run_end(self.paths, history, self.settings.holdout_classes,
                                    self.tensorboard, thumbnails,
                                    angular=self.settings.head != "softmax",
-                                   names=class_names(self.settings.dataset))
+                                   names=test_loader.class_names)
             print(f"Wrote {frames} frames of test features to {self.paths.gif}")
 
 

@@ -14,8 +14,8 @@ from .errors import UserError
 from margin_heads import Head
 from .metrics import embed, split_retrieval_metrics
 from .settings import parse_classes
-from mnist_loader import (TensorLoader, class_names, label_to_class, normalization, normalize,
-                          read_split)
+from mnist_loader import (REPO_DIR, TensorLoader, class_names, label_to_class, normalization,
+                          normalize, read_split)
 from mnist_net import Net
 from .plots import (draw_decision_regions, draw_directions, draw_directions_3d, draw_embedding,
                     draw_features)
@@ -78,53 +78,71 @@ def json_ready(metrics):
 @dataclass
 class CheckpointRun:
     """A checkpoint's model and what its run says about it: centres (or None), held-out
-    classes, the label of each class the model outputs, the head, the dataset, and the
-    run.json (or {})."""
+    classes, the label of each class the model outputs, the head, the dataset, its folder,
+    the names of its classes, the normalisation the run used (None: the dataset's, for runs
+    that did not record it), and the run.json (or {})."""
     model: Net
     centers: torch.Tensor
     holdout: list
     classes: list
     head: Head
     dataset: str
+    dataset_dir: str
+    class_names: list
+    normalization: tuple
     run: dict
 
-    @property
-    def class_names(self):
-        return class_names(self.dataset)
+    def test_split(self, device, limit=None, batch_size=1024):
+        """The test split of the run's dataset, normalised as the run's training was."""
+        return load_test_split(self.dataset_dir, device, limit, batch_size, self.dataset,
+                               self.normalization)
 
 
-def open_checkpoint(path, holdout=None, head=None, dataset=None):
+def open_checkpoint(path, holdout=None, head=None, dataset=None, dataset_dir=None):
     """The CheckpointRun of the checkpoint `path`. The held-out classes (indices or names),
-    the head and the dataset are the run's (from its run.json, else the training state),
-    unless given here."""
+    the head, the dataset and its folder are the run's (from its run.json, else the
+    training state), unless given here; so are the class names and the normalisation when
+    the dataset is the run's. UserError when a folder dataset's class folders are no longer
+    the run's."""
     model, centers, stored_holdout = read_checkpoint(path)
     run = find_run_file(path) or {}
     settings = run.get("settings") or {}
     # runs from before the datasets were MNIST's
-    dataset = dataset or settings.get("dataset", "mnist")
+    run_dataset = settings.get("dataset", "mnist")
+    dataset = dataset or run_dataset
+    dataset_dir = dataset_dir or run.get("dataset_dir") or str(REPO_DIR / "datasets")
+    names = class_names(dataset, dataset_dir=dataset_dir)  # a folder's, as it is now
+    recorded = run.get("class_names") if dataset == run_dataset else None
+    if recorded and recorded != names:
+        raise UserError(f"the class folders of {dataset_dir} ({', '.join(names)}) are not those "
+                        f"the checkpoint was trained on ({', '.join(recorded)})")
+    stats = (run["mean"], run["std"]) if dataset == run_dataset and "mean" in run else None
     holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
-    holdout = sorted(set(parse_classes(dataset, holdout or [])))
-    classes = [label for label in range(10) if label not in holdout]
+    holdout = sorted(set(parse_classes(dataset, holdout or [], names)))
+    classes = [label for label in range(len(names)) if label not in holdout]
     num_classes = model.ip2.weight.shape[0]
     if len(classes) != num_classes:
-        raise UserError(f"the checkpoint classifies {num_classes} digits, but {len(classes)} "
+        raise UserError(f"the checkpoint classifies {num_classes} classes, but {len(classes)} "
                         f"remain after holding out {holdout}; pass --holdout_classes with the "
-                        f"{10 - num_classes} classes held out in training")
+                        f"{len(names) - num_classes} classes held out in training")
     run_head = settings.get("head", "softmax")  # runs from before the heads had softmax
     head = head or run_head
     scale, margin = ((settings.get("scale"), settings.get("margin")) if head == run_head
                      else (None, None))
     return CheckpointRun(model, centers, holdout, classes,
-                         Head(head, model.ip2.weight, scale, margin), dataset, run)
+                         Head(head, model.ip2.weight, scale, margin), dataset, dataset_dir, names,
+                         stats, run)
 
 
-def load_test_split(dataset_dir, device, limit=None, batch_size=1024, dataset="mnist"):
-    """The test split of `dataset` in `dataset_dir`, normalised as in training, as a
-    TensorLoader on `device`."""
+def load_test_split(dataset_dir, device, limit=None, batch_size=1024, dataset="mnist",
+                    stats=None):
+    """The test split of `dataset` in `dataset_dir`, normalised as in training (by `stats`,
+    the (mean, std) the run recorded, else the dataset's), as a TensorLoader on `device`."""
     images, labels = read_split(dataset_dir, train=False, limit=limit, dataset=dataset)
-    mean, std = normalization(dataset, dataset_dir)
+    mean, std = stats or normalization(dataset, dataset_dir)
     return TensorLoader(normalize(images, device, mean, std), labels.to(device), batch_size,
-                        mean=mean, std=std)
+                        mean=mean, std=std, class_names=class_names(dataset,
+                                                                    dataset_dir=dataset_dir))
 
 
 def plot_evaluation(features, labels, head, classes, centers, unseen_classes, title, path,
@@ -138,7 +156,7 @@ def plot_evaluation(features, labels, head, classes, centers, unseen_classes, ti
     fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.35)
     ax = draw_embedding(fig, (1, panels, 1), features, labels, centers, unseen_classes, names)
     if width == 2:
-        draw_decision_regions(ax, head.decision_weight(), classes)
+        draw_decision_regions(ax, head.decision_weight(), classes, class_names=names)
     ax.set_title(title)
     if panels == 2:
         direction_ax = fig.add_subplot(1, 2, 2, projection="3d" if width == 3 else None)
@@ -153,7 +171,8 @@ def evaluate(model, head, test_loader, classes, unseen_classes, names=None):
     test features, and the per-class report as text, the classes named by `names`
     (default: their indices, MNIST's digits)."""
     features, log_probs, labels = embed(model, test_loader)
-    seen = label_to_class(classes, labels.device)[labels] >= 0
+    num_labels = len(test_loader.class_names)
+    seen = label_to_class(classes, labels.device, num_labels)[labels] >= 0
     predicted_labels = torch.tensor(classes, device=labels.device)[
         head.predict(features, log_probs)]
     true_seen, predicted_seen = labels[seen].cpu().numpy(), predicted_labels[seen].cpu().numpy()

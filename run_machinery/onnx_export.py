@@ -12,7 +12,6 @@ import torch
 
 from .checkpointing import atomic_write
 from .errors import UserError
-from mnist_loader import class_names
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("feature", "log_probs")
@@ -52,7 +51,7 @@ def model_metadata(checkpoint, mean, std):
     normalised by `mean` and `std`: the names of the classes of the log-probabilities' columns,
     in order, and the run's dataset, head, feature width and held-out classes; numbers and
     lists as JSON."""
-    names = class_names(checkpoint.dataset)
+    names = checkpoint.class_names
     return {"dataset": checkpoint.dataset,
             "mean": json.dumps(mean),
             "std": json.dumps(std),

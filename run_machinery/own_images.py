@@ -10,6 +10,9 @@ The preparation, after Pillow has read the picture in grayscale:
      KMNIST) 20x20, centred by its centre of mass in 28x28, MNIST's own recipe; for
      Fashion-MNIST 28x28, centred by its box, as that dataset trimmed and fitted its
      product photos (its sharpening is left out).
+A picture for a model of a folder dataset is made as that folder's training images were,
+by the same function (mnist_loader.folder_image: grayscale, resized to 28x28), and nothing
+else: such images need not be light ink on black.
 """
 import warnings
 
@@ -22,7 +25,8 @@ from mpl_toolkits.mplot3d import proj3d
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
-from .plots import DIGIT_COLORS, PrincipalPlane, as_numpy, draw_embedding, fit_cube
+from mnist_loader import folder_image
+from .plots import PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube
 
 MAX_PIXELS = 4096 * 4096  # larger pictures are refused before they are decoded
 SIDE = 28
@@ -69,6 +73,14 @@ def read_image(path):
         raise UserError(f"{path} is truncated or corrupt ({error})") from None
     except (SyntaxError, ValueError, EOFError) as error:  # Pillow's decoders raise these too
         raise UserError(f"{path} is truncated or corrupt ({error})") from None
+
+
+def own_picture(path, dataset):
+    """The picture at `path` as uint8 28 x 28 pixels for a model of `dataset`: a folder
+    dataset's made as its training images were, another's by the recipe above."""
+    if dataset == "folder":
+        return folder_image(path)
+    return prepare(read_image(path), dataset, path)
 
 
 def prepare(pixels, dataset="mnist", name="the picture"):
@@ -145,12 +157,13 @@ def own_images_figure(features, labels, image_features, pictures, image_labels, 
         # 3-D axes place annotations in their projected plane.
         anchors = np.stack(proj3d.proj_transform(*points.T, ax.get_proj())[:2], axis=1)
     leans = np.where(anchors[-1] >= anchors[:-1], 34, -34)  # offsets in points
+    colors = class_colors(class_names, labels)
     for anchor, lean, picture, label in zip(anchors[:-1], leans, as_numpy(pictures),
                                             as_numpy(image_labels)):
         thumbnail = OffsetImage(picture, zoom=1.2, cmap="gray", norm=Normalize(0, 255))
         ax.add_artist(AnnotationBbox(thumbnail, tuple(anchor), xybox=tuple(lean),
                                      boxcoords="offset points", pad=0.15, zorder=6,
-                                     bboxprops={"edgecolor": DIGIT_COLORS[label],
+                                     bboxprops={"edgecolor": colors[label],
                                                 "linewidth": 2},
                                      arrowprops={"arrowstyle": "-", "color": "black"}))
     ax.set_title(title)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.colors import ListedColormap
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
@@ -21,7 +22,7 @@ from torchvision.utils import make_grid, save_image
 
 from .checkpointing import atomic_write, save_figure
 
-# The article's ten colours, one per digit 0-9.
+# The article's ten colours, one per digit 0-9 (and per class of any ten-class dataset).
 DIGIT_COLORS = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff",
                 "#ff00ff", "#990000", "#999900", "#009900", "#009999")
 OUTLINE = withStroke(linewidth=3.5, foreground="black")  # keeps the yellow and cyan lines visible
@@ -31,10 +32,22 @@ def as_numpy(values):
     return torch.as_tensor(values).detach().cpu().numpy()
 
 
+def class_colors(class_names=None, labels=()):
+    """The colour of each class, by label: the article's ten for up to ten classes, else one
+    for each along the turbo colormap, evenly spaced. The classes are those `class_names`
+    names, or without names those of `labels` (at least MNIST's ten)."""
+    labels = as_numpy(labels)
+    count = (len(class_names) if class_names
+             else max(len(DIGIT_COLORS), int(labels.max()) + 1 if labels.size else 0))
+    if count <= len(DIGIT_COLORS):
+        return DIGIT_COLORS
+    return tuple(to_hex(color) for color in colormaps["turbo"](np.linspace(0, 1, count)))
+
+
 def classes_to_draw(feat, labels, unseen_classes, class_names):
-    """For each class present in `labels`, in the order of the article's colours: its points,
-    its colour, whether it is unseen (held out), and its legend entry."""
-    for label, color in enumerate(DIGIT_COLORS):
+    """For each class present in `labels`, in the order of its label: its points, its
+    colour, whether it is unseen (held out), and its legend entry."""
+    for label, color in enumerate(class_colors(class_names, labels)):
         points = feat[labels == label]
         if len(points):
             unseen = label in unseen_classes
@@ -78,12 +91,13 @@ def draw_directions(ax, feat, labels, class_directions, unseen_classes=(), class
     feat = as_numpy(feat)
     unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
     draw_features(ax, unit, labels, unseen_classes=unseen_classes, class_names=class_names)
+    colors = class_colors(class_names, [*class_directions, *as_numpy(labels)])
     for label, direction in class_directions.items():
         x, y = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
-        ax.plot([0, x], [0, y], "-", color=DIGIT_COLORS[label], linewidth=2, path_effects=[OUTLINE])
+        ax.plot([0, x], [0, y], "-", color=colors[label], linewidth=2, path_effects=[OUTLINE])
         ax.annotate(class_names[label] if class_names else str(label), (x, y),
                     ha="center", va="center", fontsize=9, fontweight="bold",
-                    color=DIGIT_COLORS[label], path_effects=[OUTLINE])
+                    color=colors[label], path_effects=[OUTLINE])
     ax.set_xlim(-1.4, 1.4)
     ax.set_ylim(-1.4, 1.4)  # the unit circle, and the class directions beyond it
     ax.set_aspect("equal", adjustable="box")
@@ -207,25 +221,28 @@ def draw_directions_3d(ax, feat, labels, class_directions, unseen_classes=(), cl
     feat = as_numpy(feat)
     unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
     draw_features_3d(ax, unit, labels, unseen_classes=unseen_classes, class_names=class_names)
+    colors = class_colors(class_names, [*class_directions, *as_numpy(labels)])
     for label, direction in class_directions.items():
         end = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
-        ax.plot(*zip((0, 0, 0), end), "-", color=DIGIT_COLORS[label], linewidth=2,
+        ax.plot(*zip((0, 0, 0), end), "-", color=colors[label], linewidth=2,
                 path_effects=[OUTLINE])
         ax.text(*end, class_names[label] if class_names else str(label), fontsize=9,
-                fontweight="bold", color=DIGIT_COLORS[label], path_effects=[OUTLINE])
+                fontweight="bold", color=colors[label], path_effects=[OUTLINE])
     for set_limits in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
         set_limits(-1.3, 1.3)  # the unit sphere, and the class directions beyond it
 
 
-def draw_decision_regions(ax, classifier_weight, classes, resolution=400):
+def draw_decision_regions(ax, classifier_weight, classes, resolution=400, class_names=None):
     """Shade the plane by the class that `ip2` (no bias) predicts there: wedges from the
-    origin, since the prediction argmax_k w_k . x depends on the direction of x alone."""
+    origin, since the prediction argmax_k w_k . x depends on the direction of x alone.
+    `classes`: the label of each row of the weight; `class_names`: all the classes' names."""
     ax.figure.canvas.draw()  # settle the data limits, including the equal-aspect adjustment
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     xs, ys = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
     grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
     predicted = (grid @ as_numpy(classifier_weight).T).argmax(1).reshape(xs.shape)
-    colors = ListedColormap([DIGIT_COLORS[label] for label in classes])
+    colors = class_colors(class_names, classes)
+    colors = ListedColormap([colors[label] for label in classes])
     ax.imshow(predicted, extent=(x0, x1, y0, y1), origin="lower", cmap=colors, alpha=0.18,
               vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest", zorder=0,
               aspect="auto")

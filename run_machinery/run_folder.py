@@ -1,7 +1,7 @@
 """A run's folder: where each of its files goes, and its settings file, run.json.
 
     OUT_DIR/run.json              the run described: settings, dataset, classes and their names,
-                                  versions, device, commit
+                                  normalisation, versions, device, commit
     OUT_DIR/model/epoch_NNN.pth   the model's state_dict after each epoch (--model_path_temp)
     OUT_DIR/visual/epoch_NNN.png  the 2-D features after each epoch (--vis_img_path_temp)
     OUT_DIR/history.csv           one row of metrics per epoch, and its curves, history.png
@@ -22,7 +22,6 @@ from matplotlib.figure import Figure
 
 from .checkpointing import atomic_write
 from .errors import UserError
-from mnist_loader import class_names
 from .training_state import TRAINING_STATE_NAME
 
 try:
@@ -176,9 +175,11 @@ def git_commit():
     return commit.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
 
 
-def write_run_file(paths, settings, classes, device, world_size, resumed=False):
-    """Write run.json: everything needed to evaluate or resume the run. A resumed run keeps
-    the start time and adds the time of this resume."""
+def write_run_file(paths, settings, classes, train_loader, device, resumed=False):
+    """Write run.json: everything needed to evaluate or resume the run, with the names of
+    the classes and the normalisation of `train_loader`'s images (a folder dataset's are
+    its own: the other commands read them here). A resumed run keeps the start time and
+    adds the time of this resume."""
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     previous = read_run_file(paths.out_dir) if resumed else None
     run = {
@@ -186,13 +187,15 @@ def write_run_file(paths, settings, classes, device, world_size, resumed=False):
         "dataset_dir": str(Path(settings.dataset_dir).resolve()),
         "dataset": settings.dataset,
         "classes": list(classes),
-        "class_names": class_names(settings.dataset),
+        "class_names": train_loader.class_names,
+        "mean": train_loader.mean,
+        "std": train_loader.std,
         "holdout_classes": list(settings.holdout_classes),
         "training_state": str(paths.training_state.resolve()),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "device": str(device),
-        "processes": world_size,
+        "processes": train_loader.world_size,
         "git_commit": git_commit(),
         "started": previous["started"] if previous else now,
         "resumed": (previous or {}).get("resumed", []) + ([now] if resumed else []),

@@ -10,7 +10,7 @@ from pathlib import Path
 from .devices import bf16_supported, pick_device
 from .errors import UserError
 from margin_heads import check_head_settings
-from mnist_loader import DATASETS
+from mnist_loader import DATASETS, class_names
 
 
 def check_settings(args):
@@ -18,7 +18,6 @@ def check_settings(args):
     for name in ("epochs", "batch_size", "step_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    check_triplet_settings(args)
     if args.feat_dim < 2:
         raise UserError(f"--feat_dim must be at least 2 (a feature to draw and to compare by "
                         f"direction), got {args.feat_dim}")
@@ -37,9 +36,12 @@ def check_settings(args):
     for name in ("max_train_samples", "max_test_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if len(set(parse_classes(args.dataset, args.holdout_classes))) > 8:  # indices or names
+    names = class_names(args.dataset, dataset_dir=args.dataset_dir)  # a folder's: listed now
+    held_out = set(parse_classes(args.dataset, args.holdout_classes, names))  # indices or names
+    if len(held_out) > len(names) - 2:
         raise UserError(f"--holdout_classes takes distinct classes and leaves at least two to "
-                        f"train on, got {args.holdout_classes}")
+                        f"train on (of {len(names)}), got {args.holdout_classes}")
+    check_triplet_settings(args, len(names) - len(held_out))
     check_head_settings(args.head, args.scale, args.margin)
     device = pick_device(args.device)  # one that the machine lacks stops here
     if args.amp and not bf16_supported(device):
@@ -48,15 +50,15 @@ def check_settings(args):
 
 
 
-def check_triplet_settings(args):
-    """PK batches and the triplet loss: both sizes or neither, the pairs the loss needs, and
-    the loss to learn the feature by when the head's is weighed 0. (K larger than a class,
-    or P x K not shared evenly by torchrun's processes, is found when the data is loaded.)"""
+def check_triplet_settings(args, trained):
+    """PK batches and the triplet loss, `trained` classes being trained: both sizes or
+    neither, the pairs the loss needs, and the loss to learn the feature by when the head's
+    is weighed 0. (K larger than a class, or P x K not shared evenly by torchrun's
+    processes, is found when the data is loaded.)"""
     pk = (args.classes_per_batch, args.images_per_class)
     if (pk[0] is None) != (pk[1] is None):
         raise UserError("--classes_per_batch and --images_per_class go together: give both "
                         f"(P classes x K images a batch) or neither, got P={pk[0]}, K={pk[1]}")
-    trained = 10 - len(set(parse_classes(args.dataset, args.holdout_classes)))
     if pk[0] is not None and not 1 <= pk[0] <= trained:
         raise UserError(f"--classes_per_batch must be from 1 to the {trained} classes trained, "
                         f"got {pk[0]}")
@@ -80,7 +82,9 @@ def settled(args):
     classes as sorted indices, the head's default scale and margin filled in, a dry run's
     one step, and absolute folders, so that run.json and --resume work from any folder."""
     scale, margin = check_head_settings(args.head, args.scale, args.margin)
-    changes = dict(holdout_classes=sorted(set(parse_classes(args.dataset, args.holdout_classes))),
+    names = class_names(args.dataset, dataset_dir=args.dataset_dir)
+    changes = dict(holdout_classes=sorted(set(parse_classes(args.dataset, args.holdout_classes,
+                                                            names))),
                    scale=scale, margin=margin, dataset_dir=str(Path(args.dataset_dir).resolve()),
                    out_dir=str(Path(args.out_dir).resolve()))
     if args.dry_run:  # one step of training and one test batch
@@ -92,19 +96,21 @@ def settled(args):
     return argparse.Namespace(**{**vars(args), **changes})
 
 
-def parse_classes(dataset, values):
-    """Class indices from `values`, each an index 0-9 or a class name of `dataset` (any
-    case); UserError for one that is neither."""
-    names = {name.lower(): index for index, name in enumerate(DATASETS[dataset].class_names)}
+def parse_classes(dataset, values, names=None):
+    """Class indices from `values`, each a class name of `dataset` (any case; `names`: its
+    names, needed for a folder dataset) or an index 0 to N-1 (a name wins: in a folder whose
+    class folders are 1, 2, 10, "2" is the folder 2); UserError for one that is neither."""
+    names = class_names(dataset) if names is None else names
+    by_name = {name.lower(): index for index, name in enumerate(names)}
     indices = []
     for value in values:
         text = str(value).strip()
-        if text.isdigit() and int(text) <= 9:
+        if text.lower() in by_name:
+            indices.append(by_name[text.lower()])
+        elif text.isdigit() and int(text) < len(names):
             indices.append(int(text))
-        elif text.lower() in names:
-            indices.append(names[text.lower()])
         else:
-            raise UserError(f"--holdout_classes: {value!r} is neither a class index 0-9 nor a "
-                            f"class of {DATASETS[dataset].title} "
-                            f"({', '.join(DATASETS[dataset].class_names)})")
+            raise UserError(f"--holdout_classes: {value!r} is neither a class index "
+                            f"0-{len(names) - 1} nor a class of {DATASETS[dataset].title} "
+                            f"({', '.join(names)})")
     return indices

@@ -1,5 +1,6 @@
 """Shared fixtures: small MNIST-format IDX files, written here and read back through
-torchvision's real MNIST class by the code under test; runs of the trainer on them."""
+torchvision's real MNIST class by the code under test, and small folders of PNG images in
+ImageFolder's layout; runs of the trainer on them."""
 import gzip
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
@@ -32,10 +34,11 @@ def write_idx(path, array, compress=False):
         f.write(header + array.tobytes())
 
 
-def synthetic_digits(count, seed):
-    """Images whose digit is easy to learn: a bright bar at a place set by the label."""
+def synthetic_digits(count, seed, num_classes=10):
+    """Images whose digit is easy to learn: a bright bar at a place set by the label (up to
+    12 classes)."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(count) % 10
+    labels = np.arange(count) % num_classes
     rng.shuffle(labels)
     images = rng.integers(0, 60, size=(count, 28, 28))
     for i, label in enumerate(labels):
@@ -56,6 +59,29 @@ def make_mnist(folder, train_count=300, test_count=100, layout="torchvision", co
         write_idx(raw / f"{prefix}-images-idx3-ubyte{suffix}", images, compress)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte{suffix}", labels, compress)
     return Path(folder)
+
+
+# More than ten: the pictures' colours and the class count are not MNIST's.
+FOLDER_CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay", "koi")
+
+
+def make_image_folder(folder, class_names=FOLDER_CLASSES, train_count=110, test_count=55):
+    """Write synthetic_digits as 28x28 grayscale PNGs in ImageFolder's layout,
+    folder/{train,test}/CLASS/NNNN.png (NNNN: the image's index in the split)."""
+    for split, count, seed in (("train", train_count, 0), ("test", test_count, 1)):
+        images, labels = synthetic_digits(count, seed, len(class_names))
+        for name in class_names:
+            (Path(folder) / split / name).mkdir(parents=True, exist_ok=True)
+        for index, (image, label) in enumerate(zip(images, labels)):
+            Image.fromarray(image).save(Path(folder) / split / class_names[label]
+                                        / f"{index:04d}.png")
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def image_folder_dir(tmp_path_factory):
+    """A small folder dataset of 11 classes (110 training, 55 test PNGs)."""
+    return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +153,15 @@ def fashion_run(fashion_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("fashion_run")
     trainer.main(trainer_flags(fashion_dir, out, "--epochs", 2, "--dataset", "fashion-mnist",
                                "--holdout_classes", "Shirt", "bag", "--max_train_samples", 128))
+    return out
+
+
+@pytest.fixture(scope="session")
+def folder_run(image_folder_dir, tmp_path_factory):
+    """A 2-epoch run on the image folder with koi and bee held out by name: its folder."""
+    out = tmp_path_factory.mktemp("folder_run")
+    trainer.main(trainer_flags(image_folder_dir, out, "--epochs", 2, "--dataset", "folder",
+                               "--holdout_classes", "koi", "Bee"))
     return out
 
 

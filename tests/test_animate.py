@@ -2,6 +2,7 @@ import pytest
 from PIL import Image
 
 import animate
+from conftest import FOLDER_CLASSES
 
 
 def test_remakes_the_gif_of_a_run(two_epoch_run, tmp_path):
@@ -27,3 +28,11 @@ def test_help_describes_the_gif(capsys):
         animate.main(["--help"])
     assert ("an animated GIF of the per-epoch test features."
             in " ".join(capsys.readouterr().out.split()))
+
+
+def test_a_folder_runs_gif_names_its_classes(folder_run, tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(animate, "write_feature_gif",
+                        lambda *args, class_names, **kwargs: drawn.update(names=class_names) or 2)
+    animate.main([str(folder_run / "test_features.pt"), "--out", str(tmp_path / "f.gif")])
+    assert drawn["names"] == list(FOLDER_CLASSES)

@@ -1,9 +1,11 @@
 import pytest
+import torch
 from PIL import Image
 
 import compare
 import train_mnist_original_center as trainer
 from conftest import trainer_flags
+from mnist_loader import TensorLoader
 
 
 def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
@@ -106,3 +108,30 @@ def test_help_describes_the_figure_and_the_table(capsys):
         compare.parse_args(["--help"])
     assert ("per run, and a Markdown table of their figures."
             in " ".join(capsys.readouterr().out.split()))
+
+
+def test_a_folder_run_compares_with_itself_and_not_with_mnist(folder_run, two_epoch_run,
+                                                             tmp_path, capsys):
+    results = compare.main([str(folder_run), str(folder_run), "--out", str(tmp_path / "c.png"),
+                            "--device", "cpu"])
+    assert [metrics["dataset"] for metrics in results] == ["folder", "folder"]
+    assert results[0]["map_at_r"] == results[1]["map_at_r"]
+    assert "unseen MAP@R" in capsys.readouterr().out
+    _, mnist_run = two_epoch_run
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(folder_run), str(mnist_run), "--out", str(tmp_path / "d.png")])
+    assert f"{mnist_run} was trained on MNIST, {folder_run} on the image folder" in stop.value.code
+
+
+def test_the_same_test_split_means_the_same_pixels_labels_and_names():
+    images = torch.rand(6, 1, 28, 28).mul(255).round().div(255)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    loader = TensorLoader(images, labels, 4, class_names=("a", "b", "c"))
+    # the same pixels, normalised otherwise
+    renormalised = TensorLoader((images - 0.2) / 0.3, labels, 4, mean=0.2, std=0.3,
+                                class_names=("a", "b", "c"))
+    assert compare.same_test_split(loader, renormalised)
+    for other in (TensorLoader(images.flip(0), labels, 4, class_names=("a", "b", "c")),
+                  TensorLoader(images, labels.flip(0), 4, class_names=("a", "b", "c")),
+                  TensorLoader(images, labels, 4, class_names=("a", "b", "d"))):
+        assert not compare.same_test_split(loader, other)

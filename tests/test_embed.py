@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import embed
-from conftest import REAL_MNIST_DIR
+from conftest import FOLDER_CLASSES, REAL_MNIST_DIR
 from mnist_loader import read_split
 from run_machinery.evaluation import load_test_split, open_checkpoint
 
@@ -147,3 +147,24 @@ def test_bad_flags_of_embed(two_epoch_run, tmp_path):
         with pytest.raises(SystemExit) as stop:
             embed.main([str(out / "model" / "epoch_002.pth"), "four.png", *flags])
         assert message in stop.value.code
+
+
+def test_a_folder_runs_picture_is_made_as_its_training_images_were(folder_run, image_folder_dir,
+                                                                   tmp_path):
+    checkpoint = str(folder_run / "model" / "epoch_002.pth")
+    # A test image of the folder, as it is: no negation, no cropping.
+    index = 40
+    test_images = read_split(image_folder_dir, train=False, dataset="folder")[0]
+    picture = write_png(test_images[index].numpy(), tmp_path / "own.png")
+    [result] = embed.main([checkpoint, picture, "--device", "cpu"])
+    loader = open_checkpoint(checkpoint).test_split("cpu")
+    model = open_checkpoint(checkpoint).model.eval()
+    with torch.no_grad():
+        expected = model(loader.images[index:index + 1])[0][0]
+    assert torch.equal(torch.tensor(result["feature"]), expected)
+    assert result["nearest"]["indices"][0] == index and result["class"] in FOLDER_CLASSES
+    # In colour and four times as large, it is made 28x28 grayscale as training makes them.
+    Image.open(picture).convert("RGB").resize((112, 112)).save(tmp_path / "large.png")
+    [large] = embed.main([checkpoint, str(tmp_path / "large.png"), "--device", "cpu",
+                          "--plot", str(tmp_path / "map.png")])
+    assert large["class"] in FOLDER_CLASSES and (tmp_path / "map.png").is_file()

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 import evaluate
+from conftest import FOLDER_CLASSES
 
 METRIC_KEYS = ("accuracy", "precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5",
                "rank_10", "mean_average_precision")
@@ -165,3 +166,19 @@ def test_ranking_picture(holdout_run, tmp_path):
     # One row per class (the held-out 8 and 9 first), the query and its ten nearest.
     assert width == int(1.1 * 11.4 * 80) and height == int((1.25 * 10 + 0.8) * 80)
     assert "unseen_rank_1" in metrics
+
+
+def test_a_folder_run_evaluates_by_its_run_file(folder_run, tmp_path, capsys, monkeypatch):
+    import mnist_loader
+    # its normalisation is the run's, from run.json: the training images are not read again
+    monkeypatch.setattr(mnist_loader, "normalization", None)
+    metrics = evaluate.main([str(folder_run / "model" / "epoch_002.pth"), "--json",
+                             str(tmp_path / "eval.json"), "--plot", str(tmp_path / "eval.png"),
+                             "--ranking", str(tmp_path / "ranking.png"), "--device", "cpu"])
+    stdout = capsys.readouterr().out
+    assert metrics["class_names"] == list(FOLDER_CLASSES) and metrics["holdout_classes"] == [1, 10]
+    assert metrics["dataset"] == "folder" and metrics["num_test_images"] == 55
+    assert set(metrics["per_class"]) == set(FOLDER_CLASSES) - {"bee", "koi"}
+    assert "55 test images of the image folder, classes [1, 10] (bee, koi) held out" in stdout
+    assert 0 <= metrics["unseen_map_at_r"] <= 1
+    assert (tmp_path / "eval.png").is_file() and (tmp_path / "ranking.png").is_file()

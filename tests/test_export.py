@@ -150,3 +150,15 @@ def test_a_file_that_differs_from_pytorch_is_deleted(two_epoch_run, tmp_path, mo
     message = stop_line([str(out / "model" / "epoch_002.pth"), "--onnx", str(target)])
     assert f"{target} not written" in message and "more than the 1e-04 allowed" in message
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary copy
+
+
+def test_a_folder_run_exports_with_its_class_names_and_normalisation(folder_run, tmp_path):
+    result = export.main([str(folder_run / "model" / "epoch_002.pth"), "--onnx",
+                          str(tmp_path / "folder.onnx"), "--check_images", "20"])
+    run = json.loads((folder_run / "run.json").read_text())
+    metadata = result["metadata"]
+    assert (json.loads(metadata["mean"]), json.loads(metadata["std"])) == (run["mean"], run["std"])
+    assert json.loads(metadata["class_names"]) == [run["class_names"][label]
+                                                   for label in run["classes"]]
+    assert json.loads(metadata["holdout_classes"]) == ["bee", "koi"]
+    assert metadata["dataset"] == "folder" and result["differences"]["feature"]["relative"] <= 1e-4

@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -5,8 +8,9 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from conftest import REPO_DIR, make_mnist
-from mnist_loader import DATASETS, DatasetError, class_names, load_dataset
+from conftest import FOLDER_CLASSES, REPO_DIR, make_image_folder, make_mnist
+from mnist_loader import (DATASETS, DatasetError, class_names, folder_image, load_dataset,
+                          read_split)
 
 REFERENCE = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
 
@@ -208,6 +212,7 @@ def test_holdout_removes_digits_from_the_training_split(mnist_dir):
 def test_digit_to_class_skips_the_held_out_digits():
     from mnist_loader import label_to_class
     assert label_to_class((0, 1, 3), "cpu").tolist() == [0, 1, -1, 2, -1, -1, -1, -1, -1, -1]
+    assert label_to_class((0, 2), "cpu", num_labels=3).tolist() == [0, -1, 1]
 
 
 def test_moving_a_loader_leaves_the_original_as_it_was(mnist_dir):
@@ -350,3 +355,102 @@ def test_a_pk_loader_moved_to_cuda_draws_as_one_made_there(mnist_dir):
     for (images, labels), (expected_images, expected_labels) in zip(moved, made_there, strict=True):
         assert images.device.type == "cuda"
         assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+# Folder datasets: DIR/train/CLASS/* and DIR/test/CLASS/*.
+
+def png_pixels(path):
+    with Image.open(path) as image:
+        return torch.from_numpy(np.array(image))
+
+
+def test_a_folder_loads_class_by_class_in_imagefolders_order(image_folder_dir):
+    from torchvision.datasets import ImageFolder
+    train_loader, test_loader, classes = load_dataset(image_folder_dir, 32, dataset="folder",
+                                                      holdout_classes=[10])
+    assert class_names("folder", dataset_dir=image_folder_dir) == list(FOLDER_CLASSES)
+    assert classes == tuple(range(10)) and train_loader.class_names == list(FOLDER_CLASSES)
+    assert train_loader.class_of_label.tolist() == [*range(10), -1]
+    for loader, split, count in ((train_loader, "train", 100), (test_loader, "test", 55)):
+        reference = ImageFolder(image_folder_dir / split)  # its samples: paths and labels
+        samples = [(path, label) for path, label in reference.samples
+                   if split == "test" or label != 10]  # koi held out of training
+        assert loader.labels.tolist() == [label for _, label in samples]
+        assert loader.labels.size(0) == count
+        pixels = torch.stack([png_pixels(path) for path, _ in samples])
+        assert torch.allclose(loader.pixels(loader.images[:, 0]), pixels / 255, atol=1e-6)
+    # normalised by the whole training split's own mean and std, rounded to 4 places
+    everything = torch.stack([png_pixels(path) for path, _ in
+                              ImageFolder(image_folder_dir / "train").samples]).double() / 255
+    assert (train_loader.mean, train_loader.std) == (round(everything.mean().item(), 4),
+                                                     round(everything.std().item(), 4))
+    assert (test_loader.mean, test_loader.std) == (train_loader.mean, train_loader.std)
+
+
+def test_a_folder_image_is_made_28x28_grayscale(tmp_path):
+    rng = np.random.default_rng(0)
+    colour = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))  # 56 wide
+    colour.save(tmp_path / "colour.png")
+    expected = colour.convert("L").resize((28, 28), Image.Resampling.BILINEAR)
+    assert np.array_equal(folder_image(tmp_path / "colour.png"), np.asarray(expected))
+    deep = np.zeros((28, 28), dtype=np.uint16)
+    deep[0, :3] = [0, 257 * 100, 65535]
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit grey
+    assert folder_image(tmp_path / "deep.png")[0, :3].tolist() == [0, 100, 255]
+    gray = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    assert np.array_equal(folder_image(tmp_path / "gray.png"), gray)  # as it is
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda d: shutil.rmtree(d / "train"), "it has no train/ folder"),
+    (lambda d: shutil.rmtree(d / "test"), "it has no test/ folder"),
+    (lambda d: [shutil.rmtree(path) for path in (d / "train").iterdir()],
+     "train/ holds no class folder"),
+    (lambda d: [shutil.rmtree(d / split / "bee") for split in ("train", "test")],
+     "train/ holds 1 class folder (ant); a classifier needs at least two"),
+    (lambda d: (d / "test" / "cow").mkdir(),
+     "the class folder(s) cow of test/ have none in train/"),
+    (lambda d: shutil.rmtree(d / "test" / "bee"),
+     "the class folder(s) bee of train/ have none in test/"),
+    (lambda d: [path.unlink() for path in (d / "train" / "bee").iterdir()],
+     "train/ has a class folder without an image file (Found no valid file for the classes bee"),
+])
+def test_a_broken_folder_is_named_in_one_line(tmp_path, damage, fragment):
+    make_image_folder(tmp_path, ("ant", "bee"), 8, 4)
+    damage(tmp_path)
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tmp_path, dataset="folder")
+    message = str(error.value)
+    assert message.startswith(f"the image folder {tmp_path} could not be loaded: ")
+    assert fragment in message and "\n" not in message
+
+
+def test_an_unreadable_image_is_named(tmp_path):
+    make_image_folder(tmp_path, ("ant", "bee"), 8, 4)
+    broken = tmp_path / "test" / "bee" / "0001.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # cut short
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tmp_path, dataset="folder")
+    assert str(error.value).startswith(f"{broken} is not an image Pillow can read (")
+    assert "\n" not in str(error.value)
+
+
+def test_a_folder_is_decoded_once_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    import mnist_loader
+    make_image_folder(tmp_path, ("ant", "bee"), 8, 4)
+    images, labels = read_split(tmp_path, True, dataset="folder")
+    assert (tmp_path / "decoded_train.pt").is_file()
+    decoded = []
+    monkeypatch.setattr(mnist_loader, "folder_image",
+                        lambda path: decoded.append(path) or folder_image(path))
+    cached = read_split(tmp_path, True, dataset="folder")
+    assert not decoded and torch.equal(cached[0], images) and torch.equal(cached[1], labels)
+    changed = sorted((tmp_path / "train" / "bee").iterdir())[0]
+    Image.fromarray(np.full((28, 28), 7, dtype=np.uint8)).save(changed)
+    os.utime(changed, ns=(1, 1))  # a new mtime (and size), whatever the clock's resolution
+    images, _ = read_split(tmp_path, True, dataset="folder")
+    assert len(decoded) == 8 and (images[4] == 7).all()  # after the 4 ants, bee's first
+    (tmp_path / "decoded_train.pt").write_bytes(b"cut")  # a broken cache is decoded anew
+    assert torch.equal(read_split(tmp_path, True, dataset="folder")[0], images)
+    assert len(decoded) == 16 and not list(tmp_path.glob(".decoded_*"))  # no temporary left

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from margin_heads import Head
+from mnist_loader import class_names
 from mnist_net import Net
 from run_machinery.errors import UserError
 from run_machinery.evaluation import CheckpointRun
@@ -39,7 +40,8 @@ def test_the_metadata_names_each_column_of_the_log_probabilities():
     # Fashion-MNIST with Shirt (6) and Bag (8) held out: eight columns, 3-D features.
     model = Net(num_classes=8, feat_dim=3)
     checkpoint = CheckpointRun(model, None, [6, 8], [0, 1, 2, 3, 4, 5, 7, 9],
-                               Head("arcface", model.ip2.weight), "fashion-mnist", {})
+                               Head("arcface", model.ip2.weight), "fashion-mnist", "data",
+                               class_names("fashion-mnist"), (0.286, 0.353), {})
     metadata = model_metadata(checkpoint, 0.286, 0.353)
     assert metadata == {
         "dataset": "fashion-mnist", "mean": "0.286", "std": "0.353",

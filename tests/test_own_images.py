@@ -4,10 +4,11 @@ import torch
 from matplotlib.offsetbox import AnnotationBbox
 from PIL import Image, ImageDraw
 
+from mnist_loader import folder_image
 from run_machinery.checkpointing import save_figure
 from run_machinery.errors import UserError
-from run_machinery.own_images import (MAX_PIXELS, nearest, own_images_figure, prepare,
-                                      read_image)
+from run_machinery.own_images import (MAX_PIXELS, nearest, own_images_figure, own_picture,
+                                      prepare, read_image)
 from run_machinery.plots import PrincipalPlane
 
 
@@ -100,6 +101,17 @@ def test_an_enormous_picture_is_refused_before_it_is_decoded(tmp_path):
     with pytest.raises(UserError, match=f"huge.png is 4097x4096 pixels, more than the "
                                         f"{MAX_PIXELS:,}"):
         read_image(tmp_path / "huge.png")
+
+
+def test_a_folder_datasets_picture_is_made_as_its_training_images_were(tmp_path):
+    dark_on_white = np.full((40, 60), 255, dtype=np.uint8)
+    dark_on_white[10:30, 20:25] = 0
+    Image.fromarray(dark_on_white).save(tmp_path / "mark.png")
+    made = own_picture(tmp_path / "mark.png", "folder")
+    # not negated nor cropped: only resized to 28x28, as mnist_loader makes a folder's images
+    assert np.array_equal(made, folder_image(tmp_path / "mark.png")) and made[0, 0] == 255
+    assert np.array_equal(own_picture(tmp_path / "mark.png", "mnist"),
+                          prepare(dark_on_white, "mnist"))
 
 
 def test_nearest_ranks_by_distance_ties_in_gallery_order():

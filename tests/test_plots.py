@@ -6,9 +6,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_loader import load_dataset
-from run_machinery.plots import (DIGIT_COLORS, draw_decision_regions, draw_directions,
-                                 draw_features, epoch_figure, plot_curves, PrincipalPlane,
-                                 show_batch, write_feature_gif)
+from run_machinery.plots import (DIGIT_COLORS, class_colors, draw_decision_regions,
+                                 draw_directions, draw_features, epoch_figure, plot_curves,
+                                 PrincipalPlane, show_batch, write_feature_gif)
 
 
 def test_axes_hold_every_point_and_centre():
@@ -132,3 +132,21 @@ def test_wider_features_are_drawn_in_3d_or_on_their_principal_axes(width, tmp_pa
     frames = write_feature_gif(torch.stack([feat, feat * 2]), labels, tmp_path / "f.gif", [9],
                                angular=True)
     assert frames == 2
+
+
+def test_more_than_ten_classes_each_get_a_colour_of_their_own():
+    names = [f"class {label}" for label in range(13)]
+    ax = Figure().add_subplot()
+    draw_features(ax, torch.randn(26, 2), torch.arange(26) % 13, class_names=names)
+    legend = ax.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == names
+    colours = [matplotlib.colors.to_hex(handle.get_color()) for handle in legend.legend_handles]
+    assert len(set(colours)) == 13 and colours == list(class_colors(names))
+    assert class_colors(names[:10]) == class_colors() == DIGIT_COLORS  # ten: the article's
+    # without names, the labels tell how many classes there are
+    assert class_colors(labels=torch.tensor([0, 12])) == class_colors(names)
+    ax = Figure().add_subplot()
+    ax.plot([-1, 1], [-1, 1])
+    draw_decision_regions(ax, torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), [11, 12], resolution=20,
+                          class_names=names)
+    assert ax.get_images()[0].get_cmap().colors == list(class_colors(names)[11:])

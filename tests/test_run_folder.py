@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mnist_loader import TensorLoader
 from run_machinery.errors import UserError
 from run_machinery.run_folder import RunPaths, find_run_file, read_run_file, write_run_file
 
@@ -45,15 +46,19 @@ def test_bad_templates(tmp_path, template, message):
 
 def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
     paths = RunPaths.from_settings(settings(tmp_path))
-    write_run_file(paths, settings(tmp_path), tuple(range(8)), torch.device("cpu"), 1)
+    loader = TensorLoader(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), 1,
+                          mean=0.25, std=0.5, class_names=("ant", "bee", "cat"))
+    write_run_file(paths, settings(tmp_path), tuple(range(8)), loader, torch.device("cpu"))
     run = read_run_file(paths.out_dir)
     assert (run["settings"]["epochs"] == 3 and run["holdout_classes"] == [8, 9]
             and run["classes"] == list(range(8)))
-    assert run["dataset"] == "mnist" and run["class_names"] == [str(label) for label in range(10)]
+    # the loader's names and normalisation, which a folder dataset's own images decide
+    assert run["dataset"] == "mnist" and run["class_names"] == ["ant", "bee", "cat"]
+    assert (run["mean"], run["std"], run["processes"]) == (0.25, 0.5, 1)
     assert run["torch"] == torch.__version__ and run["device"] == "cpu" and run["resumed"] == []
     assert run["dataset_dir"] == str((tmp_path / "data").resolve())
     assert run["git_commit"] is None or len(run["git_commit"].split("+")[0]) == 40
-    write_run_file(paths, settings(tmp_path, epochs=5), ("0", "1"), torch.device("cpu"), 1,
+    write_run_file(paths, settings(tmp_path, epochs=5), (0, 1), loader, torch.device("cpu"),
                    resumed=True)
     again = read_run_file(paths.out_dir)
     assert (again["started"] == run["started"] and len(again["resumed"]) == 1

@@ -62,6 +62,37 @@ def test_classes_by_index_or_name():
             parse_classes(dataset, [value])
 
 
+def test_a_folders_classes_by_name_first_then_index():
+    names = ["1", "10", "2", "Cat"]  # ImageFolder's order: sorted as strings
+    assert parse_classes("folder", ["2", "cat", "10", 3, "0"], names) == [2, 3, 1, 3, 0]
+    with pytest.raises(UserError) as error:
+        parse_classes("folder", ["4"], names)
+    assert str(error.value) == ("--holdout_classes: '4' is neither a class index 0-3 nor a class "
+                                "of the image folder (1, 10, 2, Cat)")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--holdout_classes", "owl"],
+     "'owl' is neither a class index 0-10 nor a class of the image folder (ant, bee, cat, dog, "
+     "eel, fox, gnu, hen, ibis, jay, koi)"),
+    (["--holdout_classes", *"0123456789"], "leaves at least two to train on (of 11)"),
+    (["--classes_per_batch", "10", "--images_per_class", "2", "--holdout_classes", "koi", "0"],
+     "--classes_per_batch must be from 1 to the 9 classes trained, got 10"),
+])
+def test_a_folders_class_count_bounds_the_settings(flags, message, image_folder_dir, tmp_path):
+    text = stop_message(trainer_flags(image_folder_dir, tmp_path, "--dataset", "folder", *flags))
+    assert message in text and "\n" not in text
+
+
+def test_a_missing_folder_stops_before_anything_is_written(tmp_path):
+    text = stop_message(trainer_flags(tmp_path / "nothing", tmp_path / "out",
+                                      "--dataset", "folder"))
+    assert text == (f"error: the image folder {tmp_path / 'nothing'} could not be loaded: it has "
+                    "no train/ folder. Expected DIR/train/CLASS/* and DIR/test/CLASS/* "
+                    "(torchvision's ImageFolder layout) with the same class folders")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--feat_dim", "1"], "--feat_dim must be at least 2"),
     (["--classes_per_batch", "4"], "--classes_per_batch and --images_per_class go together"),
