@@ -22,14 +22,12 @@ if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends 
 import numpy as np
 import torch
 
-from margin_heads import cosines
-from mnist_loader import DATASETS, REPO_DIR, normalize
+from mnist_loader import DATASETS, REPO_DIR
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
 from run_machinery.evaluation import open_checkpoint
-from run_machinery.metrics import embed
-from run_machinery.own_images import MAX_PIXELS, nearest, own_images_figure, own_picture
+from run_machinery.own_images import MAX_PIXELS, PictureIndex, own_images_figure, own_picture
 from run_machinery.run_folder import check_image_format
 
 
@@ -87,43 +85,22 @@ def main(argv=None):
                             f"to say its dataset; pass --dataset (and --dataset_dir)")
         pictures = torch.from_numpy(np.stack([own_picture(path, checkpoint.dataset)
                                               for path in args.images]))
-        device = pick_device(args.device)
-        test_loader = checkpoint.test_split(
-            device, checkpoint.run.get("settings", {}).get("max_test_samples"))
-        model = checkpoint.model.to(device).eval()
-        head, names = checkpoint.head, checkpoint.class_names
-        gallery, _, labels = embed(model, test_loader)
-        gallery_labels = labels.tolist()
-        with torch.no_grad():
-            features, log_probs = model(normalize(pictures, device, test_loader.mean,
-                                                  test_loader.std))
-        outputs = head.predict(features, log_probs)
-        scores = (cosines(features, head.weight) if head.angular
-                  else log_probs.exp()).gather(1, outputs.unsqueeze(1)).squeeze(1)
-        predicted = torch.tensor(checkpoint.classes, device=device)[outputs]
-        distances, found = nearest(head.retrieval_features(gallery),
-                                   head.retrieval_features(features), args.k)
-        results = [{"image": str(path), "class": names[label], "class_index": label,
-                    "score": score, "feature": feature,
-                    "nearest": {"indices": indices,
-                                "classes": [names[gallery_labels[index]] for index in indices],
-                                "distances": distance}}
-                   for path, label, score, feature, indices, distance in zip(
-                       args.images, predicted.tolist(), scores.tolist(), features.tolist(),
-                       found.tolist(), distances.tolist())]
-        score_name = "cosine" if head.angular else "probability"
+        index = PictureIndex(checkpoint, pick_device(args.device),
+                             checkpoint.run.get("settings", {}).get("max_test_samples"))
+        features, predicted, placed = index.place(pictures, args.k)
+        results = [{"image": str(path), **result} for path, result in zip(args.images, placed)]
         for result in results:
-            print(f"{result['image']}: {result['class']} ({score_name} {result['score']:.4f}); "
-                  f"nearest {len(result['nearest']['indices'])} test images: "
-                  f"{', '.join(result['nearest']['classes'])}")
+            print(f"{result['image']}: {index.describe(result)}")
         if args.json:
             atomic_write(args.json, json.dumps(results, indent=2, allow_nan=False).encode())
             print(f"Wrote {args.json}")
         if args.plot:
-            save_figure(own_images_figure(gallery, labels, features, pictures, predicted,
+            save_figure(own_images_figure(index.gallery, index.labels, features, pictures,
+                                          predicted,
                                           f"{Path(args.checkpoint).name}: test features and "
                                           f"{len(results)} picture(s) of your own (stars)",
-                                          checkpoint.centers, checkpoint.holdout, names),
+                                          checkpoint.centers, checkpoint.holdout,
+                                          checkpoint.class_names),
                         args.plot)
             print(f"Wrote {args.plot}")
         return results

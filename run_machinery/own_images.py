@@ -24,8 +24,10 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from mpl_toolkits.mplot3d import proj3d
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from margin_heads import cosines
+from mnist_loader import folder_image, normalize
 from .errors import UserError
-from mnist_loader import folder_image
+from .metrics import embed
 from .plots import PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube
 
 MAX_PIXELS = 4096 * 4096  # larger pictures are refused before they are decoded
@@ -56,12 +58,7 @@ def read_image(path):
                                     f"{MAX_PIXELS:,} (4096x4096) this command reads")
                 image.load()
                 image = ImageOps.exif_transpose(image)
-        if image.mode.startswith("I;16"):  # 16-bit grey, which Pillow's "L" would clip
-            return (np.asarray(image) / 257).round().astype(np.uint8)
-        if "A" in image.getbands() or "transparency" in image.info:
-            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"),
-                                          image.convert("RGBA"))
-        return np.asarray(image.convert("L"))
+        return grayscale(image)
     except UnidentifiedImageError:
         raise UserError(f"{path} is not a picture Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -73,6 +70,17 @@ def read_image(path):
         raise UserError(f"{path} is truncated or corrupt ({error})") from None
     except (SyntaxError, ValueError, EOFError) as error:  # Pillow's decoders raise these too
         raise UserError(f"{path} is truncated or corrupt ({error})") from None
+
+
+def grayscale(image):
+    """The Pillow `image` as uint8 grayscale pixels (H, W), any transparency shown over
+    white (as a drawing on a transparent canvas is seen)."""
+    if image.mode.startswith("I;16"):  # 16-bit grey, which Pillow's "L" would clip
+        return (np.asarray(image) / 257).round().astype(np.uint8)
+    if "A" in image.getbands() or "transparency" in image.info:
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"),
+                                      image.convert("RGBA"))
+    return np.asarray(image.convert("L"))
 
 
 def own_picture(path, dataset):
@@ -126,6 +134,60 @@ def nearest(gallery, queries, k):
                             compute_mode="donot_use_mm_for_euclid_dist")
     order = distances.argsort(dim=1, stable=True)[:, :k]
     return distances.gather(1, order), order
+
+
+class PictureIndex:
+    """A checkpoint's model (a CheckpointRun) with the test split of its run embedded once,
+    on `device` (`limit`: its first images only): `place` gives pictures of one's own their
+    predicted class, score and nearest test images. The score is the class's probability,
+    or its cosine for an angular head (`score_name` says which)."""
+
+    def __init__(self, checkpoint, device, limit=None):
+        self.checkpoint = checkpoint
+        self.test_split = checkpoint.test_split(device, limit)
+        self.model = checkpoint.model.to(device).eval()
+        self.gallery, _, labels = embed(self.model, self.test_split)
+        self.labels = labels.cpu()
+        self.score_name = "cosine" if checkpoint.head.angular else "probability"
+
+    def place(self, pictures, k):
+        """For `pictures` (uint8, N x 28 x 28, as `own_picture` makes them): their features
+        (N, D), predicted labels (N,) and one dict each: class (name), class_index, score,
+        feature, and the `k` nearest test images (indices, classes, distances)."""
+        split, head, names = self.test_split, self.checkpoint.head, self.checkpoint.class_names
+        with torch.no_grad():
+            features, log_probs = self.model(normalize(torch.as_tensor(pictures),
+                                                       split.images.device, split.mean,
+                                                       split.std))
+        outputs = head.predict(features, log_probs)
+        scores = (cosines(features, head.weight) if head.angular
+                  else log_probs.exp()).gather(1, outputs.unsqueeze(1)).squeeze(1)
+        predicted = torch.tensor(self.checkpoint.classes, device=features.device)[outputs]
+        distances, found = nearest(head.retrieval_features(self.gallery),
+                                   head.retrieval_features(features), k)
+        gallery_labels = self.labels.tolist()
+        placed = [{"class": names[label], "class_index": label, "score": score,
+                   "feature": feature,
+                   "nearest": {"indices": indices,
+                               "classes": [names[gallery_labels[index]] for index in indices],
+                               "distances": distance}}
+                  for label, score, feature, indices, distance in zip(
+                      predicted.tolist(), scores.tolist(), features.tolist(), found.tolist(),
+                      distances.tolist())]
+        return features, predicted, placed
+
+    def describe(self, placed):
+        """One line for a placed picture: its class, score and its neighbours' classes."""
+        return (f"{placed['class']} ({self.score_name} {placed['score']:.4f}); nearest "
+                f"{len(placed['nearest']['indices'])} test images: "
+                f"{', '.join(placed['nearest']['classes'])}")
+
+    def test_pictures(self, indices):
+        """The test images at `indices` as uint8 pixels (len(indices), 28, 28), as stored."""
+        split = self.test_split
+        images = split.images[torch.as_tensor(indices, device=split.images.device)]
+        return (images[:, 0].float().cpu() * split.std + split.mean).mul(255).round().clamp(
+            0, 255).to(torch.uint8).numpy()
 
 
 def own_images_figure(features, labels, image_features, pictures, image_labels, title,
