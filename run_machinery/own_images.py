@@ -18,11 +18,12 @@ import warnings
 
 import numpy as np
 import torch
-from matplotlib.colors import Normalize
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from mpl_toolkits.mplot3d import proj3d
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from margin_heads import cosines
 from mnist_loader import folder_image, normalize
@@ -212,12 +213,10 @@ def own_images_figure(features, labels, image_features, pictures, image_labels, 
     # over the thumbnails: one picture's may fall on another's star
     ax.plot(*points[:-1].T, "*", color="black", markeredgecolor="white", markersize=18,
             linestyle="", zorder=7)
-    anchors = points
     if width == 3:
         shown = np.concatenate([as_numpy(features), points])
         fit_cube(ax, shown.min(0), shown.max(0))
-        # 3-D axes place annotations in their projected plane.
-        anchors = np.stack(proj3d.proj_transform(*points.T, ax.get_proj())[:2], axis=1)
+    anchors = flat_points(ax, points)
     leans = np.where(anchors[-1] >= anchors[:-1], 34, -34)  # offsets in points
     colors = class_colors(class_names, labels)
     for anchor, lean, picture, label in zip(anchors[:-1], leans, as_numpy(pictures),
@@ -230,3 +229,66 @@ def own_images_figure(features, labels, image_features, pictures, image_labels, 
                                      arrowprops={"arrowstyle": "-", "color": "black"}))
     ax.set_title(title)
     return fig
+
+
+def flat_points(ax, points):
+    """`points` (N, 2 or 3) in the data space of `ax` as 2-D data coordinates of its drawing
+    plane: as they are on 2-D axes, projected as they are drawn on 3-D axes (where
+    annotations are placed)."""
+    if points.shape[1] == 3:
+        return np.stack(proj3d.proj_transform(*points.T, ax.get_proj())[:2], axis=1)
+    return points
+
+
+class FeatureMap:
+    """The test `features` drawn once as evaluate.py's --plot draws them (`draw_embedding`),
+    kept as an RGB picture; `with_stars` adds stars at other features without drawing the
+    test features again, so that it takes milliseconds."""
+
+    def __init__(self, features, labels, title, centers=None, unseen_classes=(),
+                 class_names=None):
+        fig = Figure(figsize=(8, 7), dpi=100)
+        fig.subplots_adjust(left=0.1, right=0.8)
+        self.ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, unseen_classes,
+                                 class_names)
+        self.ax.set_title(title)
+        self.plane = PrincipalPlane(features) if features.shape[1] > 3 else None
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()  # fixes the axes' limits and projection
+        self.picture = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+    def pixels(self, features):
+        """Where `features` (N, D) fall on the picture: (N, 2) pixel columns and rows,
+        kept inside the axes (a feature beyond them is shown at their edge)."""
+        points = self.plane.points(features) if self.plane else features.detach().float().cpu()
+        display = self.ax.transData.transform(flat_points(self.ax, as_numpy(points)))
+        box = self.ax.bbox
+        display = display.clip((box.x0, box.y0), (box.x1, box.y1))
+        return np.stack([display[:, 0], self.picture.shape[0] - display[:, 1]], axis=1)
+
+    def with_stars(self, features, radius=14):
+        """The picture with a black, white-edged five-pointed star at each of `features`."""
+        image = Image.fromarray(self.picture)
+        draw = ImageDraw.Draw(image)
+        angles = np.pi / 2 + np.arange(10) * np.pi / 5  # the tips and the notches between
+        reach = np.where(np.arange(10) % 2 == 0, radius, radius * 0.45)
+        for x, y in self.pixels(features):
+            corners = np.stack([x + reach * np.cos(angles), y - reach * np.sin(angles)], 1)
+            draw.polygon([tuple(corner) for corner in corners], fill="black", outline="white",
+                         width=2)
+        return np.asarray(image)
+
+
+def picture_grid(pictures, labels, class_names=None, columns=3, zoom=3, frame=3):
+    """`pictures` (uint8, N x 28 x 28) in rows of `columns`, each enlarged `zoom` times and
+    framed in the colour of its class (`labels`), as one RGB picture (black where a row
+    has fewer)."""
+    colors = class_colors(class_names, labels)
+    side = 28 * zoom + 2 * frame
+    grid = np.zeros((-(-len(pictures) // columns) * side, columns * side, 3), dtype=np.uint8)
+    for place, (picture, label) in enumerate(zip(pictures, as_numpy(labels))):
+        top, left = place // columns * side, place % columns * side
+        grid[top:top + side, left:left + side] = np.array(to_rgb(colors[label])) * 255
+        enlarged = np.repeat(np.repeat(picture, zoom, 0), zoom, 1)
+        grid[top + frame:top + side - frame, left + frame:left + side - frame] = enlarged[..., None]
+    return grid

@@ -1,0 +1,178 @@
+"""Draw a digit, watch it land: a local web page (Gradio) for a checkpoint of the trainer.
+
+Draw on the sketchpad (or upload a picture, of any dataset the run was trained on); at every
+stroke the page shows the predicted class with its probability (its cosine, for an angular
+head), the map of the run's test features with your picture as a large star, and your
+picture as the network sees it (28x28) beside its nearest test images. The picture is
+prepared by embed.py's function (run_machinery/own_images.py): light ink on black, fitted
+and centred as the dataset's images were.
+
+    python3 -m pip install -r requirements-demo.txt   # Gradio, kept out of the main install
+    python3 demo.py outputs/model/epoch_100.pth       # then open the address it prints
+"""
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from run_machinery import cli
+
+if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
+    cli.exit_on_signals("before the demo started; nothing was written")
+
+import numpy as np
+
+from run_machinery.devices import pick_device
+from run_machinery.errors import UserError
+from run_machinery.evaluation import open_checkpoint
+from run_machinery.own_images import FeatureMap, PictureIndex, own_picture, picture_grid
+
+REQUIREMENTS = "requirements-demo.txt"
+# Gradio's sketchpad starts with no tool chosen: choose the brush once the page is built.
+SELECT_BRUSH = """() => {
+    const choose = () => {
+        const brush = document.querySelector('#sketch button[aria-label="Brush"]');
+        brush ? brush.click() : setTimeout(choose, 100);
+    };
+    choose();
+}"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="A local web page to draw a digit (or upload a picture) and see where a "
+                    "trained checkpoint places it: its class, its star on the map of the test "
+                    f"features, its nearest test images. Needs Gradio: python3 -m pip install "
+                    f"-r {REQUIREMENTS}",
+        formatter_class=cli.HelpFormatter)
+    parser.add_argument("checkpoint",
+                        help="a per-epoch .pth (state_dict) or training-state file of the "
+                             "trainer, with its run.json beside it or in the folder above")
+    parser.add_argument("--port", type=int, default=7860,
+                        help="the port to serve the page on")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address to listen on (0.0.0.0: reachable from other machines)")
+    parser.add_argument("--share", choices=("off", "on"), default="off",
+                        help="on: also a public link through Gradio's share servers (needs "
+                             "the internet; anyone with the link can use the page)")
+    parser.add_argument("--k", type=int, default=8,
+                        help="how many nearest test images to show")
+    parser.add_argument("--dataset_dir", default=None,
+                        help="the dataset's folder; default: the run's, from its run.json")
+    parser.add_argument("--device", default="auto",
+                        help="where to run: auto (the current accelerator, else the CPU) or a "
+                             "PyTorch device name (cpu, cuda, mps)")
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, got {args.k}")
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port must be within 1 to 65535, got {args.port}")
+    return args
+
+
+class Demo:
+    """What the page computes: a checkpoint's test split embedded and drawn once, then for
+    each picture its class, its star on the map and its nearest test images."""
+
+    def __init__(self, checkpoint_path, device="cpu", k=8, dataset_dir=None):
+        checkpoint = open_checkpoint(checkpoint_path, dataset_dir=dataset_dir)
+        if not checkpoint.run:
+            raise UserError(f"{checkpoint_path} has no run.json beside it or in the folder "
+                            f"above to say its dataset and classes")
+        self.k = k
+        self.index = PictureIndex(checkpoint, device,
+                                  checkpoint.run.get("settings", {}).get("max_test_samples"))
+        self.map = FeatureMap(self.index.gallery, self.index.labels,
+                              f"{Path(checkpoint_path).name}: test features, your picture (star)",
+                              checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
+
+    def predict(self, picture_path):
+        """For the picture file at `picture_path` (None: nothing drawn yet): the line that
+        names its class, the map with its star, and a grid of its 28x28 picture then its
+        nearest test images, each framed in its class's colour (None without a picture)."""
+        if picture_path is None:
+            return "Draw a digit, or upload a picture.", self.map.picture, None
+        try:
+            picture = own_picture(picture_path, self.index.checkpoint.dataset)
+        except UserError as error:  # a blank canvas: said on the page, not a failure
+            return f"Nothing to classify yet: {error}", self.map.picture, None
+        features, predicted, [placed] = self.index.place(picture[None], self.k)
+        found = placed["nearest"]["indices"]
+        grid = picture_grid(np.concatenate([picture[None], self.index.test_pictures(found)]),
+                            [placed["class_index"], *self.index.labels[found].tolist()],
+                            self.index.checkpoint.class_names)
+        return self.index.describe(placed), self.map.with_stars(features), grid
+
+
+def page(demo, gradio):
+    """The Gradio page of `demo`: a sketchpad and an upload, each answered at every change.
+    The upload's answer is also the API endpoint /predict (for gradio_client)."""
+    with gradio.Blocks(title="Draw a digit, watch it land", analytics_enabled=False) as blocks:
+        gradio.Markdown("## Draw a digit, watch it land\nDraw with the mouse (or upload a "
+                        "picture): the star shows where the network puts it among the test "
+                        "features.")
+        with gradio.Row():
+            with gradio.Column(scale=2):
+                with gradio.Tab("Draw"):
+                    sketch = gradio.Sketchpad(
+                        type="filepath", format="png", canvas_size=(280, 280),
+                        brush=gradio.Brush(default_size=20, colors=["#000000"],
+                                           color_mode="fixed"),
+                        layers=False, transforms=(), label="Your digit", elem_id="sketch")
+                with gradio.Tab("Upload"):
+                    upload = gradio.Image(type="filepath", sources=["upload", "clipboard"],
+                                          label="Your picture", elem_id="upload")
+                answer = gradio.Textbox(label="Prediction", elem_id="prediction")
+                gradio.Markdown("Your picture as the network sees it (first), then its "
+                                "nearest test images:")
+                neighbours = gradio.Image(show_label=False, elem_id="neighbours")
+            with gradio.Column(scale=3):
+                feature_map = gradio.Image(value=demo.map.picture, label="Feature map",
+                                           elem_id="map")
+        outputs = [answer, feature_map, neighbours]
+        sketch.change(lambda value: demo.predict(value and value["composite"]), sketch, outputs,
+                      api_name="predict_drawing", trigger_mode="always_last")
+        upload.change(demo.predict, upload, outputs, api_name="predict")
+        blocks.load(None, js=SELECT_BRUSH)
+    return blocks
+
+
+def import_gradio():
+    """Gradio, or a UserError naming the file that installs it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
+    try:
+        import gradio
+    except ImportError:
+        raise UserError(f"demo.py needs Gradio: python3 -m pip install -r {REQUIREMENTS}") from None
+    return gradio
+
+
+def main(argv=None):
+    """Serve the page until Ctrl-C or SIGTERM; returns the Demo."""
+    with cli.one_line_errors():
+        args = parse_args(argv)
+        gradio = import_gradio()
+        demo = Demo(args.checkpoint, pick_device(args.device), args.k, args.dataset_dir)
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda signum, frame: stop.set())
+        blocks = page(demo, gradio)
+        try:
+            blocks.launch(server_name=args.host, server_port=args.port,
+                          share=args.share == "on", prevent_thread_lock=True, quiet=True,
+                          show_error=True)
+        except OSError as error:
+            raise UserError(f"cannot serve on {args.host}:{args.port} ({error})") from None
+        print(f"Demo of {args.checkpoint} at {blocks.local_url}"
+              + (f" and {blocks.share_url}" if blocks.share_url else "")
+              + "; Ctrl-C stops it", flush=True)
+        stop.wait()
+        blocks.close()
+        print("Stopped; the demo server is closed")
+        return demo
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
