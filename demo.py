@@ -11,6 +11,8 @@ and centred as the dataset's images were.
     python3 demo.py outputs/model/epoch_100.pth       # then open the address it prints
 """
 import argparse
+import contextlib
+import io
 import os
 import signal
 import sys
@@ -169,7 +171,8 @@ def main(argv=None):
               + (f" and {blocks.share_url}" if blocks.share_url else "")
               + "; Ctrl-C stops it", flush=True)
         stop.wait()
-        blocks.close()
+        with contextlib.redirect_stdout(io.StringIO()):  # Gradio's own farewell
+            blocks.close()
         print("Stopped; the demo server is closed")
         return demo
 

@@ -157,7 +157,7 @@ class PictureIndex:
         feature, and the `k` nearest test images (indices, classes, distances)."""
         split, head, names = self.test_split, self.checkpoint.head, self.checkpoint.class_names
         with torch.no_grad():
-            features, log_probs = self.model(normalize(torch.as_tensor(pictures),
+            features, log_probs = self.model(normalize(torch.tensor(np.asarray(pictures)),
                                                        split.images.device, split.mean,
                                                        split.std))
         outputs = head.predict(features, log_probs)
