@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -141,6 +142,17 @@ def page(demo, gradio):
     return blocks
 
 
+def check_port(host, port):
+    """UserError when `port` on `host` cannot be served on (taken, or not this machine's):
+    said before the test split is embedded, not after."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"cannot serve on {host}:{port} ({error.strerror or error}); "
+                            f"choose another --port or --host") from None
+
+
 def import_gradio():
     """Gradio, or a UserError naming the file that installs it."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
@@ -156,6 +168,7 @@ def main(argv=None):
     with cli.one_line_errors():
         args = parse_args(argv)
         gradio = import_gradio()
+        check_port(args.host, args.port)
         demo = Demo(args.checkpoint, pick_device(args.device), args.k, args.dataset_dir)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -83,6 +83,19 @@ def test_a_checkpoint_it_cannot_use_stops_before_the_server(tmp_path):
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: ")
 
 
+def test_a_taken_port_is_said_before_the_checkpoint_is_read(tmp_path):
+    pytest.importorskip("gradio", reason="Gradio is not installed (requirements-demo.txt)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as stop:
+            # a missing checkpoint: were it read first, its error would be the one said
+            demo.main([str(tmp_path / "missing.pth"), "--port", str(port)])
+    assert stop.value.code == (f"error: cannot serve on 127.0.0.1:{port} (Address already in "
+                               f"use); choose another --port or --host")
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
