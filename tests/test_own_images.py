@@ -7,8 +7,8 @@ from PIL import Image, ImageDraw
 from mnist_loader import folder_image
 from run_machinery.checkpointing import save_figure
 from run_machinery.errors import UserError
-from run_machinery.own_images import (MAX_PIXELS, nearest, own_images_figure, own_picture,
-                                      prepare, read_image)
+from run_machinery.own_images import (MAX_PIXELS, FeatureMap, nearest, own_images_figure,
+                                      own_picture, picture_grid, prepare, read_image)
 from run_machinery.plots import PrincipalPlane
 
 
@@ -150,3 +150,33 @@ def test_the_pictures_are_drawn_where_their_features_lie_on_the_map(width, tmp_p
         towards = np.sign(features.mean(0).numpy() - expected)
         assert np.array_equal(np.sign([thumbnail.xybox for thumbnail in thumbnails]), towards)
     save_figure(fig, tmp_path / "map.png")
+
+
+@pytest.mark.parametrize("width", [2, 3, 5])
+def test_the_feature_map_puts_a_star_where_the_feature_is_drawn(width):
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(60, width, generator=generator)
+    feature_map = FeatureMap(features, torch.arange(60) % 10, "title")
+    # A test feature itself: its star covers the dot the map drew for it.
+    [(column, row)] = feature_map.pixels(features[:1])
+    starred = feature_map.with_stars(features[:1])
+    rows, columns = np.nonzero((starred != feature_map.picture).any(axis=2))
+    assert abs(rows.mean() - row) < 3 and abs(columns.mean() - column) < 3
+    assert tuple(starred[round(row), round(column)]) == (0, 0, 0)  # the star's black middle
+    # A feature far beyond the drawn ones is shown at the edge of the axes, not off them.
+    box = feature_map.ax.bbox
+    [(column, row)] = feature_map.pixels(features[:1] + 1e6)
+    height = feature_map.picture.shape[0]
+    assert box.x0 <= column <= box.x1 and height - box.y1 <= row <= height - box.y0
+    assert np.isclose(column, [box.x0, box.x1]).any() or np.isclose(
+        row, [height - box.y1, height - box.y0]).any()  # on an edge
+
+
+def test_the_picture_grid_frames_each_picture_in_its_class_colour():
+    pictures = np.stack([np.full((28, 28), value, dtype=np.uint8) for value in (10, 20, 30, 40)])
+    grid = picture_grid(pictures, [0, 4, 4, 1], columns=3, zoom=2, frame=1)
+    side = 28 * 2 + 2
+    assert grid.shape == (2 * side, 3 * side, 3)
+    assert tuple(grid[0, 0]) == (255, 0, 0) and tuple(grid[0, side]) == (0, 0, 255)  # 0, 4
+    assert tuple(grid[side + 1, 1]) == (40, 40, 40)  # the fourth picture starts a second row
+    assert not grid[side:, side:].any()  # where the second row has no picture: black
