@@ -151,7 +151,7 @@ def draw_in_browser(address, strokes, screenshot=None):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
         options.add_argument(argument)
     browser = webdriver.Chrome(options=options,
                                service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
