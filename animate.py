@@ -15,7 +15,10 @@ from run_machinery import cli
 from run_machinery.errors import UserError
 from mnist_loader import class_names
 from run_machinery.plots import write_feature_gif
-from run_machinery.run_folder import find_run_file
+from run_machinery.run_record import find_run_file
+
+# A GIF's frame delay: a 16-bit count of hundredths of a second.
+MIN_SECONDS, MAX_SECONDS = 0.01, 655.35
 
 
 def main(argv=None):

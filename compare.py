@@ -31,7 +31,8 @@ from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate, open_checkpoint
 from mnist_loader import DATASETS
 from run_machinery.plots import draw_decision_regions, draw_embedding
-from run_machinery.run_folder import RunPaths, check_image_format, read_run_file
+from run_machinery.run_folder import RunPaths, check_image_format
+from run_machinery.run_record import read_run_file
 
 PANELS_PER_ROW = 3  # more runs wrap onto further rows
 COLUMNS = (("accuracy", "test accuracy", ".4f"), ("precision_at_1", "Precision@1", ".4f"),
@@ -168,7 +169,7 @@ def main(argv=None):
             trained_head = settings.get("softmax_weight", 1.0) > 0
             metrics.update(run=str(run_dir), head=checkpoint.head.name,
                            loss=loss_description(settings), feat_dim=features.shape[1],
-                           loss_weight=settings["loss_weight"],
+                           loss_weight=settings.get("loss_weight", 1.0),
                            epoch=epoch, dataset=checkpoint.dataset,
                            seconds_per_epoch=median_epoch_seconds(paths.history, epoch))
             if not trained_head:

@@ -19,7 +19,7 @@ from mnist_loader import (REPO_DIR, TensorLoader, class_names, label_to_class, n
 from mnist_net import Net
 from .plots import (draw_decision_regions, draw_directions, draw_directions_3d, draw_embedding,
                     draw_features)
-from .run_folder import find_run_file
+from .run_record import find_run_file
 from .training_state import is_training_state, unpack_training_state
 
 
@@ -116,7 +116,8 @@ def open_checkpoint(path, holdout=None, head=None, dataset=None, dataset_dir=Non
     if recorded and recorded != names:
         raise UserError(f"the class folders of {dataset_dir} ({', '.join(names)}) are not those "
                         f"the checkpoint was trained on ({', '.join(recorded)})")
-    stats = (run["mean"], run["std"]) if dataset == run_dataset and "mean" in run else None
+    stats = (run["mean"], run["std"]) if dataset == run_dataset and {"mean", "std"} <= run.keys() \
+        else None
     holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
     holdout = sorted(set(parse_classes(dataset, holdout or [], names)))
     classes = [label for label in range(len(names)) if label not in holdout]
