@@ -69,8 +69,10 @@ def json_ready(metrics):
     for key in undefined:
         ready[key] = None
     if undefined:
-        ready["undefined"] = {key: "no test image of these digits has another of its digit "
-                                   "to retrieve"
+        ready["undefined"] = {key: "no test image of a trained class to classify"
+                              if key == "accuracy" else
+                              "fewer than two test images of these classes, or none with another "
+                              "of its class to retrieve"
                               for key in undefined}
     return ready
 
@@ -179,14 +181,16 @@ def evaluate(model, head, test_loader, classes, unseen_classes, names=None):
     true_seen, predicted_seen = labels[seen].cpu().numpy(), predicted_labels[seen].cpu().numpy()
     target_names = [names[label] if names else str(label) for label in classes]
     report_options = dict(labels=classes, target_names=target_names, digits=4, zero_division=0)
-    report = classification_report(true_seen, predicted_seen, output_dict=True, **report_options)
-    report_text = classification_report(true_seen, predicted_seen, **report_options)
-    metrics = {"accuracy": float((true_seen == predicted_seen).mean()),
-               "num_test_images": int(labels.numel())}
+    metrics = {"accuracy": float((true_seen == predicted_seen).mean()) if seen.any()
+               else float("nan"), "num_test_images": int(labels.numel())}
     metrics.update(split_retrieval_metrics(head.retrieval_features(features), labels,
                                            unseen_classes))
+    if not seen.any():  # a few test images, all of held-out classes: nothing was classified
+        metrics["per_class"] = {}
+        return metrics, features, "no test image of a trained class: no per-class report"
+    report = classification_report(true_seen, predicted_seen, output_dict=True, **report_options)
     metrics["per_class"] = {name: report[name] for name in target_names}
-    return metrics, features, report_text
+    return metrics, features, classification_report(true_seen, predicted_seen, **report_options)
 
 
 def plot_tsne(features, labels, unseen_classes, title, path, names=None, samples=2000, seed=0):

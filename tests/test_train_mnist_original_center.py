@@ -1,6 +1,7 @@
 """The training script end to end: the article's steps, its files, its flags and its errors."""
 import functools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,13 @@ def test_help_states_each_heads_range():
            "most 1000;" in text_of_help
     assert ("cosface's cosine margin, 0 to below 2; arcface's angle margin in radians, 0 to "
             "below pi; sphereface's angle multiplier, an integer from 1 to 10;" in text_of_help)
+
+
+def test_a_test_split_of_one_image_trains_with_undefined_retrieval(mnist_dir, tmp_path):
+    record = run_one_epoch(mnist_dir, tmp_path, "--max_test_samples", 1, "--holdout_classes", 9)
+    assert math.isnan(record.retrieval["map_at_r"]) and math.isnan(record.retrieval["rank_1"])
+    assert record.retrieval["queries_without_match"] == 1
+    assert (tmp_path / "visual" / "epoch_001.png").is_file()
 
 
 def test_a_fashion_mnist_run_records_its_dataset_and_names(fashion_run):
