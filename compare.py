@@ -77,10 +77,26 @@ def median_epoch_seconds(history_path, epoch):
     or None without a history: the median leaves out a first epoch's warm-up and pauses."""
     if not history_path.is_file():
         return None
+    seconds = []
     with open(history_path, newline="") as file:
-        seconds = [float(row["seconds"]) for row in csv.DictReader(file)
-                   if int(row["epoch"]) <= epoch]
+        rows = csv.DictReader(file)
+        for row in rows:
+            where = f"{history_path}, line {rows.line_num}"
+            if history_value(row, "epoch", int, where) <= epoch:
+                seconds.append(history_value(row, "seconds", float, where))
     return statistics.median(seconds) if seconds else None
+
+
+def history_value(row, column, kind, where):
+    """The `column` of a history.csv `row` as an int or a float (`kind`); UserError naming
+    the file and line (`where`) when it is missing or no such number."""
+    if row.get(column) is None:
+        raise UserError(f"{where}: {column} is missing")
+    try:
+        return kind(row[column])
+    except ValueError:
+        raise UserError(f"{where}: {column} {row[column]!r} is not "
+                        f"{'a whole number' if kind is int else 'a number'}") from None
 
 
 def loss_description(settings):
