@@ -1,5 +1,7 @@
 import csv
 import json
+import pickle
+import warnings
 
 import pytest
 import torch
@@ -197,3 +199,11 @@ def test_a_tiny_test_split_gives_null_figures_with_a_reason_and_its_pictures(hol
     assert "fewer than two" in saved["undefined"]["seen_map_at_r"]
     assert (tmp_path / "r.png").is_file() and (tmp_path / "p.png").is_file()
 
+
+def test_a_plain_pickle_is_one_line_without_warnings(tmp_path, mnist_dir):
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as stop:
+            evaluate.main([str(tmp_path / "plain.pkl"), "--dataset_dir", str(mnist_dir)])
+    assert caught == [] and stop.value.code.startswith("error: the checkpoint ")

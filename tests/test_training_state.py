@@ -2,7 +2,9 @@
 the run that was never stopped (on CPU, same seed)."""
 import errno
 import os
+import pickle
 import random
+import warnings
 import shutil
 
 import numpy as np
@@ -191,3 +193,10 @@ def test_torchrun_cannot_finish_a_single_process_epoch(mnist_dir, tmp_path, monk
                                         "finish that epoch without torchrun"):
         resume(state, {}, {}, None, two_ranks, None)
 
+
+def test_resume_from_a_plain_pickle_is_one_line_without_warnings(tmp_path):
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"epoch": 3}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        message = stop_message(["--resume", str(tmp_path / "plain.pkl")])
+    assert caught == [] and message.startswith("error: the checkpoint ")
