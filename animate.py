@@ -15,7 +15,10 @@ from run_machinery import cli
 from run_machinery.errors import UserError
 from mnist_loader import class_names
 from run_machinery.plots import write_feature_gif
-from run_machinery.run_folder import find_run_file
+from run_machinery.run_record import find_run_file
+
+# A GIF's frame delay: a 16-bit count of hundredths of a second.
+MIN_SECONDS, MAX_SECONDS = 0.01, 655.35
 
 
 def main(argv=None):
@@ -25,9 +28,13 @@ def main(argv=None):
     parser.add_argument("--out", default=None,
                         help="GIF path; default: features.gif beside the input")
     parser.add_argument("--seconds_per_frame", type=float, default=0.4,
-                        help="display time of each epoch")
+                        help=f"display time of each epoch, {MIN_SECONDS:g} to {MAX_SECONDS:g}")
     args = parser.parse_args(argv)
     with cli.one_line_errors():
+        if not MIN_SECONDS <= args.seconds_per_frame <= MAX_SECONDS:  # NaN too
+            raise UserError(f"--seconds_per_frame must be from {MIN_SECONDS:g} to {MAX_SECONDS:g} "
+                            f"(a GIF keeps each frame's time in hundredths of a second, in 16 "
+                            f"bits), got {args.seconds_per_frame:g}")
         saved = load_checkpoint(args.features)
         if not isinstance(saved, dict) or not {"features", "digits", "epochs"} <= saved.keys():
             raise UserError(f"{args.features} is not a test_features.pt written by the trainer")

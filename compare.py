@@ -31,7 +31,8 @@ from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate, open_checkpoint
 from mnist_loader import DATASETS
 from run_machinery.plots import draw_decision_regions, draw_embedding
-from run_machinery.run_folder import RunPaths, check_image_format, read_run_file
+from run_machinery.run_folder import RunPaths, check_image_format
+from run_machinery.run_record import read_run_file
 
 PANELS_PER_ROW = 3  # more runs wrap onto further rows
 COLUMNS = (("accuracy", "test accuracy", ".4f"), ("precision_at_1", "Precision@1", ".4f"),
@@ -76,10 +77,26 @@ def median_epoch_seconds(history_path, epoch):
     or None without a history: the median leaves out a first epoch's warm-up and pauses."""
     if not history_path.is_file():
         return None
+    seconds = []
     with open(history_path, newline="") as file:
-        seconds = [float(row["seconds"]) for row in csv.DictReader(file)
-                   if int(row["epoch"]) <= epoch]
+        rows = csv.DictReader(file)
+        for row in rows:
+            where = f"{history_path}, line {rows.line_num}"
+            if history_value(row, "epoch", int, where) <= epoch:
+                seconds.append(history_value(row, "seconds", float, where))
     return statistics.median(seconds) if seconds else None
+
+
+def history_value(row, column, kind, where):
+    """The `column` of a history.csv `row` as an int or a float (`kind`); UserError naming
+    the file and line (`where`) when it is missing or no such number."""
+    if row.get(column) is None:
+        raise UserError(f"{where}: {column} is missing")
+    try:
+        return kind(row[column])
+    except ValueError:
+        raise UserError(f"{where}: {column} {row[column]!r} is not "
+                        f"{'a whole number' if kind is int else 'a number'}") from None
 
 
 def loss_description(settings):
@@ -168,7 +185,7 @@ def main(argv=None):
             trained_head = settings.get("softmax_weight", 1.0) > 0
             metrics.update(run=str(run_dir), head=checkpoint.head.name,
                            loss=loss_description(settings), feat_dim=features.shape[1],
-                           loss_weight=settings["loss_weight"],
+                           loss_weight=settings.get("loss_weight", 1.0),
                            epoch=epoch, dataset=checkpoint.dataset,
                            seconds_per_epoch=median_epoch_seconds(paths.history, epoch))
             if not trained_head:

@@ -39,6 +39,15 @@ HEADS = ("softmax", "normface", "cosface", "arcface", "sphereface")
 # (docs/margin-heads.md). See the README's table of heads for how they train.
 DEFAULT_SCALE = {"normface": 16.0, "cosface": 16.0, "arcface": 16.0}
 DEFAULT_MARGIN = {"cosface": 0.1, "arcface": 0.2, "sphereface": 4}
+# The largest values each setting may take, so that no value trains into an overflow or
+# runs without end: a scale beyond MAX_SCALE (the papers use 30 to 64, this project 16)
+# only multiplies the gradients, which blows up the first steps; CosFace's cosine margin
+# at MAX_COSINE_MARGIN leaves the true class's logit below every other whatever the
+# feature; ArcFace's angle margin stays below pi; SphereFace's m is a loop of m steps per
+# batch, and its papers use 1 to 4.
+MAX_SCALE = 1000.0
+MAX_COSINE_MARGIN = 2.0
+MAX_SPHEREFACE_MARGIN = 10
 # SphereFace's annealing, from the authors' released training settings (base 1000,
 # gamma 0.12, power 1, lambda_min 5).
 LAMBDA_BASE, LAMBDA_GAMMA, LAMBDA_MIN = 1000.0, 0.12, 5.0
@@ -77,11 +86,18 @@ def check_head_settings(head, scale, margin):
     margin = DEFAULT_MARGIN.get(head) if margin is None else margin
     if scale is not None and scale <= 0:
         raise HeadSettingsError(f"--scale must be positive, got {scale}")
+    if scale is not None and scale > MAX_SCALE:
+        raise HeadSettingsError(f"--scale must be at most {MAX_SCALE:g} (it multiplies the "
+                                f"gradients; the papers use 30 to 64), got {scale:g}")
     if head == "sphereface":
-        if margin != int(margin) or margin < 1:
-            raise HeadSettingsError("--margin of sphereface multiplies the angle and must be a "
-                                    f"positive integer, got {margin}")
+        if margin != int(margin) or not 1 <= margin <= MAX_SPHEREFACE_MARGIN:
+            raise HeadSettingsError("--margin of sphereface multiplies the angle and must be an "
+                                    f"integer from 1 to {MAX_SPHEREFACE_MARGIN}, got {margin}")
         margin = int(margin)
+    if head == "cosface" and margin >= MAX_COSINE_MARGIN:
+        raise HeadSettingsError(f"--margin of cosface is a cosine margin and must be below "
+                                f"{MAX_COSINE_MARGIN:g} (cosines differ by 2 at most), "
+                                f"got {margin:g}")
     if head == "arcface" and margin >= math.pi:
         raise HeadSettingsError("--margin of arcface is an angle in radians and must be below pi, "
                                 f"got {margin}")

@@ -23,7 +23,8 @@ import torch.optim.lr_scheduler as lr_scheduler
 from tqdm import tqdm
 
 from center_loss import CenterLoss
-from margin_heads import DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, Head
+from margin_heads import (DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, MAX_COSINE_MARGIN, MAX_SCALE,
+                          MAX_SPHEREFACE_MARGIN, Head)
 from mnist_loader import DATASETS, REPO_DIR, load_dataset
 from mnist_net import Net
 from run_machinery import distributed
@@ -100,11 +101,13 @@ def build_parser():
              "angular-margin head of face recognition: normface, cosface, arcface, sphereface "
              "(see margin_heads.py)")
     add("--scale", type=float, default=None,
-        help="s, the logit scale of normface, cosface and arcface; default: "
+        help=f"s, the logit scale of normface, cosface and arcface, above 0 and at most "
+             f"{MAX_SCALE:g}; default: "
              + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_SCALE.items()))
     add("--margin", type=float, default=None,
-        help="m: cosface's cosine margin, arcface's angle margin in radians, sphereface's integer "
-             "angle multiplier; default: "
+        help=f"m: cosface's cosine margin, 0 to below {MAX_COSINE_MARGIN:g}; arcface's angle margin "
+             f"in radians, 0 to below pi; sphereface's angle multiplier, an integer from 1 to "
+             f"{MAX_SPHEREFACE_MARGIN}; default: "
              + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_MARGIN.items()))
     add("--seed", type=int, default=1,
         help="random seed, 0 to 2**32 - 1 (weights, centres, shuffling; Python's random and "

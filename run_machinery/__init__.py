@@ -8,6 +8,7 @@ this package holds what makes a run dependable and readable:
   devices         where to run, and the speed settings that go with the device
   distributed     torchrun's processes: their share of the data, their sums
   run_folder      where each file of a run goes, and run.json, the run described
+  run_record      run.json read back and checked, for every command that reads it
   epoch_files     the files written after each epoch and at the end
   checkpointing   files written whole or not at all, and read safely
   training_state  the one file from which a stopped run goes on exactly

@@ -11,6 +11,7 @@ import io
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -94,7 +95,11 @@ def load_checkpoint(path, map_location="cpu"):
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        # torch warns of a pickle protocol other than its own (a plain pickle, not a file
+        # torch.save wrote) before failing on it: the one-line error says all there is
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as error:
         if not os.access(path, os.R_OK):
             raise CheckpointError(f"cannot read the checkpoint {path} "

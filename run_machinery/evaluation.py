@@ -19,7 +19,7 @@ from mnist_loader import (REPO_DIR, TensorLoader, class_names, label_to_class, n
 from mnist_net import Net
 from .plots import (draw_decision_regions, draw_directions, draw_directions_3d, draw_embedding,
                     draw_features)
-from .run_folder import find_run_file
+from .run_record import find_run_file
 from .training_state import is_training_state, unpack_training_state
 
 
@@ -69,8 +69,10 @@ def json_ready(metrics):
     for key in undefined:
         ready[key] = None
     if undefined:
-        ready["undefined"] = {key: "no test image of these digits has another of its digit "
-                                   "to retrieve"
+        ready["undefined"] = {key: "no test image of a trained class to classify"
+                              if key == "accuracy" else
+                              "fewer than two test images of these classes, or none with another "
+                              "of its class to retrieve"
                               for key in undefined}
     return ready
 
@@ -116,7 +118,8 @@ def open_checkpoint(path, holdout=None, head=None, dataset=None, dataset_dir=Non
     if recorded and recorded != names:
         raise UserError(f"the class folders of {dataset_dir} ({', '.join(names)}) are not those "
                         f"the checkpoint was trained on ({', '.join(recorded)})")
-    stats = (run["mean"], run["std"]) if dataset == run_dataset and "mean" in run else None
+    stats = (run["mean"], run["std"]) if dataset == run_dataset and {"mean", "std"} <= run.keys() \
+        else None
     holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
     holdout = sorted(set(parse_classes(dataset, holdout or [], names)))
     classes = [label for label in range(len(names)) if label not in holdout]
@@ -178,14 +181,16 @@ def evaluate(model, head, test_loader, classes, unseen_classes, names=None):
     true_seen, predicted_seen = labels[seen].cpu().numpy(), predicted_labels[seen].cpu().numpy()
     target_names = [names[label] if names else str(label) for label in classes]
     report_options = dict(labels=classes, target_names=target_names, digits=4, zero_division=0)
-    report = classification_report(true_seen, predicted_seen, output_dict=True, **report_options)
-    report_text = classification_report(true_seen, predicted_seen, **report_options)
-    metrics = {"accuracy": float((true_seen == predicted_seen).mean()),
-               "num_test_images": int(labels.numel())}
+    metrics = {"accuracy": float((true_seen == predicted_seen).mean()) if seen.any()
+               else float("nan"), "num_test_images": int(labels.numel())}
     metrics.update(split_retrieval_metrics(head.retrieval_features(features), labels,
                                            unseen_classes))
+    if not seen.any():  # a few test images, all of held-out classes: nothing was classified
+        metrics["per_class"] = {}
+        return metrics, features, "no test image of a trained class: no per-class report"
+    report = classification_report(true_seen, predicted_seen, output_dict=True, **report_options)
     metrics["per_class"] = {name: report[name] for name in target_names}
-    return metrics, features, report_text
+    return metrics, features, classification_report(true_seen, predicted_seen, **report_options)
 
 
 def plot_tsne(features, labels, unseen_classes, title, path, names=None, samples=2000, seed=0):

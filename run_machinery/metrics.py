@@ -96,6 +96,9 @@ def reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
     `queries_without_match` counts the queries left out, having no other item of their class."""
     features = features.float()
     num_items = labels.size(0)
+    metrics = {f"rank_{k}": float("nan") for k in ranks} | {"mean_average_precision": float("nan")}
+    if num_items < 2:  # no query has a gallery to rank
+        return metrics | {"queries_without_match": num_items}
     matches = torch.bincount(labels)[labels] - 1  # gallery items of each query's class
     hits = torch.zeros(len(ranks), dtype=torch.float64, device=features.device)
     ap_sum = torch.zeros((), dtype=torch.float64, device=features.device)
@@ -112,7 +115,6 @@ def reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
         ap = (precision * relevant).sum(1) / matches[queries].clamp(min=1)
         ap_sum += ap[valid].double().sum()
     num_queries = int((matches > 0).sum())
-    metrics = {f"rank_{k}": float("nan") for k in ranks} | {"mean_average_precision": float("nan")}
     if num_queries:
         metrics = {f"rank_{k}": rate for k, rate in zip(ranks, (hits / num_queries).tolist())}
         metrics["mean_average_precision"] = (ap_sum / num_queries).item()

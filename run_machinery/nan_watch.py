@@ -9,6 +9,8 @@ turns them into a resume from the last state known to be good.
 """
 import torch
 
+from margin_heads import DEFAULT_SCALE
+
 from . import distributed
 from .errors import UserError
 
@@ -95,7 +97,9 @@ def check_test_pass(features, loss):
 def remedy(error, settings, recipe, epoch_lr):
     """The likely cause of `error` from its evidence, and the flag to change with its new
     value, e.g. "--lr 0.001": the article's (`recipe`) when the run's is higher, else a tenth
-    of the run's. `epoch_lr` is the network's rate in the epoch that went bad."""
+    of the run's; for a margin head's scale above its default (which multiplies the
+    gradients), the default. `epoch_lr` is the network's rate in the epoch that went bad."""
+    default_scale = DEFAULT_SCALE.get(settings.head)
     if epoch_lr > settings.lr * (1 + 1e-9):
         cause = (f"the schedule raised the network's learning rate to {epoch_lr:g} "
                  f"(--gamma {settings.gamma:g} every --step_size {settings.step_size} epochs)")
@@ -104,6 +108,9 @@ def remedy(error, settings, recipe, epoch_lr):
                                         (error.max_feature_norm or 0) <= FEATURE_NORM_LIMIT):
         cause = f"the centres' learning rate is too high (--center_lr {settings.center_lr:g})"
         name = "center_lr"
+    elif default_scale is not None and settings.scale > default_scale:
+        return (f"the head's logit scale is too high (--scale {settings.scale:g}; "
+                f"{settings.head}'s default is {default_scale:g})"), f"--scale {default_scale:g}"
     else:
         rate = f"--lr {settings.lr:g}" + (f", {epoch_lr:g} in this epoch"
                                           if epoch_lr != settings.lr else "")

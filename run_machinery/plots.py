@@ -278,7 +278,9 @@ def ranking_figure(images, labels, queries, neighbours, class_names):
                 spine.set_edgecolor(color)
                 spine.set_linewidth(3)
     fig.suptitle(f"each query (blue) and its {k} nearest test images, nearest first "
-                 f"(green: same class, red: another)", fontsize=10, y=1 - 0.2 / height)
+                 f"(green: same class, red: another)" if k else
+                 "each query (blue): no other test image to retrieve", fontsize=10,
+                 y=1 - 0.2 / height)
     return fig
 
 

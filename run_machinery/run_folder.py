@@ -1,4 +1,5 @@
-"""A run's folder: where each of its files goes, and its settings file, run.json.
+"""A run's folder: where each of its files goes, and its settings file, run.json (read
+back by run_record).
 
     OUT_DIR/run.json              the run described: settings, dataset, classes and their names,
                                   normalisation, versions, device, commit
@@ -22,6 +23,7 @@ from matplotlib.figure import Figure
 
 from .checkpointing import atomic_write
 from .errors import UserError
+from .run_record import RUN_FILE, read_run_file
 from .training_state import TRAINING_STATE_NAME
 
 try:
@@ -29,7 +31,6 @@ try:
 except ImportError:  # Windows has no flock: there a second trainer on a folder is not stopped
     fcntl = None
 
-RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -201,23 +202,3 @@ def write_run_file(paths, settings, classes, train_loader, device, resumed=False
         "resumed": (previous or {}).get("resumed", []) + ([now] if resumed else []),
     }
     atomic_write(paths.run_file, (json.dumps(run, indent=2) + "\n").encode())
-
-
-def read_run_file(folder):
-    """The run.json in `folder` as a dict, or None when there is none."""
-    path = Path(folder) / RUN_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path} is not a readable run file ({error})") from None
-
-
-def find_run_file(checkpoint):
-    """The run.json of the run that wrote `checkpoint` (in its folder or the one above), or None."""
-    for folder in (Path(checkpoint).parent, Path(checkpoint).parent.parent):
-        run = read_run_file(folder)
-        if run is not None:
-            return run
-    return None

@@ -5,6 +5,7 @@ Each broken rule is a `UserError` with one line naming the flag, the rule and th
 """
 import argparse
 import math
+import re
 from pathlib import Path
 
 from .devices import bf16_supported, pick_device
@@ -82,10 +83,8 @@ def settled(args):
     classes as sorted indices, the head's default scale and margin filled in, a dry run's
     one step, and absolute folders, so that run.json and --resume work from any folder."""
     scale, margin = check_head_settings(args.head, args.scale, args.margin)
-    names = class_names(args.dataset, dataset_dir=args.dataset_dir)
-    changes = dict(holdout_classes=sorted(set(parse_classes(args.dataset, args.holdout_classes,
-                                                            names))),
-                   scale=scale, margin=margin, dataset_dir=str(Path(args.dataset_dir).resolve()),
+    changes = dict(holdout_classes=held_out_classes(args), scale=scale, margin=margin,
+                   dataset_dir=str(Path(args.dataset_dir).resolve()),
                    out_dir=str(Path(args.out_dir).resolve()))
     if args.dry_run:  # one step of training and one test batch
         changes.update(max_train_samples=min(args.max_train_samples or args.batch_size,
@@ -96,10 +95,18 @@ def settled(args):
     return argparse.Namespace(**{**vars(args), **changes})
 
 
-def parse_classes(dataset, values, names=None):
+def held_out_classes(args):
+    """The classes `args.holdout_classes` names (indices or names of `args.dataset`'s
+    classes), as sorted indices: the form the run records and --resume compares."""
+    names = class_names(args.dataset, dataset_dir=args.dataset_dir)
+    return sorted(set(parse_classes(args.dataset, args.holdout_classes, names)))
+
+
+def parse_classes(dataset, values, names=None, flag="--holdout_classes"):
     """Class indices from `values`, each a class name of `dataset` (any case; `names`: its
-    names, needed for a folder dataset) or an index 0 to N-1 (a name wins: in a folder whose
-    class folders are 1, 2, 10, "2" is the folder 2); UserError for one that is neither."""
+    names, needed for a folder dataset) or an index 0 to N-1, written in the ASCII digits
+    0-9 only (a name wins: in a folder whose class folders are 1, 2, 10, "2" is the folder
+    2); UserError, naming `flag` (where the values came from), for one that is neither."""
     names = class_names(dataset) if names is None else names
     by_name = {name.lower(): index for index, name in enumerate(names)}
     indices = []
@@ -107,10 +114,11 @@ def parse_classes(dataset, values, names=None):
         text = str(value).strip()
         if text.lower() in by_name:
             indices.append(by_name[text.lower()])
-        elif text.isdigit() and int(text) < len(names):
+        # not str.isdigit(): it takes digits such as "²" that int() cannot read
+        elif re.fullmatch("[0-9]+", text) and int(text) < len(names):
             indices.append(int(text))
         else:
-            raise UserError(f"--holdout_classes: {value!r} is neither a class index "
+            raise UserError(f"{flag}: {value!r} is neither a class index "
                             f"0-{len(names) - 1} nor a class of {DATASETS[dataset].title} "
                             f"({', '.join(names)})")
     return indices

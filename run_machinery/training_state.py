@@ -18,6 +18,7 @@ from .checkpointing import CheckpointError, load_checkpoint, load_module_state, 
 from .errors import UserError
 from .history import EpochProgress, History
 from .nan_watch import NonFiniteError, remedy
+from .settings import held_out_classes
 from .stop_signals import TrainingInterrupted
 
 TRAINING_STATE_NAME = "training_state.pth"
@@ -158,6 +159,8 @@ def resumed_settings(parser, argv, saved):
     saved = {name: value for name, value in saved.items() if name in known and name != "resume"}
     parser.set_defaults(**saved)
     resumed = parser.parse_args(argv)
+    # as recorded: the classes given again, by name or index, compare as sorted indices
+    resumed.holdout_classes = held_out_classes(resumed)
     changed = [name for name, value in saved.items()
                if getattr(resumed, name) != value and name != "epochs"]
     for name in changed:

@@ -36,3 +36,14 @@ def test_a_folder_runs_gif_names_its_classes(folder_run, tmp_path, monkeypatch):
                         lambda *args, class_names, **kwargs: drawn.update(names=class_names) or 2)
     animate.main([str(folder_run / "test_features.pt"), "--out", str(tmp_path / "f.gif")])
     assert drawn["names"] == list(FOLDER_CLASSES)
+
+
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan", "inf", "1000"])
+def test_a_frame_time_outside_a_gifs_range_is_one_line(holdout_run, tmp_path, seconds):
+    with pytest.raises(SystemExit) as stop:
+        animate.main([str(holdout_run / "test_features.pt"), "--out", str(tmp_path / "x.gif"),
+                      "--seconds_per_frame", seconds])
+    assert stop.value.code == ("error: --seconds_per_frame must be from 0.01 to 655.35 (a GIF "
+                               f"keeps each frame's time in hundredths of a second, in 16 bits), "
+                               f"got {float(seconds):g}")
+    assert not (tmp_path / "x.gif").exists()

@@ -1,6 +1,8 @@
 """The pieces under every saved file: atomic writes, safe loading, fitting a state_dict."""
 import errno
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,13 @@ def test_load_module_state_names_the_layer_that_does_not_fit():
     del state["ip1.weight"]
     with pytest.raises(CheckpointError, match=r"missing: \['ip1.weight'\]"):
         load_module_state(Net(), state, "model")
+
+
+def test_a_plain_pickle_is_refused_without_torch_warnings(tmp_path):
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))  # pickle's protocol, not torch's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="truncated or corrupt") as error:
+            load_checkpoint(path)
+    assert [str(warning.message) for warning in caught] == [] and "\n" not in str(error.value)

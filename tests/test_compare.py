@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import pytest
 import torch
 from PIL import Image
@@ -6,6 +9,7 @@ import compare
 import train_mnist_original_center as trainer
 from conftest import trainer_flags
 from mnist_loader import TensorLoader
+from run_machinery.errors import UserError
 
 
 def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
@@ -135,3 +139,30 @@ def test_the_same_test_split_means_the_same_pixels_labels_and_names():
                   TensorLoader(images, labels.flip(0), 4, class_names=("a", "b", "c")),
                   TensorLoader(images, labels, 4, class_names=("a", "b", "d"))):
         assert not compare.same_test_split(loader, other)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("1,2.5\n2,abc\n", "line 3: seconds 'abc' is not a number"),
+    ("1,2.5\nx,3.0\n", "line 3: epoch 'x' is not a whole number"),
+    ("1,2.5\n2\n", "line 3: seconds is missing"),
+])
+def test_a_damaged_history_names_its_line(tmp_path, rows, message):
+    (tmp_path / "history.csv").write_text("epoch,seconds\n" + rows)
+    with pytest.raises(UserError) as error:
+        compare.median_epoch_seconds(tmp_path / "history.csv", 2)
+    assert str(error.value) == f"{tmp_path / 'history.csv'}, {message}"
+
+
+def test_compare_stops_in_one_line_on_a_damaged_history(holdout_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(holdout_run, copy)
+    run = json.loads((copy / "run.json").read_text())
+    run["settings"]["out_dir"] = str(copy)  # the copy's own files
+    (copy / "run.json").write_text(json.dumps(run))
+    lines = (copy / "history.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",1.2.3"
+    (copy / "history.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(copy), "--out", str(tmp_path / "c.png")])
+    assert stop.value.code == (f"error: {copy / 'history.csv'}, line 3: seconds '1.2.3' is not "
+                               "a number")

@@ -1,5 +1,7 @@
 import csv
 import json
+import pickle
+import warnings
 
 import pytest
 import torch
@@ -182,3 +184,26 @@ def test_a_folder_run_evaluates_by_its_run_file(folder_run, tmp_path, capsys, mo
     assert "55 test images of the image folder, classes [1, 10] (bee, koi) held out" in stdout
     assert 0 <= metrics["unseen_map_at_r"] <= 1
     assert (tmp_path / "eval.png").is_file() and (tmp_path / "ranking.png").is_file()
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_tiny_test_split_gives_null_figures_with_a_reason_and_its_pictures(holdout_run, tmp_path,
+                                                                            count):
+    evaluate.main([str(holdout_run / "model" / "epoch_003.pth"), "--max_test_samples", str(count),
+                   "--json", str(tmp_path / "e.json"), "--ranking", str(tmp_path / "r.png"),
+                   "--plot", str(tmp_path / "p.png"), "--device", "cpu"])
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["num_test_images"] == count
+    # the first test images are 8, 8, 6: one trained class with one image, or none
+    assert saved["seen_map_at_r"] is None and saved["seen_rank_1"] is None
+    assert "fewer than two" in saved["undefined"]["seen_map_at_r"]
+    assert (tmp_path / "r.png").is_file() and (tmp_path / "p.png").is_file()
+
+
+def test_a_plain_pickle_is_one_line_without_warnings(tmp_path, mnist_dir):
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as stop:
+            evaluate.main([str(tmp_path / "plain.pkl"), "--dataset_dir", str(mnist_dir)])
+    assert caught == [] and stop.value.code.startswith("error: the checkpoint ")

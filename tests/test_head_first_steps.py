@@ -39,8 +39,8 @@ def test_margin_and_loss_weight(mnist_dir, capsys):
 def test_a_margin_a_listed_head_cannot_take_is_one_line_before_training(mnist_dir, capsys):
     with pytest.raises(SystemExit) as stop:
         probe(mnist_dir, capsys, "--margin", "0.1")  # every head, SphereFace's margin an integer
-    assert stop.value.code == ("error: --margin of sphereface multiplies the angle and must be a "
-                               "positive integer, got 0.1")
+    assert stop.value.code == ("error: --margin of sphereface multiplies the angle and must be an "
+                               "integer from 1 to 10, got 0.1")
     assert capsys.readouterr().out == ""
 
 

@@ -178,6 +178,13 @@ def test_defaults_are_filled_in():
     assert check_head_settings("sphereface", None, 3.0) == (None, 3)
 
 
+def test_the_ends_of_each_range_are_allowed():
+    assert check_head_settings("arcface", 1000.0, 0.0) == (1000.0, 0.0)
+    assert check_head_settings("cosface", 1e-3, 1.99) == (1e-3, 1.99)
+    assert check_head_settings("sphereface", None, 10.0) == (None, 10)
+    assert check_head_settings("sphereface", None, 1.0) == (None, 1)
+
+
 @pytest.mark.parametrize("name, scale, margin, message", [
     ("cosface", -1.0, None, "--scale must be finite and not negative"),
     ("cosface", math.nan, None, "--scale must be finite and not negative"),
@@ -185,12 +192,21 @@ def test_defaults_are_filled_in():
     ("cosface", None, -0.1, "--margin must be finite and not negative"),
     ("arcface", None, math.nan, "--margin must be finite and not negative"),
     ("arcface", None, math.pi, "must be below pi"),
-    ("sphereface", None, 2.5, "must be a positive integer"),
-    ("sphereface", None, 0.0, "must be a positive integer"),
+    ("sphereface", None, 2.5, "must be an integer from 1 to 10"),
+    ("sphereface", None, 0.0, "must be an integer from 1 to 10"),
     ("sphereface", 4.0, None, "--scale does not apply to --head sphereface"),
     ("normface", None, 0.2, "--margin does not apply to --head normface"),
     ("softmax", 16.0, None, "--scale does not apply to --head softmax"),
     ("magface", None, None, "--head must be one of"),
+    # beyond each head's range: overflows, a loop of m steps, or a margin no feature can meet
+    ("cosface", None, 1e38, "--margin of cosface is a cosine margin and must be below 2"),
+    ("cosface", None, 2.0, "--margin of cosface is a cosine margin and must be below 2"),
+    ("sphereface", None, 1e20, "--margin of sphereface multiplies the angle and must be an "
+                               "integer from 1 to 10"),
+    ("sphereface", None, 1000000.0, "must be an integer from 1 to 10"),
+    ("sphereface", None, 11.0, "must be an integer from 1 to 10"),
+    ("arcface", 1e38, None, "--scale must be at most 1000"),
+    ("normface", 1000.5, None, "--scale must be at most 1000"),
 ])
 def test_bad_values_are_one_line(name, scale, margin, message):
     with pytest.raises(HeadSettingsError, match=message) as error:

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -137,3 +139,24 @@ def test_nearest_gallery_and_the_queries_of_a_ranking_picture():
 def test_nearest_gallery_of_a_split_smaller_than_k_gives_every_other_item():
     features = torch.tensor([[0.0, 0.0], [3.0, 0.0], [1.0, 0.0]])
     assert nearest_gallery(features, torch.tensor([0, 1]), k=10).tolist() == [[2, 1], [2, 0]]
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_a_split_of_fewer_than_two_items_has_undefined_figures(count):
+    features, labels = torch.rand(count, 2), torch.zeros(count, dtype=torch.long)
+    metrics = split_retrieval_metrics(features, labels)
+    assert all(math.isnan(metrics[key]) for key in ("precision_at_1", "map_at_r", "rank_1",
+                                                    "rank_10", "mean_average_precision"))
+    assert metrics["queries_without_match"] == count
+
+
+def test_a_held_out_split_without_items_has_undefined_figures_and_the_rest_counts():
+    features = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0]])
+    metrics = split_retrieval_metrics(features, torch.tensor([0, 0, 1]), unseen_classes=[8, 9])
+    assert metrics["seen_precision_at_1"] == metrics["precision_at_1"] == 1.0
+    assert math.isnan(metrics["unseen_map_at_r"]) and math.isnan(metrics["unseen_rank_1"])
+    assert metrics["unseen_queries_without_match"] == 0
+
+
+def test_a_ranking_of_one_item_has_no_neighbours():
+    assert nearest_gallery(torch.rand(1, 2), torch.tensor([0])).shape == (1, 0)

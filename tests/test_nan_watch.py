@@ -75,6 +75,18 @@ def test_the_remedy_follows_the_evidence():
     assert "(largest feature norm 3e+38)" in str(blown)
 
 
+def test_a_margin_heads_scale_above_its_default_is_blamed_before_the_rate():
+    blown = NonFiniteError(["features"], "in epoch 1 at step 2 of 8", max_feature_norm=3e38)
+    cause, change = remedy(blown, settings(head="arcface", scale=1000.0, lr=0.01), RECIPE, 0.01)
+    assert (cause == "the head's logit scale is too high (--scale 1000; arcface's default is 16)"
+            and change == "--scale 16")
+    # at its default scale (or for softmax, which has none) the rate is blamed as before
+    assert remedy(blown, settings(head="arcface", scale=16.0, lr=0.01), RECIPE, 0.01)[1] == \
+        "--lr 0.001"
+    assert remedy(blown, settings(head="softmax", scale=None, lr=0.01), RECIPE, 0.01)[1] == \
+        "--lr 0.001"
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_state(mnist_dir, tmp_path, capsys):
     trainer.main(small_run_flags(mnist_dir, tmp_path, epochs=1))
     state_path = tmp_path / "training_state.pth"

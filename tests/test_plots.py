@@ -150,3 +150,10 @@ def test_more_than_ten_classes_each_get_a_colour_of_their_own():
     draw_decision_regions(ax, torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), [11, 12], resolution=20,
                           class_names=names)
     assert ax.get_images()[0].get_cmap().colors == list(class_colors(names)[11:])
+
+
+def test_a_ranking_figure_draws_queries_without_neighbours():
+    from run_machinery.plots import ranking_figure
+    fig = ranking_figure(torch.rand(1, 28, 28), torch.tensor([0]), torch.tensor([0]),
+                         torch.zeros(1, 0, dtype=torch.long), ["zero"])
+    assert [ax.get_title() for ax in fig.get_axes()] == ["zero"]  # the query alone

@@ -1,4 +1,3 @@
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -6,7 +5,10 @@ import torch
 
 from mnist_loader import TensorLoader
 from run_machinery.errors import UserError
-from run_machinery.run_folder import RunPaths, find_run_file, read_run_file, write_run_file
+from run_machinery.run_folder import RunPaths, write_run_file
+from run_machinery.run_record import read_run_file
+
+NAMES = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay")
 
 
 def settings(tmp_path, **changes):
@@ -47,13 +49,13 @@ def test_bad_templates(tmp_path, template, message):
 def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
     paths = RunPaths.from_settings(settings(tmp_path))
     loader = TensorLoader(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), 1,
-                          mean=0.25, std=0.5, class_names=("ant", "bee", "cat"))
+                          mean=0.25, std=0.5, class_names=NAMES)
     write_run_file(paths, settings(tmp_path), tuple(range(8)), loader, torch.device("cpu"))
     run = read_run_file(paths.out_dir)
     assert (run["settings"]["epochs"] == 3 and run["holdout_classes"] == [8, 9]
             and run["classes"] == list(range(8)))
     # the loader's names and normalisation, which a folder dataset's own images decide
-    assert run["dataset"] == "mnist" and run["class_names"] == ["ant", "bee", "cat"]
+    assert run["dataset"] == "mnist" and run["class_names"] == list(NAMES)
     assert (run["mean"], run["std"], run["processes"]) == (0.25, 0.5, 1)
     assert run["torch"] == torch.__version__ and run["device"] == "cpu" and run["resumed"] == []
     assert run["dataset_dir"] == str((tmp_path / "data").resolve())
@@ -63,14 +65,3 @@ def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
     again = read_run_file(paths.out_dir)
     assert (again["started"] == run["started"] and len(again["resumed"]) == 1
             and again["settings"]["epochs"] == 5)
-
-
-def test_a_checkpoint_finds_its_run_file(tmp_path):
-    (tmp_path / "run" / "model").mkdir(parents=True)
-    (tmp_path / "run" / "run.json").write_text(json.dumps({"holdout_classes": [3]}))
-    assert find_run_file(tmp_path / "run" / "model" / "epoch_001.pth") == {"holdout_classes": [3]}
-    assert find_run_file(tmp_path / "run" / "training_state.pth") == {"holdout_classes": [3]}
-    assert find_run_file(tmp_path / "elsewhere.pth") is None
-    (tmp_path / "run" / "run.json").write_text("{ not json")
-    with pytest.raises(UserError, match="is not a readable run file"):
-        find_run_file(tmp_path / "run" / "model" / "epoch_001.pth")

@@ -22,6 +22,7 @@ from conftest import stop_message, trainer_flags
     (["--holdout_classes", "10"],
      "--holdout_classes: '10' is neither a class index 0-9 nor a class of MNIST"),
     (["--holdout_classes", "Shirt"], "nor a class of MNIST (0, 1, 2"),
+    (["--holdout_classes", "\u00b2"], "--holdout_classes: '\u00b2' is neither a class index 0-9"),
     (["--dataset", "fashion-mnist", "--holdout_classes", "shoe"],
      "nor a class of Fashion-MNIST (T-shirt/top, "),
     (["--holdout_classes", *"012345678"], "leaves at least two to train on"),
@@ -60,6 +61,16 @@ def test_classes_by_index_or_name():
     for dataset, value in (("mnist", "10"), ("fashion-mnist", "shoe"), ("mnist", "Shirt")):
         with pytest.raises(UserError, match="is neither a class index 0-9 nor a class of"):
             parse_classes(dataset, [value])
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "\uff13", "+3", "-1", " 3x", ""])
+def test_an_index_is_ascii_digits_only(value):
+    with pytest.raises(UserError, match="is neither a class index 0-9 nor a class of MNIST"):
+        parse_classes("mnist", [value])
+
+
+def test_a_folder_class_named_by_unicode_digits_is_found_by_name():
+    assert parse_classes("folder", ["\u00b2", "2"], ["1", "2", "\u00b2"]) == [2, 1]
 
 
 def test_a_folders_classes_by_name_first_then_index():

@@ -1,6 +1,7 @@
 """The training script end to end: the article's steps, its files, its flags and its errors."""
 import functools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,35 @@ def test_bad_head_settings_stop_in_one_line(mnist_dir, tmp_path):
     assert message == ("error: --margin of arcface is an angle in radians and must be below pi, "
                        "got 3.5")
     assert not (tmp_path / "run.json").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--head", "sphereface", "--margin", "1000000"],
+     "--margin of sphereface multiplies the angle and must be an integer from 1 to 10, "
+     "got 1000000.0"),
+    (["--head", "sphereface", "--margin", "1e20"], "must be an integer from 1 to 10, got 1e+20"),
+    (["--head", "cosface", "--margin", "1e38"],
+     "--margin of cosface is a cosine margin and must be below 2"),
+    (["--head", "arcface", "--scale", "1e38"], "--scale must be at most 1000"),
+])
+def test_extreme_head_settings_are_refused_at_once(mnist_dir, tmp_path, flags, message):
+    text = stop_message(trainer_flags(mnist_dir, tmp_path, "--dry_run", *flags))
+    assert text.startswith("error: ") and message in text and "\n" not in text
+
+
+def test_help_states_each_heads_range():
+    text_of_help = " ".join(trainer.build_parser().format_help().split())
+    assert "--scale SCALE s, the logit scale of normface, cosface and arcface, above 0 and at " \
+           "most 1000;" in text_of_help
+    assert ("cosface's cosine margin, 0 to below 2; arcface's angle margin in radians, 0 to "
+            "below pi; sphereface's angle multiplier, an integer from 1 to 10;" in text_of_help)
+
+
+def test_a_test_split_of_one_image_trains_with_undefined_retrieval(mnist_dir, tmp_path):
+    record = run_one_epoch(mnist_dir, tmp_path, "--max_test_samples", 1, "--holdout_classes", 9)
+    assert math.isnan(record.retrieval["map_at_r"]) and math.isnan(record.retrieval["rank_1"])
+    assert record.retrieval["queries_without_match"] == 1
+    assert (tmp_path / "visual" / "epoch_001.png").is_file()
 
 
 def test_a_fashion_mnist_run_records_its_dataset_and_names(fashion_run):

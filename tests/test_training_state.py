@@ -2,7 +2,10 @@
 the run that was never stopped (on CPU, same seed)."""
 import errno
 import os
+import pickle
 import random
+import warnings
+import shutil
 
 import numpy as np
 import pytest
@@ -122,6 +125,20 @@ def test_resume_keeps_the_data_order(reference_run):
     assert "--batch_size 8 differs from the run's 4" in message
 
 
+def test_resume_accepts_the_runs_own_holdout_classes_given_again(holdout_run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("run.json", "training_state.pth"):
+        shutil.copy(holdout_run / name, copy / name)
+    history = trainer.main(["--resume", str(copy), "--out_dir", str(copy), "--epochs", "3",
+                            "--holdout_classes", "8", "9"])
+    assert len(history.records) == 3
+    assert "holdout_classes" not in capsys.readouterr().out  # not even as a changed setting
+    message = stop_message(["--resume", str(copy), "--out_dir", str(copy), "--epochs", "3",
+                            "--holdout_classes", "7", "9"])
+    assert "--holdout_classes [7, 9] differs from the run's [8, 9]" in message
+
+
 def test_resume_refuses_a_model_file_and_pickled_code(reference_run, tmp_path):
     message = stop_message(["--resume", str(reference_run / "model" / "epoch_004.pth")])
     assert "is a model's state_dict" in message and "training_state.pth" in message
@@ -175,3 +192,11 @@ def test_torchrun_cannot_finish_a_single_process_epoch(mnist_dir, tmp_path, monk
     with pytest.raises(UserError, match="stopped in the middle of epoch 1 by a single process; "
                                         "finish that epoch without torchrun"):
         resume(state, {}, {}, None, two_ranks, None)
+
+
+def test_resume_from_a_plain_pickle_is_one_line_without_warnings(tmp_path):
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"epoch": 3}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        message = stop_message(["--resume", str(tmp_path / "plain.pkl")])
+    assert caught == [] and message.startswith("error: the checkpoint ")
