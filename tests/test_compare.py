@@ -135,3 +135,13 @@ def test_the_same_test_split_means_the_same_pixels_labels_and_names():
                   TensorLoader(images, labels.flip(0), 4, class_names=("a", "b", "c")),
                   TensorLoader(images, labels, 4, class_names=("a", "b", "d"))):
         assert not compare.same_test_split(loader, other)
+
+
+def test_a_moved_run_is_read_from_where_it_is_now(mnist_dir, tmp_path):
+    slot, moved = tmp_path / "slot", tmp_path / "moved"
+    trainer.main(trainer_flags(mnist_dir, slot, "--epochs", 2, "--max_train_samples", 64))
+    slot.rename(moved)
+    trainer.main(trainer_flags(mnist_dir, slot, "--epochs", 1, "--max_train_samples", 64,
+                               "--seed", "7"))
+    [figures] = compare.main([str(moved), "--out", str(tmp_path / "c.png")])
+    assert figures["epoch"] == 2  # moved's own last checkpoint, not slot's epoch 1
