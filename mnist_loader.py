@@ -87,7 +87,6 @@ KNOWN_CONTENTS = {
         "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
     },
 }
-FULL_SPLIT_SIZES = {"train": 60000, "t10k": 10000}  # the images of each IDX dataset's splits
 
 
 class BatchError(ValueError):
@@ -432,9 +431,8 @@ def known_datasets(name, content, source):
 
 def check_known_files(dataset, dataset_dir, raw, sources, train):
     """DatasetError when the split's files in `raw` (read from `sources`) are another known
-    dataset's, or hold a whole split's images but match no known copy of `dataset`'s.
-    Smaller files (subsets, the tests' synthetic ones) are taken as the dataset named, and
-    so are KMNIST's unpacked files, whose contents' checksums are not known here."""
+    dataset's. Files that match no known copy (subsets, reordered or edited copies, the
+    tests' synthetic files, KMNIST's unpacked ones) are taken as the dataset named."""
     split = "train" if train else "t10k"
     names = [name for name in IDX_FILES if name.startswith(split)]
     contents = {name: (Path(raw) / name).read_bytes() for name in names}
@@ -446,13 +444,6 @@ def check_known_files(dataset, dataset_dir, raw, sources, train):
                            f"{title}'s: they are {DATASETS[others[0]].title}'s {words} files "
                            f"(their checksums match); train on them with --dataset {others[0]}, "
                            f"or give --dataset_dir the folder of {title}'s files")
-    images = contents[names[0]]
-    full = len(images) >= 8 and int.from_bytes(images[4:8], "big") == FULL_SPLIT_SIZES[split]
-    if full and dataset in KNOWN_CONTENTS and not all(dataset in found for found in matches):
-        raise DatasetError(f"the {words} files in {os.path.abspath(dataset_dir)} hold "
-                           f"{FULL_SPLIT_SIZES[split]} images, as {title}'s do, but match no "
-                           f"known copy of {title}'s {words} files (their checksums differ): "
-                           f"they are damaged or another dataset's")
 
 
 def _flat_layout_root(dataset_dir, workdir, folder="MNIST"):
