@@ -303,7 +303,7 @@ def main(argv=None):
         keeper = run.keeper = StateKeeper(  # the training state: new, or the one --resume names
             files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, resume_command(),
             build_parser().parse_args([]))
-        history, first_epoch = keeper.start(train_loader)
+        history, first_epoch = keeper.start(train_loader, run.stop)
         files.start(classes, device, train_loader, test_loader, first_epoch)
         for epoch in range(first_epoch, args.epochs + 1):
             # Train and test a model.

@@ -268,9 +268,11 @@ class StateKeeper:
         self.last_good = self.loader_generator = self.num_steps = self.resumed_progress = None
         self.epoch = 1  # the epoch under way, for the advice on a NaN
 
-    def start(self, train_loader):
-        """Begin the run: anew, or from the state `settings.resume` names. Returns (history,
-        first epoch); an interrupted epoch's progress waits for `watching` to hand it out."""
+    def start(self, train_loader, stop):
+        """Begin the run: anew, or from the state `settings.resume` names; from here a
+        `stop` (StopSignals) waits for a step, to save the state. Returns (history, first
+        epoch); an interrupted epoch's progress waits for `watching` to hand it out."""
+        stop.training_began()
         self.loader_generator, self.num_steps = train_loader.generator, len(train_loader)
         history, first_epoch, self.resumed_progress = History(), 1, None
         if self.settings.resume:
@@ -323,7 +325,6 @@ class StateKeeper:
         interrupted epoch's, once, on resuming; else None). A stop asked for in the epoch
         saves the state and ends the run; a NaN ends it with advice (`explain`)."""
         progress, self.resumed_progress = self.resumed_progress, None
-        stop.training_began()
         try:
             yield progress
         except TrainingInterrupted as interrupted:
