@@ -102,17 +102,15 @@ def test_a_finished_run_has_nothing_to_train(reference_run, capsys):
 def test_resume_refuses_another_model(centers, expected, reference_run, tmp_path):
     state = load_training_state(reference_run / "training_state.pth")
     state["modules"]["center_loss"]["centers"] = centers
-    write_training_state(tmp_path / "other.pth", state)
-    assert expected in stop_message(["--resume", str(tmp_path / "other.pth"), "--epochs", "5",
-                                     "--out_dir", str(tmp_path / "out")])
+    write_training_state(tmp_path / "training_state.pth", state)  # a run's folder: tmp_path
+    assert expected in stop_message(["--resume", str(tmp_path), "--epochs", "5"])
 
 
 def test_resume_refuses_another_layer_shape(reference_run, tmp_path):
     state = load_training_state(reference_run / "training_state.pth")
     state["modules"]["model"]["ip1.weight"] = torch.zeros(2, 10)
-    write_training_state(tmp_path / "other.pth", state)
-    message = stop_message(["--resume", str(tmp_path / "other.pth"), "--epochs", "5",
-                            "--out_dir", str(tmp_path / "out")])
+    write_training_state(tmp_path / "training_state.pth", state)  # a run's folder: tmp_path
+    message = stop_message(["--resume", str(tmp_path), "--epochs", "5"])
     assert "ip1.weight has shape (2, 10) there, (2, 1152) here" in message
 
 
