@@ -31,7 +31,7 @@ from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate, open_checkpoint
 from mnist_loader import DATASETS
 from run_machinery.plots import draw_decision_regions, draw_embedding
-from run_machinery.run_folder import RunPaths, check_image_format
+from run_machinery.run_folder import RunPaths, check_image_format, in_folder
 from run_machinery.run_record import read_run_file
 
 PANELS_PER_ROW = 3  # more runs wrap onto further rows
@@ -51,7 +51,8 @@ def run_checkpoint(run_dir, epoch=None):
     if run is None:
         raise UserError(f"{run_dir} is not a run's folder: it has no run.json "
                         "(give a trainer's --out_dir)")
-    paths = RunPaths.from_settings(argparse.Namespace(**run["settings"]))
+    # the run's folder as it is now, not the one it was written in
+    paths = RunPaths.from_settings(argparse.Namespace(**in_folder(run["settings"], run_dir)))
     if epoch is not None:
         if not paths.model(epoch).is_file():
             raise UserError(f"{run_dir} has no checkpoint of epoch {epoch} ({paths.model(epoch)})")

@@ -69,6 +69,24 @@ DECODED_FILE = "decoded_{}.pt"
 # Changed whenever folder_image changes, so that no cache of the old recipe is used.
 FOLDER_RECIPE = "L, 16-bit grey / 257, bilinear 28x28 stretch; v1"
 MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean, DATASETS["mnist"].std
+# SHA-256 of the IDX files' contents (unpacked), computed once from Debian's copies: MNIST's
+# unpacked files (as its SHA256SUMS lists them) and Fashion-MNIST's .gz files, decompressed.
+# torchvision's MD5s (its classes' `resources`) are of its own .gz files, which match no
+# repacked or unpacked copy; they still name its downloads, KMNIST's among them.
+KNOWN_CONTENTS = {
+    "mnist": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
 
 
 class BatchError(ValueError):
@@ -385,20 +403,58 @@ def normalization(dataset, dataset_dir, train_images=None):
     return round(pixels.mean().item(), 4), round(pixels.std().item(), 4)
 
 
+def idx_sources(folder):
+    """The four IDX files in `folder`, name -> path (the plain file, else the .gz one), or
+    None when it does not hold them all."""
+    sources = {}
+    for name in IDX_FILES:
+        for candidate in (Path(folder) / name, Path(folder) / f"{name}.gz"):
+            if candidate.is_file():
+                sources[name] = candidate
+                break
+        else:
+            return None
+    return sources
+
+
+def known_datasets(name, content, source):
+    """The datasets (keys of DATASETS) whose IDX file `name` is `content`, read from
+    `source` (a .gz file's own MD5 is compared with torchvision's)."""
+    digest = hashlib.sha256(content).hexdigest()
+    packed = (hashlib.md5(source.read_bytes()).hexdigest() if source.suffix == ".gz"
+              else None)
+    return {key for key, dataset in DATASETS.items()
+            if KNOWN_CONTENTS.get(key, {}).get(name) == digest
+            or (packed and (f"{name}.gz", packed) in getattr(dataset.torchvision_class,
+                                                             "resources", ()))}
+
+
+def check_known_files(dataset, dataset_dir, raw, sources, train):
+    """DatasetError when the split's files in `raw` (read from `sources`) are another known
+    dataset's. Files that match no known copy (subsets, reordered or edited copies, the
+    tests' synthetic files, KMNIST's unpacked ones) are taken as the dataset named."""
+    split = "train" if train else "t10k"
+    names = [name for name in IDX_FILES if name.startswith(split)]
+    contents = {name: (Path(raw) / name).read_bytes() for name in names}
+    matches = [known_datasets(name, contents[name], sources[name]) for name in names]
+    others = sorted(set().union(*matches) - {dataset})
+    title, words = DATASETS[dataset].title, "training" if train else "test"
+    if others:
+        raise DatasetError(f"the files in {os.path.abspath(dataset_dir)} are not "
+                           f"{title}'s: they are {DATASETS[others[0]].title}'s {words} files "
+                           f"(their checksums match); train on them with --dataset {others[0]}, "
+                           f"or give --dataset_dir the folder of {title}'s files")
+
+
 def _flat_layout_root(dataset_dir, workdir, folder="MNIST"):
     """Give a folder holding the four files directly the FOLDER/raw/ layout torchvision reads.
 
     Returns a root for `MNIST(root)`, or None when `dataset_dir` does not hold them all.
     Plain files are linked, gzipped ones decompressed, into `workdir`.
     """
-    sources = {}
-    for name in IDX_FILES:
-        for candidate in (Path(dataset_dir) / name, Path(dataset_dir) / f"{name}.gz"):
-            if candidate.is_file():
-                sources[name] = candidate
-                break
-        else:
-            return None
+    sources = idx_sources(dataset_dir)
+    if sources is None:
+        return None
     raw = Path(workdir) / folder / "raw"
     raw.mkdir(parents=True)
     for name, source in sources.items():
@@ -408,6 +464,16 @@ def _flat_layout_root(dataset_dir, workdir, folder="MNIST"):
         else:
             (raw / name).symlink_to(source.resolve())
     return workdir
+
+
+def other_layouts(dataset, dataset_dir):
+    """ "; it holds NAME/raw/: --dataset KEY?" for another IDX dataset's files in
+    torchvision's layout in `dataset_dir`, else ""."""
+    for key, other in DATASETS.items():
+        if (key != dataset and other.class_names is not None
+                and idx_sources(Path(dataset_dir) / other.folder / "raw")):
+            return f"; it holds {other.folder}/raw/: --dataset {key}?"
+    return ""
 
 
 def read_split(dataset_dir, train, limit=None, dataset="mnist"):
@@ -423,13 +489,22 @@ def read_split(dataset_dir, train, limit=None, dataset="mnist"):
         except (OSError, EOFError) as error:
             raise dataset_error(dataset, dataset_dir,
                                 f"a gzipped file is corrupt ({error})") from error
+        raw = Path(root) / folder / "raw"
+        sources = idx_sources(dataset_dir) or idx_sources(raw)
+        if sources:
+            check_known_files(dataset, dataset_dir, raw, sources, train)
+        # A download makes NAME/raw/: what it made goes again when it fails.
+        made = next((path for path in (Path(dataset_dir), Path(dataset_dir) / folder, raw)
+                     if not path.exists()), None) if not sources else None
         try:
             split = DATASETS[dataset].torchvision_class(root, train=train, download=True)
         # torchvision's IDX parser asserts on a bad header and fails a reshape on a short file.
         except (RuntimeError, OSError, AssertionError, ValueError, IndexError) as error:
-            present = all((Path(root) / folder / "raw" / name).is_file() for name in IDX_FILES)
-            problem = ("an IDX file is truncated or corrupt" if present
-                       else "the files are missing and the download failed")
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            problem = ("an IDX file is truncated or corrupt" if sources
+                       else "the files are missing and the download failed"
+                       + other_layouts(dataset, dataset_dir))
             detail = (str(error).strip().splitlines()[0] if str(error).strip()
                       else type(error).__name__)
             raise dataset_error(dataset, dataset_dir, f"{problem} ({detail})") from error

@@ -35,6 +35,7 @@ from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMe
 from run_machinery.metrics import embed, split_retrieval_metrics
 from run_machinery.nan_watch import NanWatch, check_test_pass
 from run_machinery.plots import epoch_figure
+from run_machinery.run_folder import in_folder
 from run_machinery.settings import check_settings, settled
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
 from run_machinery.training_state import (StateKeeper, load_training_state, resume_path,
@@ -56,7 +57,8 @@ def build_parser():
         help="folder with the dataset (downloaded there when missing): torchvision's layout "
              "(MNIST/raw/, FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain "
              "or .gz; for --dataset folder, DIR with DIR/train/CLASS/* and DIR/test/CLASS/* "
-             "(ImageFolder's layout), where the decoded images are cached (decoded_*.pt)")
+             "(ImageFolder's layout), where the decoded images are cached (decoded_*.pt); IDX "
+             "files with known checksums must be the named dataset's")
     add("--out_dir", default=str(REPO_DIR / "outputs"),
         help="the run's folder: run.json, model/epoch_NNN.pth, visual/epoch_NNN.png, history.csv, "
              "training_state.pth")
@@ -138,11 +140,13 @@ def build_parser():
              "(OUT_DIR/visual/train_batch.png) and show it when a display exists")
     add("--overwrite", action="store_true",
         help="start a new run in an --out_dir that holds another run's outputs, deleting that "
-             "run's files first")
+             "run's files there first (and naming them); never a file outside --out_dir")
     add("--resume", metavar="PATH", default=None,
         help="continue a stopped run: its training_state.pth, its folder, or 'auto' for the one in "
-             "--out_dir. The run keeps its settings unless they are given again; --epochs counts "
-             "all epochs, the done ones included; default: start a new run")
+             "--out_dir. The run goes on in its folder as it is now and keeps its settings unless "
+             "they are given again, but for those fixed on resume (the data order's, --dataset, "
+             "--head, --scale, --margin, --feat_dim); --epochs counts all epochs, the done ones "
+             "included; default: start a new run")
     add("--dry_run", action="store_true",
         help="one training step and one test batch on the first images, writing nothing: a quick "
              "check that the install works")
@@ -155,7 +159,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.resume:
         path = resume_path(args.resume, args.out_dir)
-        args = resumed_settings(parser, argv, load_training_state(path)["args"])
+        saved = in_folder(load_training_state(path)["args"], path.parent)  # where it is now
+        args = resumed_settings(parser, argv, saved)
         args.resume = str(path)
     check_settings(args)
     return settled(args)
@@ -301,7 +306,7 @@ def main(argv=None):
         keeper = run.keeper = StateKeeper(  # the training state: new, or the one --resume names
             files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, resume_command(),
             build_parser().parse_args([]))
-        history, first_epoch = keeper.start(train_loader)
+        history, first_epoch = keeper.start(train_loader, run.stop)
         files.start(classes, device, train_loader, test_loader, first_epoch)
         for epoch in range(first_epoch, args.epochs + 1):
             # Train and test a model.

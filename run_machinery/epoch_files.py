@@ -30,8 +30,7 @@ class EpochFiles:
             self.paths.check(settings.epochs)
             self.lock = RunLock(self.paths.out_dir)  # held until close(), or the process's end
             try:
-                self.paths.claim(settings.epochs, resuming=bool(settings.resume),
-                                 overwrite=settings.overwrite)
+                self.paths.claim(resuming=bool(settings.resume), overwrite=settings.overwrite)
             except UserError:
                 self.close()
                 raise
@@ -125,13 +124,18 @@ def write_run_end(paths, history, unseen_classes, tensorboard=None, test_images=
                              angular=angular, class_names=names)
 
 
-def open_tensorboard(log_dir):
+def tensorboard_writer():
+    """TensorBoard's SummaryWriter class; UserError when its package is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package, which is not installed: "
                         "pip install tensorboard") from None
-    return SummaryWriter(log_dir)
+    return SummaryWriter
+
+
+def open_tensorboard(log_dir):
+    return tensorboard_writer()(log_dir)
 
 
 class Plotter:

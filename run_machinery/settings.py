@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from .devices import bf16_supported, pick_device
+from .epoch_files import tensorboard_writer
 from .errors import UserError
 from margin_heads import check_head_settings
 from mnist_loader import DATASETS, class_names
@@ -44,6 +45,8 @@ def check_settings(args):
                         f"train on (of {len(names)}), got {args.holdout_classes}")
     check_triplet_settings(args, len(names) - len(held_out))
     check_head_settings(args.head, args.scale, args.margin)
+    if args.tensorboard:
+        tensorboard_writer()  # a missing package stops here, before anything is written
     device = pick_device(args.device)  # one that the machine lacks stops here
     if args.amp and not bf16_supported(device):
         raise UserError(f"--amp needs native bfloat16, which this {device.type.upper()} lacks "
@@ -81,11 +84,14 @@ def check_triplet_settings(args, trained):
 def settled(args):
     """Checked settings (see `check_settings`) as the run records and uses them: held-out
     classes as sorted indices, the head's default scale and margin filled in, a dry run's
-    one step, and absolute folders, so that run.json and --resume work from any folder."""
+    one step, and absolute folders and templates, so that run.json and --resume work from
+    any folder (a template is not normalised: a '..' in it stays, to be checked)."""
     scale, margin = check_head_settings(args.head, args.scale, args.margin)
     changes = dict(holdout_classes=held_out_classes(args), scale=scale, margin=margin,
                    dataset_dir=str(Path(args.dataset_dir).resolve()),
-                   out_dir=str(Path(args.out_dir).resolve()))
+                   out_dir=str(Path(args.out_dir).resolve()),
+                   **{name: str(Path.cwd() / getattr(args, name))
+                      for name in ("model_path_temp", "vis_img_path_temp") if getattr(args, name)})
     if args.dry_run:  # one step of training and one test batch
         changes.update(max_train_samples=min(args.max_train_samples or args.batch_size,
                                              args.batch_size),

@@ -1,8 +1,10 @@
 """Stopping a run cleanly on Ctrl-C (SIGINT) or SIGTERM.
 
-Inside `with StopSignals() as stop:` a first signal only asks training to stop: the step
-under way finishes, the training state is saved, and the run ends with the status a shell
-gives that signal (128 + its number). A second signal stops at once (KeyboardInterrupt).
+Inside `with StopSignals() as stop:` a signal before training began (`training_began`)
+stops at once: there is nothing to save. During training a first signal only asks training
+to stop: the step under way finishes, the training state is saved, and the run ends with the
+status a shell gives that signal (128 + its number). A second signal stops at once
+(KeyboardInterrupt).
 `run_ending` wraps a whole run in them and turns its end into one line.
 """
 import os
@@ -14,8 +16,9 @@ from . import distributed
 from .errors import USER_ERRORS
 
 
-class RunStopped(Exception):
-    """The run ends early on a signal; `str()` is the one-line message, `exit_status` the status."""
+class RunStopped(BaseException):
+    """The run ends early on a signal; `str()` is the one-line message, `exit_status` the
+    status. Like KeyboardInterrupt, no `except Exception` on its way may take it."""
 
     def __init__(self, message, signum):
         super().__init__(message)
@@ -35,6 +38,11 @@ class StopSignals:
 
     def __init__(self):
         self.signum = None
+        self.training = False
+
+    def training_began(self):
+        """From here a first signal waits for the step under way, to save the state."""
+        self.training = True
 
     def __enter__(self):
         self.previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
@@ -48,6 +56,9 @@ class StopSignals:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
+        if not self.training:  # start-up work can be long; nothing of it needs saving
+            raise self.stopped(f"Stopped by {signal.Signals(signum).name} before training "
+                               f"began; no epoch was trained")
         # os.write, not print: the handler may run while the program is printing.
         os.write(2, f"\n{signal.Signals(signum).name}: stopping after the current step to save the "
                     f"training state; press Ctrl-C again to quit at once\n".encode())

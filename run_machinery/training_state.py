@@ -24,9 +24,16 @@ from .stop_signals import TrainingInterrupted
 TRAINING_STATE_NAME = "training_state.pth"
 TRAINING_STATE_FORMAT = "mnist-center-loss-training-state"
 TRAINING_STATE_VERSION = 3
-# Settings that fix the order of the training data: a resumed run keeps them.
-FIXED_ON_RESUME = ("seed", "batch_size", "max_train_samples", "holdout_classes",
-                   "classes_per_batch", "images_per_class")
+# Settings a resumed run keeps, and why: those that fix the order of the training data, and
+# those that fix how its checkpoints are read (every command reads each checkpoint of a run
+# with the run's one dataset, head and feature size).
+DATA_ORDER = "it fixes the order of the training data"
+CHECKPOINT_READING = "it fixes how its checkpoints are read"
+FIXED_ON_RESUME = {"seed": DATA_ORDER, "batch_size": DATA_ORDER, "max_train_samples": DATA_ORDER,
+                   "holdout_classes": DATA_ORDER, "classes_per_batch": DATA_ORDER,
+                   "images_per_class": DATA_ORDER, "dataset": CHECKPOINT_READING,
+                   "head": CHECKPOINT_READING, "scale": CHECKPOINT_READING,
+                   "margin": CHECKPOINT_READING, "feat_dim": CHECKPOINT_READING}
 
 
 def rng_states(loader_generator):
@@ -153,12 +160,18 @@ def resume_path(resume, out_dir):
 
 
 def resumed_settings(parser, argv, saved):
-    """The settings of a resumed run: those it was started with (`saved`), but for the
-    flags given now in `argv`, parsed by the trainer's `parser`."""
+    """The settings of a resumed run: those it was started with (`saved`, in the run's
+    folder as it is now), but for the flags given now in `argv`, parsed by the trainer's
+    `parser`. The run's folder is where its training state is: another --out_dir is refused."""
     known = vars(parser.parse_args([]))
     saved = {name: value for name, value in saved.items() if name in known and name != "resume"}
     parser.set_defaults(**saved)
     resumed = parser.parse_args(argv)
+    if Path(resumed.out_dir).resolve() != Path(saved["out_dir"]):
+        raise UserError(f"--resume: the run's folder is {saved['out_dir']} (where its training "
+                        f"state is), not the --out_dir {resumed.out_dir}; a run goes on in its "
+                        f"own folder (copy the folder to go on elsewhere)")
+    resumed.out_dir = saved["out_dir"]
     # as recorded: the classes given again, by name or index, compare as sorted indices
     resumed.holdout_classes = held_out_classes(resumed)
     changed = [name for name, value in saved.items()
@@ -166,8 +179,8 @@ def resumed_settings(parser, argv, saved):
     for name in changed:
         if name in FIXED_ON_RESUME:
             raise UserError(f"--resume: --{name} {getattr(resumed, name)} differs from the run's "
-                            f"{saved[name]}; it fixes the order of the training data, so a resumed "
-                            f"run keeps it (start a new run to change it)")
+                            f"{saved[name]}; {FIXED_ON_RESUME[name]}, so a resumed run keeps it "
+                            f"(start a new run to change it)")
     if changed:
         print("Resuming with changed settings: "
               + ", ".join(f"--{name} {getattr(resumed, name)} (was {saved[name]})"
@@ -258,9 +271,11 @@ class StateKeeper:
         self.last_good = self.loader_generator = self.num_steps = self.resumed_progress = None
         self.epoch = 1  # the epoch under way, for the advice on a NaN
 
-    def start(self, train_loader):
-        """Begin the run: anew, or from the state `settings.resume` names. Returns (history,
-        first epoch); an interrupted epoch's progress waits for `watching` to hand it out."""
+    def start(self, train_loader, stop):
+        """Begin the run: anew, or from the state `settings.resume` names; from here a
+        `stop` (StopSignals) waits for a step, to save the state. Returns (history, first
+        epoch); an interrupted epoch's progress waits for `watching` to hand it out."""
+        stop.training_began()
         self.loader_generator, self.num_steps = train_loader.generator, len(train_loader)
         history, first_epoch, self.resumed_progress = History(), 1, None
         if self.settings.resume:

@@ -256,3 +256,10 @@ def interrupt_at_training_step(monkeypatch, step):
         return forward(self, label, feat, *rest)
 
     monkeypatch.setattr(CenterLoss, "forward", forward_and_signal)
+
+
+def snapshot(folder):
+    """Every file under `folder` and its bytes: a run's files, to check that they stayed
+    byte-identical."""
+    return {path.relative_to(folder): path.read_bytes()
+            for path in sorted(Path(folder).rglob("*")) if path.is_file()}

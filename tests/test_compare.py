@@ -166,3 +166,13 @@ def test_compare_stops_in_one_line_on_a_damaged_history(holdout_run, tmp_path):
         compare.main([str(copy), "--out", str(tmp_path / "c.png")])
     assert stop.value.code == (f"error: {copy / 'history.csv'}, line 3: seconds '1.2.3' is not "
                                "a number")
+
+
+def test_a_moved_run_is_read_from_where_it_is_now(mnist_dir, tmp_path):
+    slot, moved = tmp_path / "slot", tmp_path / "moved"
+    trainer.main(trainer_flags(mnist_dir, slot, "--epochs", 2, "--max_train_samples", 64))
+    slot.rename(moved)
+    trainer.main(trainer_flags(mnist_dir, slot, "--epochs", 1, "--max_train_samples", 64,
+                               "--seed", "7"))
+    [figures] = compare.main([str(moved), "--out", str(tmp_path / "c.png")])
+    assert figures["epoch"] == 2  # moved's own last checkpoint, not slot's epoch 1

@@ -454,3 +454,37 @@ def test_a_folder_is_decoded_once_and_again_when_a_file_changes(tmp_path, monkey
     (tmp_path / "decoded_train.pt").write_bytes(b"cut")  # a broken cache is decoded anew
     assert torch.equal(read_split(tmp_path, True, dataset="folder")[0], images)
     assert len(decoded) == 16 and not list(tmp_path.glob(".decoded_*"))  # no temporary left
+
+
+REAL_MNIST_RAW = REPO_DIR.parent / "shared" / "mnist" / "MNIST" / "raw"
+real_data = pytest.mark.skipif(not (REAL_MNIST_RAW.is_dir() and REAL_FASHION_DIR.is_dir()),
+                               reason=f"real MNIST and Fashion-MNIST not found at "
+                                      f"{REAL_MNIST_RAW} and {REAL_FASHION_DIR}")
+
+
+@real_data
+@pytest.mark.parametrize("folder, named, found", [
+    (REAL_MNIST_RAW, "fashion-mnist", "MNIST"),
+    (REAL_FASHION_DIR, "mnist", "Fashion-MNIST"),
+    (REAL_FASHION_DIR, "kmnist", "Fashion-MNIST"),
+])
+def test_another_datasets_files_are_named(folder, named, found):
+    with pytest.raises(DatasetError, match=f"they are {found}'s test files") as error:
+        read_split(folder, train=False, dataset=named)
+    assert "\n" not in str(error.value)
+
+
+@real_data
+@pytest.mark.parametrize("folder, named", [(REAL_MNIST_RAW, "mnist"),
+                                           (REAL_FASHION_DIR, "fashion-mnist")])
+def test_the_real_files_match_their_checksums(folder, named):
+    images, labels = read_split(folder, train=False, dataset=named)
+    assert images.shape == (10000, 28, 28)
+
+
+def test_a_failed_load_creates_no_folder_in_the_data_folder(tmp_path, offline):
+    make_mnist(tmp_path)  # MNIST/raw/
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(DatasetError, match="it holds MNIST/raw/: --dataset mnist"):
+        read_split(tmp_path, train=False, dataset="fashion-mnist")
+    assert sorted(tmp_path.rglob("*")) == before

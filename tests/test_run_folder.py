@@ -1,8 +1,12 @@
+import sys
+import time
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+import train_mnist_original_center as trainer
+from conftest import snapshot, stop_message, trainer_flags
 from mnist_loader import TensorLoader
 from run_machinery.errors import UserError
 from run_machinery.run_folder import RunPaths, write_run_file
@@ -14,7 +18,7 @@ NAMES = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay")
 def settings(tmp_path, **changes):
     values = dict(out_dir=str(tmp_path / "run"), model_path_temp=None, vis_img_path_temp=None,
                   dataset_dir=str(tmp_path / "data"), dataset="mnist", holdout_classes=[8, 9],
-                  epochs=3)
+                  epochs=3, tensorboard=None, img_show=False)
     values.update(changes)
     return SimpleNamespace(**values)
 
@@ -65,3 +69,115 @@ def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
     again = read_run_file(paths.out_dir)
     assert (again["started"] == run["started"] and len(again["resumed"]) == 1
             and again["settings"]["epochs"] == 5)
+
+
+def test_outputs_that_share_a_file_are_refused(mnist_dir, tmp_path):
+    template = str(tmp_path / "x_{}.png")
+    message = stop_message(trainer_flags(mnist_dir, tmp_path, "--epochs", 2,
+                                         "--model_path_temp", template,
+                                         "--vis_img_path_temp", template))
+    assert ("--model_path_temp and --vis_img_path_temp both write " in message
+            and str(tmp_path / "x_001.png") in message and "\n" not in message)
+    assert not list(tmp_path.glob("x_*")) and not (tmp_path / "run.json").exists()
+
+
+def test_templates_that_meet_through_dotdot_or_a_symlink_are_refused(tmp_path):
+    run = tmp_path / "run"
+    (run / "visual").mkdir(parents=True)
+    (run / "pictures").symlink_to(run / "visual")
+    for changes, fragment in [
+        (dict(model_path_temp=f"{run}/{{}}/../x.pth"), "--model_path_temp writes one file, "),
+        (dict(model_path_temp=f"{run}/c/../epoch_{{}}/../../run/history.csv"),
+         "--model_path_temp writes one file, "),
+        (dict(model_path_temp=f"{run}/pictures/epoch_{{}}.png"),
+         "--model_path_temp and --vis_img_path_temp both write "),
+        (dict(model_path_temp=f"{run}/model/../features{{}}.gif", vis_img_path_temp=None),
+         None),
+        (dict(tensorboard=str(run / "model" / ".." / "history.csv")),
+         "history.csv and --tensorboard both write "),
+    ]:
+        paths = RunPaths.from_settings(settings(tmp_path, **changes))
+        if fragment is None:
+            paths.check(3)  # features001.gif is no features.gif
+            continue
+        with pytest.raises(UserError, match=fragment):
+            paths.check(3)
+
+
+def test_templates_that_meet_at_a_later_epoch(tmp_path):
+    # epoch 1001's picture e1001.png would be epoch 1's checkpoint
+    paths = RunPaths.from_settings(settings(tmp_path, model_path_temp=str(tmp_path / "e1{}.png"),
+                                            vis_img_path_temp=str(tmp_path / "e{}.png")))
+    paths.check(1000)
+    with pytest.raises(UserError, match="e1001.png"):
+        paths.check(1001)
+
+
+def test_another_runs_files_stay_as_they_were_when_templates_meet(mnist_dir, tmp_path):
+    other = tmp_path / "other"
+    trainer.main(trainer_flags(mnist_dir, other, "--epochs", 1, "--max_train_samples", 64))
+    before = snapshot(other)
+    message = stop_message(trainer_flags(
+        mnist_dir, tmp_path / "new", "--epochs", 2, "--max_train_samples", 64,
+        "--model_path_temp", f"{other}/{{}}/../training_state.pth",
+        "--vis_img_path_temp", f"{other}/{{}}/../history.png"))
+    assert "writes one file, " in message and "\n" not in message
+    assert snapshot(other) == before
+
+
+def test_start_up_checks_do_not_grow_with_the_epochs(tmp_path):
+    paths = RunPaths.from_settings(settings(tmp_path))
+    start = time.monotonic()
+    paths.check(10 ** 8)
+    paths.claim(resuming=False, overwrite=False)
+    assert time.monotonic() - start < 1
+
+
+def test_overwrite_removes_only_the_runs_files_in_its_folder(mnist_dir, tmp_path, capsys):
+    victim = tmp_path / "victim"
+    trainer.main(trainer_flags(mnist_dir, victim, "--epochs", 2, "--max_train_samples", 64))
+    before = snapshot(victim)
+    message = stop_message(trainer_flags(
+        mnist_dir, tmp_path / "new", "--epochs", 1, "--max_train_samples", 64, "--overwrite",
+        "--model_path_temp", f"{victim}/model/epoch_{{}}.pth"))
+    assert (f"{victim / 'model' / 'epoch_001.pth'} (and 1 more) outside" in message
+            and "\n" not in message)
+    assert snapshot(victim) == before
+    (victim / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    trainer.main(trainer_flags(mnist_dir, victim, "--epochs", 1, "--max_train_samples", 64,
+                               "--overwrite"))
+    said = capsys.readouterr().out
+    assert (f"--overwrite: deleted 10 files of the run in {victim}: run.json, history.csv, "
+            in said and "model/epoch_002.pth, visual/epoch_001.png" in said)
+    assert (victim / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_lock_that_is_a_symlink_is_refused(mnist_dir, tmp_path):
+    target = tmp_path / "somefile"
+    target.write_text("precious\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.lock").symlink_to(target)
+    message = stop_message(trainer_flags(mnist_dir, tmp_path / "run", "--epochs", 1,
+                                         "--max_train_samples", 64))
+    assert f"{tmp_path / 'run' / 'run.lock'} is a symbolic link" in message
+    assert target.read_text() == "precious\n"
+
+
+def test_a_start_that_cannot_work_writes_nothing(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as when not installed
+    message = stop_message(trainer_flags(mnist_dir, tmp_path, "--epochs", 1,
+                                         "--max_train_samples", 64,
+                                         "--tensorboard", tmp_path / "tb"))
+    assert "--tensorboard needs the tensorboard package" in message
+    assert not (tmp_path / "run.json").exists()
+    trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64))
+
+
+def test_a_run_that_never_finished_an_epoch_may_start_again(mnist_dir, tmp_path):
+    message = stop_message(["--dataset_dir", str(mnist_dir), "--max_train_samples", "128",
+                            "--batch_size", "32", "--device", "cpu", "--head", "cosface",
+                            "--lr", "100", "--out_dir", str(tmp_path)])
+    assert message.startswith("error: the features blew up") and (tmp_path / "run.json").exists()
+    trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64))
+    assert (tmp_path / "training_state.pth").is_file()

@@ -15,7 +15,7 @@ from run_machinery.checkpointing import load_checkpoint
 from conftest import (REPO_DIR, assert_same_run, interrupt_at_training_step, small_run_flags,
                       stop_message)
 from run_machinery.errors import UserError
-from run_machinery.stop_signals import RunStopped, run_ending
+from run_machinery.stop_signals import RunStopped, StopSignals, run_ending
 from run_machinery.training_state import load_training_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -175,3 +175,23 @@ def test_ctrl_c_mid_epoch_of_pk_batches_resumes_exactly(mnist_dir, tmp_path, mon
     monkeypatch.undo()
     trainer.main(stopped + ["--resume", "auto"])
     assert_same_run(tmp_path / "stopped", tmp_path / "reference", epochs=2)
+
+
+def test_a_stop_before_training_acts_at_once():
+    start = time.monotonic()
+    with pytest.raises(RunStopped, match="Stopped by SIGTERM before training began") as stopped:
+        with StopSignals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # start-up work that would go on
+    assert time.monotonic() - start < 1 and stopped.value.exit_status == 128 + signal.SIGTERM
+
+
+def test_a_run_of_a_hundred_million_epochs_starts_and_stops_at_once(mnist_dir, tmp_path):
+    timer = threading.Timer(3, os.kill, (os.getpid(), signal.SIGTERM))
+    start = time.monotonic()
+    timer.start()
+    try:
+        status = stop_message(small_run_flags(mnist_dir, tmp_path, epochs=100_000_000))
+    finally:
+        timer.cancel()
+    assert status == 128 + signal.SIGTERM and time.monotonic() - start < 10

@@ -269,7 +269,7 @@ def test_one_run_per_folder(mnist_dir, tmp_path, capsys):
     capsys.readouterr()
     trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64,
                                "--overwrite"))
-    assert "--overwrite: deleted the 10 files of the run" in capsys.readouterr().out
+    assert f"--overwrite: deleted 10 files of the run in {tmp_path}: " in capsys.readouterr().out
     # The earlier run's second epoch is gone with it: the folder holds one run.
     assert (not (tmp_path / "model" / "epoch_002.pth").exists()
             and (tmp_path / "model" / "epoch_001.pth").exists())

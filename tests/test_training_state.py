@@ -14,7 +14,7 @@ import torch
 import train_mnist_original_center as trainer
 from run_machinery.checkpointing import CheckpointError, save_checkpoint
 from run_machinery.errors import UserError
-from conftest import assert_same_run, small_run_flags, stop_message
+from conftest import assert_same_run, small_run_flags, snapshot, stop_message
 from run_machinery.training_state import (load_training_state, restore_rng_states, rng_states,
                                           write_training_state)
 
@@ -105,17 +105,15 @@ def test_a_finished_run_has_nothing_to_train(reference_run, capsys):
 def test_resume_refuses_another_model(centers, expected, reference_run, tmp_path):
     state = load_training_state(reference_run / "training_state.pth")
     state["modules"]["center_loss"]["centers"] = centers
-    write_training_state(tmp_path / "other.pth", state)
-    assert expected in stop_message(["--resume", str(tmp_path / "other.pth"), "--epochs", "5",
-                                     "--out_dir", str(tmp_path / "out")])
+    write_training_state(tmp_path / "training_state.pth", state)  # a run's folder: tmp_path
+    assert expected in stop_message(["--resume", str(tmp_path), "--epochs", "5"])
 
 
 def test_resume_refuses_another_layer_shape(reference_run, tmp_path):
     state = load_training_state(reference_run / "training_state.pth")
     state["modules"]["model"]["ip1.weight"] = torch.zeros(2, 10)
-    write_training_state(tmp_path / "other.pth", state)
-    message = stop_message(["--resume", str(tmp_path / "other.pth"), "--epochs", "5",
-                            "--out_dir", str(tmp_path / "out")])
+    write_training_state(tmp_path / "training_state.pth", state)  # a run's folder: tmp_path
+    message = stop_message(["--resume", str(tmp_path), "--epochs", "5"])
     assert "ip1.weight has shape (2, 10) there, (2, 1152) here" in message
 
 
@@ -200,3 +198,40 @@ def test_resume_from_a_plain_pickle_is_one_line_without_warnings(tmp_path):
         warnings.simplefilter("always")
         message = stop_message(["--resume", str(tmp_path / "plain.pkl")])
     assert caught == [] and message.startswith("error: the checkpoint ")
+
+
+def test_resuming_a_moved_run_writes_into_its_current_folder(mnist_dir, tmp_path):
+    import json
+    slot, moved = tmp_path / "slot", tmp_path / "moved"
+    trainer.main(small_run_flags(mnist_dir, slot, epochs=1)
+                 + ["--model_path_temp", f"{slot}/weights/e_{{}}.pth"])
+    slot.rename(moved)
+    trainer.main(small_run_flags(mnist_dir, slot, epochs=2) + ["--seed", "7"])
+    before = snapshot(slot)
+    message = stop_message(["--resume", str(moved), "--epochs", "2", "--out_dir", str(slot)])
+    assert f"the run's folder is {moved}" in message and "\n" not in message
+    trainer.main(["--resume", str(moved), "--epochs", "2"])
+    assert snapshot(slot) == before
+    assert ((moved / "weights" / "e_002.pth").is_file()
+            and (moved / "visual" / "epoch_002.png").is_file())
+    run = json.loads((moved / "run.json").read_text())
+    assert run["settings"]["out_dir"] == str(moved.resolve()) and len(run["resumed"]) == 1
+
+
+def test_resume_keeps_what_reads_its_checkpoints(mnist_dir, tmp_path, offline):
+    softmax, arcface = tmp_path / "softmax", tmp_path / "arcface"
+    trainer.main(small_run_flags(mnist_dir, softmax, epochs=1))
+    trainer.main(small_run_flags(mnist_dir, arcface, epochs=1) + ["--head", "arcface"])
+    for run, flags, said in [
+        (softmax, ["--head", "arcface"], "--head arcface differs from the run's softmax"),
+        (softmax, ["--feat_dim", "3"], "--feat_dim 3 differs from the run's 2"),
+        (softmax, ["--dataset", "fashion-mnist"],
+         "--dataset fashion-mnist differs from the run's mnist"),
+        (arcface, ["--head", "cosface"], "--head cosface differs from the run's arcface"),
+        (arcface, ["--margin", "0.3"], "--margin 0.3 differs from the run's 0.2"),
+        (arcface, ["--scale", "10"], "--scale 10.0 differs from the run's 16.0"),
+    ]:
+        before = snapshot(run)
+        message = stop_message(["--resume", str(run), "--epochs", "2", *flags])
+        assert said in message and "how its checkpoints are read" in message
+        assert "\n" not in message and snapshot(run) == before
