@@ -3,6 +3,9 @@
 Devices are named as PyTorch names them (`cpu`, `cuda`, `cuda:1`, `mps`, `xpu`); `auto`
 takes the current accelerator through `torch.accelerator`, or the CPU.
 """
+import platform
+from pathlib import Path
+
 import torch
 
 from . import distributed
@@ -44,6 +47,27 @@ def bf16_supported(device):
     except RuntimeError:
         return False
     return True
+
+
+# The CPU's extensions that decide its speed here: AVX2 (and FMA) for float32 everywhere,
+# AVX-512 for wider float32, AVX512-BF16 and AMX for native bfloat16 (--amp).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_kind():
+    """The CPU that a speed figure was measured on: its model name, which of SPEED_FLAGS
+    it has (from /proc/cpuinfo; elsewhere none are listed), the vector code PyTorch runs
+    on it, and PyTorch's thread count."""
+    model, flags = platform.processor() or "unknown", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().split("\n\n")[0]
+                      .splitlines() if ":" in line)
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        model, flags = fields.get("model name", model), set(fields.get("flags", "").split())
+    return {"model": model, "flags": [flag for flag in SPEED_FLAGS if flag in flags],
+            "capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
 
 
 def speed_setup(model, device, channels_last=False, compiled=False):

@@ -23,6 +23,7 @@ import torchvision
 from matplotlib.figure import Figure
 
 from .checkpointing import atomic_write
+from .devices import cpu_kind
 from .errors import UserError
 from .run_record import RUN_FILE, read_run_file
 from .training_state import TRAINING_STATE_NAME
@@ -345,6 +346,7 @@ def write_run_file(paths, settings, classes, train_loader, device, resumed=False
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "device": str(device),
+        "cpu": cpu_kind(),  # what the run's speed depends on, even when it trains elsewhere
         "processes": train_loader.world_size,
         "git_commit": git_commit(),
         "started": previous["started"] if previous else now,

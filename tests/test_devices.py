@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 import torch
 
-from run_machinery.devices import bf16_supported, pick_device, speed_setup
+from run_machinery.devices import SPEED_FLAGS, bf16_supported, cpu_kind, pick_device, speed_setup
 from run_machinery.errors import UserError
 from mnist_net import Net
 
@@ -33,6 +35,18 @@ def test_an_unknown_device_name():
 def test_bf16_on_the_cpu_follows_onednn():
     assert bf16_supported(torch.device("cpu")) == (
         torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_cpu_kind_names_the_model_its_speed_flags_and_the_threads(monkeypatch):
+    kind = cpu_kind()
+    assert kind["model"] and kind["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(kind["flags"]) <= set(SPEED_FLAGS) and kind["threads"] == torch.get_num_threads()
+    if Path("/proc/cpuinfo").is_file():
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+        assert kind["flags"] == [flag for flag in SPEED_FLAGS if flag in flags]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    assert cpu_kind()["threads"] == 7
 
 
 def test_cuda_setup_turns_on_autotuning_and_tf32(monkeypatch):

@@ -9,6 +9,7 @@ import train_mnist_original_center as trainer
 from conftest import snapshot, stop_message, trainer_flags
 from mnist_loader import TensorLoader
 from run_machinery.errors import UserError
+from run_machinery.devices import cpu_kind
 from run_machinery.run_folder import RunPaths, write_run_file
 from run_machinery.run_record import read_run_file
 
@@ -63,6 +64,7 @@ def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
     assert (run["mean"], run["std"], run["processes"]) == (0.25, 0.5, 1)
     assert run["torch"] == torch.__version__ and run["device"] == "cpu" and run["resumed"] == []
     assert run["dataset_dir"] == str((tmp_path / "data").resolve())
+    assert run["cpu"] == cpu_kind()  # the machine the run's speed depends on
     assert run["git_commit"] is None or len(run["git_commit"].split("+")[0]) == 40
     write_run_file(paths, settings(tmp_path, epochs=5), (0, 1), loader, torch.device("cpu"),
                    resumed=True)
