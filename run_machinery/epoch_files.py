@@ -15,6 +15,7 @@ from .errors import UserError
 from mnist_loader import DATASETS
 from .plots import plot_curves, show_batch, write_feature_gif
 from .run_folder import RunLock, RunPaths, write_run_file
+from .settings import tensorboard_writer
 
 
 class EpochFiles:
@@ -122,16 +123,6 @@ def write_run_end(paths, history, unseen_classes, tensorboard=None, test_images=
     return write_feature_gif(torch.stack(history.test_features), history.test_labels, paths.gif,
                              unseen_classes, [record.epoch for record in history.records],
                              angular=angular, class_names=names)
-
-
-def tensorboard_writer():
-    """TensorBoard's SummaryWriter class; UserError when its package is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package, which is not installed: "
-                        "pip install tensorboard") from None
-    return SummaryWriter
 
 
 def open_tensorboard(log_dir):

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 from .devices import bf16_supported, pick_device
-from .epoch_files import tensorboard_writer
 from .errors import UserError
 from margin_heads import check_head_settings
 from mnist_loader import DATASETS, class_names
@@ -128,3 +127,13 @@ def parse_classes(dataset, values, names=None, flag="--holdout_classes"):
                             f"0-{len(names) - 1} nor a class of {DATASETS[dataset].title} "
                             f"({', '.join(names)})")
     return indices
+
+
+def tensorboard_writer():
+    """TensorBoard's SummaryWriter class; UserError when its package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package, which is not installed: "
+                        "pip install tensorboard") from None
+    return SummaryWriter
