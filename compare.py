@@ -145,9 +145,7 @@ def parse_args(argv=None):
                         help="compare every run at this epoch; default: each run's last checkpoint")
     parser.add_argument("--markdown", default=None,
                         help="also write the table of figures to this file; default: none")
-    parser.add_argument("--device", default="auto",
-                        help="where to evaluate: auto (the current accelerator, else the CPU) or a "
-                             "PyTorch device name (cpu, cuda, cuda:1, mps)")
+    cli.add_device_flag(parser)
     return parser.parse_args(argv)
 
 

@@ -64,9 +64,7 @@ def parse_args(argv=None):
                         help="how many nearest test images to show")
     parser.add_argument("--dataset_dir", default=None,
                         help="the dataset's folder; default: the run's, from its run.json")
-    parser.add_argument("--device", default="auto",
-                        help="where to run: auto (the current accelerator, else the CPU) or a "
-                             "PyTorch device name (cpu, cuda, mps)")
+    cli.add_device_flag(parser)
     args = parser.parse_args(argv)
     if args.k < 1:
         raise UserError(f"--k must be at least 1, got {args.k}")

@@ -63,9 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--plot", default=None,
                         help="write a map of the test features with each picture on it (a star, "
                              "and the prepared picture beside it) to this PNG; default: none")
-    parser.add_argument("--device", default="auto",
-                        help="where to run: auto (the current accelerator, else the CPU) or a "
-                             "PyTorch device name (cpu, cuda, cuda:1, mps)")
+    cli.add_device_flag(parser)
     args = parser.parse_args(argv)
     if args.k < 1:
         raise UserError(f"--k must be at least 1, got {args.k}")

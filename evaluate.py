@@ -70,9 +70,7 @@ def parse_args(argv=None):
                              "class, red otherwise; default: none")
     parser.add_argument("--ranking_per_class", type=int, default=2,
                         help="queries of each class in --ranking")
-    parser.add_argument("--device", default="auto",
-                        help="where to evaluate: auto (the current accelerator, else the CPU) or a "
-                             "PyTorch device name (cpu, cuda, cuda:1, mps)")
+    cli.add_device_flag(parser)
     parser.add_argument("--batch_size", type=int, default=1024, help="evaluation batch size")
     args = parser.parse_args(argv)
     if args.max_test_samples is not None and args.max_test_samples < 1:

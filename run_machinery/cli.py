@@ -16,6 +16,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def add_device_flag(parser):
+    """The commands' --device flag (the trainer has its own, in the article's list)."""
+    parser.add_argument("--device", default="auto",
+                        help="where to run: auto (the current accelerator, else the CPU) or a "
+                             "PyTorch device name (cpu, cuda, cuda:1, mps)")
+
+
 def exit_on_signals(message):
     """Until main() sets its own handlers: Ctrl-C or SIGTERM ends the program at once with
     `message` on one line, instead of a traceback from inside an import."""
