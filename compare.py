@@ -3,8 +3,9 @@ Markdown table of their figures.
 
 Each RUN_DIR is a trainer's --out_dir: its run.json gives the loss (the head and the
 weights of its parts), the feature's width, the held-out classes and the dataset, and its
-last per-epoch checkpoint (or that of --epoch) is evaluated on the test split (the same for
-every run, or nothing is compared). The median seconds per epoch come from the run's
+last per-epoch checkpoint (or that of --epoch) is evaluated on the run's own test images
+(its trainer's --max_test_samples, unless --max_test_samples is given: the same for every
+run, or nothing is compared). The median seconds per epoch come from the run's
 history.csv. A run whose head was weighed 0 (the triplet loss alone) has no accuracy: its
 classifier was never trained.
 
@@ -145,6 +146,7 @@ def parse_args(argv=None):
                         help="compare every run at this epoch; default: each run's last checkpoint")
     parser.add_argument("--markdown", default=None,
                         help="also write the table of figures to this file; default: none")
+    cli.add_test_split_flag(parser)
     cli.add_device_flag(parser)
     return parser.parse_args(argv)
 
@@ -169,7 +171,7 @@ def main(argv=None):
                 raise UserError(f"{run_dir} was trained on {DATASETS[checkpoint.dataset].title}, "
                                 f"{args.run_dirs[0]} on {DATASETS[results[0]['dataset']].title}; "
                                 "compare runs on the same test split")
-            test_loader = checkpoint.test_split(device, settings.get("max_test_samples"))
+            test_loader = checkpoint.test_split(device, args.max_test_samples)
             if first_split is None:
                 first_split = test_loader
             if not same_test_split(test_loader, first_split):

@@ -64,6 +64,7 @@ def parse_args(argv=None):
                         help="how many nearest test images to show")
     parser.add_argument("--dataset_dir", default=None,
                         help="the dataset's folder; default: the run's, from its run.json")
+    cli.add_test_split_flag(parser)
     cli.add_device_flag(parser)
     args = parser.parse_args(argv)
     if args.k < 1:
@@ -77,14 +78,15 @@ class Demo:
     """What the page computes: a checkpoint's test split embedded and drawn once, then for
     each picture its class, its star on the map and its nearest test images."""
 
-    def __init__(self, checkpoint_path, device="cpu", k=8, dataset_dir=None):
+    def __init__(self, checkpoint_path, device="cpu", k=8, dataset_dir=None, test_images=None):
+        """`test_images`: the gallery's first test images, as --max_test_samples takes them
+        (None: the run's own)."""
         checkpoint = open_checkpoint(checkpoint_path, dataset_dir=dataset_dir)
         if not checkpoint.run:
             raise UserError(f"{checkpoint_path} has no run.json beside it or in the folder "
                             f"above to say its dataset and classes")
         self.k = k
-        self.index = PictureIndex(checkpoint, device,
-                                  checkpoint.run.get("settings", {}).get("max_test_samples"))
+        self.index = PictureIndex(checkpoint, device, test_images)
         self.map = FeatureMap(self.index.gallery, self.index.labels,
                               f"{Path(checkpoint_path).name}: test features, your picture (star)",
                               checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
@@ -167,7 +169,8 @@ def main(argv=None):
         args = parse_args(argv)
         gradio = import_gradio()
         check_port(args.host, args.port)
-        demo = Demo(args.checkpoint, pick_device(args.device), args.k, args.dataset_dir)
+        demo = Demo(args.checkpoint, pick_device(args.device), args.k, args.dataset_dir,
+                    args.max_test_samples)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda signum, frame: stop.set())

@@ -63,6 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--plot", default=None,
                         help="write a map of the test features with each picture on it (a star, "
                              "and the prepared picture beside it) to this PNG; default: none")
+    cli.add_test_split_flag(parser)
     cli.add_device_flag(parser)
     args = parser.parse_args(argv)
     if args.k < 1:
@@ -83,8 +84,7 @@ def main(argv=None):
                             f"to say its dataset; pass --dataset (and --dataset_dir)")
         pictures = torch.from_numpy(np.stack([own_picture(path, checkpoint.dataset)
                                               for path in args.images]))
-        index = PictureIndex(checkpoint, pick_device(args.device),
-                             checkpoint.run.get("settings", {}).get("max_test_samples"))
+        index = PictureIndex(checkpoint, pick_device(args.device), args.max_test_samples)
         features, predicted, placed = index.place(pictures, args.k)
         results = [{"image": str(path), **result} for path, result in zip(args.images, placed)]
         for result in results:

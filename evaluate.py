@@ -7,9 +7,10 @@ Musgrave et al. 2020; and re-identification's CMC rank-1, rank-5, rank-10 and mA
 overall and, for a model trained with held-out classes, among the seen and among the
 unseen classes. Optionally writes the metrics as JSON and a plot of the
 test features over the classifier's decision regions. The run.json of the run that wrote
-the checkpoint gives the dataset and its folder, the held-out classes and the head (an
-angular head predicts the class of the largest cosine), and the class names and the
-normalisation (a folder dataset's own); flags given win.
+the checkpoint gives the dataset and its folder, the test images (the first
+--max_test_samples the run tested on: its figures are those of its training log), the
+held-out classes and the head (an angular head predicts the class of the largest cosine),
+and the class names and the normalisation (a folder dataset's own); flags given win.
 
     python evaluate.py outputs/model/epoch_100.pth --json eval.json --plot eval.png
 """
@@ -48,8 +49,7 @@ def parse_args(argv=None):
     parser.add_argument("--dataset_dir", default=None,
                         help="the dataset's folder, as for the trainer; default: the run's, from "
                              f"its run.json, else {REPO_DIR / 'datasets'}")
-    parser.add_argument("--max_test_samples", type=int, default=None,
-                        help="use only the first N test images; default: all")
+    cli.add_test_split_flag(parser)
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
                         help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
@@ -73,8 +73,6 @@ def parse_args(argv=None):
     cli.add_device_flag(parser)
     parser.add_argument("--batch_size", type=int, default=1024, help="evaluation batch size")
     args = parser.parse_args(argv)
-    if args.max_test_samples is not None and args.max_test_samples < 1:
-        raise UserError(f"--max_test_samples must be at least 1, got {args.max_test_samples}")
     for name in ("batch_size", "ranking_per_class"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -102,6 +100,8 @@ def main(argv=None):
                        dataset=checkpoint.dataset, class_names=names, holdout_classes=holdout)
         print(f"Checkpoint {args.checkpoint}: {metrics['num_test_images']} test images of "
               f"{DATASETS[checkpoint.dataset].title}"
+              + (" (the run's own, as in its training log; --max_test_samples all: every one)"
+                 if args.max_test_samples is None and checkpoint.run_test_images else "")
               + (f", classes {holdout} ({', '.join(names[index] for index in holdout)}) "
                  "held out in training"
                  if holdout else "")

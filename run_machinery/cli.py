@@ -23,6 +23,30 @@ def add_device_flag(parser):
                              "PyTorch device name (cpu, cuda, cuda:1, mps)")
 
 
+# --max_test_samples's word for every test image (its default, None, is the run's subset).
+ALL_TEST_IMAGES = "all"
+
+
+def test_image_count(text):
+    """A --max_test_samples value: "all", or a whole number of at least 1."""
+    if text == ALL_TEST_IMAGES:
+        return text
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 or "
+                                         f"'{ALL_TEST_IMAGES}', got {text!r}")
+    return int(text)
+
+
+def add_test_split_flag(parser):
+    """The commands' --max_test_samples: by default a checkpoint is tested on its run's own
+    test images, so that its figures are those of its training log."""
+    parser.add_argument("--max_test_samples", type=test_image_count, default=None,
+                        metavar=f"N|{ALL_TEST_IMAGES}",
+                        help="test on the first N test images, or on all of them; default: the "
+                             "run's own (its trainer's --max_test_samples, from its run.json, "
+                             "when the dataset is the run's), else all")
+
+
 def exit_on_signals(message):
     """Until main() sets its own handlers: Ctrl-C or SIGTERM ends the program at once with
     `message` on one line, instead of a traceback from inside an import."""

@@ -10,6 +10,7 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import classification_report
 
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state, save_figure
+from .cli import ALL_TEST_IMAGES
 from .errors import UserError
 from margin_heads import Head
 from .metrics import embed, split_retrieval_metrics
@@ -94,8 +95,20 @@ class CheckpointRun:
     normalization: tuple
     run: dict
 
+    @property
+    def run_test_images(self):
+        """How many of the first test images the run tested on (its trainer's
+        --max_test_samples) when the dataset is the run's; None: all of them."""
+        settings = self.run.get("settings") or {}
+        return (settings.get("max_test_samples")
+                if self.dataset == settings.get("dataset", "mnist") else None)
+
     def test_split(self, device, limit=None, batch_size=1024):
-        """The test split of the run's dataset, normalised as the run's training was."""
+        """The test split of the run's dataset, normalised as the run's training was: its
+        first `limit` images, all of them for ALL_TEST_IMAGES, by default (None) the run's
+        own test images (see `run_test_images`), so that the figures are its training log's."""
+        limit = (self.run_test_images if limit is None
+                 else None if limit == ALL_TEST_IMAGES else limit)
         return load_test_split(self.dataset_dir, device, limit, batch_size, self.dataset,
                                self.normalization)
 

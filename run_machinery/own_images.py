@@ -139,7 +139,7 @@ def nearest(gallery, queries, k):
 
 class PictureIndex:
     """A checkpoint's model (a CheckpointRun) with the test split of its run embedded once,
-    on `device` (`limit`: its first images only): `place` gives pictures of one's own their
+    on `device` (`limit`: as for CheckpointRun.test_split, by default the run's): `place` gives pictures of one's own their
     predicted class, score and nearest test images. The score is the class's probability,
     or its cosine for an angular head (`score_name` says which)."""
 

@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from run_machinery.cli import HelpFormatter, one_line_errors
+from run_machinery.cli import HelpFormatter, add_test_split_flag, one_line_errors
 from run_machinery.errors import UserError
 
 
@@ -24,3 +24,17 @@ def test_one_line_errors_turn_a_user_error_and_ctrl_c_into_one_line():
         with pytest.raises(SystemExit) as stop, one_line_errors():
             raise raised
         assert str(stop.value.code).startswith(message)
+
+
+def test_the_test_split_flag_takes_a_count_or_all(capsys):
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    add_test_split_flag(parser)
+    assert parser.parse_args([]).max_test_samples is None  # the run's own test images
+    assert parser.parse_args(["--max_test_samples", "all"]).max_test_samples == "all"
+    assert parser.parse_args(["--max_test_samples", "7"]).max_test_samples == 7
+    assert "default: the run's own" in parser.format_help()
+    for value in ("0", "-3", "some", "1.5", "\u0663"):  # the last: an Arabic-Indic 3
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--max_test_samples", value])
+        assert (f"--max_test_samples: must be a whole number of at least 1 or 'all', got "
+                f"{value!r}" in capsys.readouterr().err)

@@ -98,6 +98,15 @@ def test_bad_input_is_one_line(two_epoch_run, reference_run, fashion_run, tmp_pa
     assert message in stop.value.code and "\n" not in stop.value.code
 
 
+def test_runs_tested_on_other_images_compare_on_the_first_n_given(two_epoch_run, reference_run,
+                                                                  tmp_path):
+    _, softmax_run = two_epoch_run
+    # The reference run tested on its first 16 test images, the other on all 100.
+    results = compare.main([str(softmax_run), str(reference_run), "--max_test_samples", "16",
+                            "--out", str(tmp_path / "c.png")])
+    assert [metrics["num_test_images"] for metrics in results] == [16, 16]
+
+
 def test_more_than_three_runs_wrap_onto_rows(two_epoch_run, arcface_run, tmp_path):
     _, softmax_run = two_epoch_run
     runs = [str(softmax_run), str(arcface_run)] * 2

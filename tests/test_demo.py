@@ -55,6 +55,13 @@ def test_a_test_image_lands_on_itself(two_epoch_run, mnist_dir, tmp_path):
                           read_split(mnist_dir, train=False)[0][7].numpy())
 
 
+def test_the_map_holds_the_runs_test_images_unless_told(reference_run):
+    # The reference run tested on its first 16 of the 100 test images.
+    checkpoint = str(reference_run / "model" / "epoch_004.pth")
+    assert len(demo.Demo(checkpoint).index.labels) == 16
+    assert len(demo.Demo(checkpoint, test_images="all").index.labels) == 100
+
+
 def test_a_blank_canvas_or_no_picture_is_said_on_the_page(two_epoch_run, tmp_path):
     _, run_folder = two_epoch_run
     page = demo.Demo(checkpoint_of(run_folder))

@@ -140,6 +140,16 @@ def test_a_bad_picture_stops_in_one_line_and_nothing_is_written(two_epoch_run, t
     assert capsys.readouterr().out == ""
 
 
+def test_the_neighbours_are_the_runs_test_images_unless_told(reference_run, tmp_path):
+    # The reference run tested on its first 16 of the 100 test images.
+    picture = digit_drawing(tmp_path / "four.jpg")
+    checkpoint = str(reference_run / "model" / "epoch_004.pth")
+    for flags, gallery in (([], 16), (["--max_test_samples", "all"], 100),
+                           (["--max_test_samples", "40"], 40)):
+        [result] = embed.main([checkpoint, picture, "--k", "1000", *flags])
+        assert len(result["nearest"]["indices"]) == gallery
+
+
 def test_bad_flags_of_embed(two_epoch_run, tmp_path):
     _, out = two_epoch_run
     for flags, message in ((["--k", "0"], "--k must be at least 1"),

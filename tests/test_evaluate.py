@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import evaluate
-from conftest import FOLDER_CLASSES
+import train_mnist_original_center as trainer
+from conftest import FOLDER_CLASSES, REAL_MNIST_DIR, trainer_flags
 
 METRIC_KEYS = ("accuracy", "precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5",
                "rank_10", "mean_average_precision")
@@ -46,6 +47,50 @@ def test_evaluate_matches_the_trainers_last_epoch_without_repeating_flags(two_ep
     # model or other images would move both figures by far more.
     assert metrics["accuracy"] == pytest.approx(float(last["test_acc"]), abs=0.02)
     assert metrics["map_at_r"] == pytest.approx(float(last["map_at_r"]), abs=0.01)
+
+
+def assert_the_training_logs_figures(run_dir, metrics, tolerance):
+    """evaluate.py's `metrics` of the run's last checkpoint are its history.csv's last row:
+    test accuracy and every retrieval figure (overall, seen and unseen)."""
+    with open(run_dir / "history.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    shared = [key for key in last if key in metrics]
+    assert set(METRIC_KEYS[1:]) <= set(shared)  # every figure is compared
+    assert metrics["accuracy"] == pytest.approx(float(last["test_acc"]), abs=tolerance)
+    for key in shared:
+        assert metrics[key] == pytest.approx(float(last[key]), abs=tolerance), key
+
+
+def trained_on_a_test_subset(dataset_dir, out, *flags):
+    """A run tested on its first test images only, its test pass computed as evaluate.py
+    computes (plain weights, not channels-last; float32): the figures of its last epoch."""
+    trainer.main(trainer_flags(dataset_dir, out, "--no-channels_last", *flags))
+    return out
+
+
+def test_evaluate_tests_on_the_runs_own_test_images(mnist_dir, tmp_path, capsys):
+    # 60 of the fixture's 100 test images, digit 9 held out: seen and unseen figures too.
+    run = trained_on_a_test_subset(mnist_dir, tmp_path / "run", "--epochs", 2,
+                                   "--max_test_samples", 60, "--holdout_classes", 9)
+    checkpoint = str(run / "model" / "epoch_002.pth")
+    # In batches of the trainer's test batch: the same computation, the same rounding.
+    metrics = evaluate.main([checkpoint, "--batch_size", "64", "--device", "cpu"])
+    assert metrics["num_test_images"] == 60 and "unseen_map_at_r" in metrics
+    assert "60 test images of MNIST (the run's own" in capsys.readouterr().out
+    assert_the_training_logs_figures(run, metrics, 1e-9)
+    assert evaluate.main([checkpoint, "--max_test_samples", "all"])["num_test_images"] == 100
+    assert evaluate.main([checkpoint, "--max_test_samples", "30"])["num_test_images"] == 30
+
+
+@pytest.mark.skipif(not (REAL_MNIST_DIR / "MNIST" / "raw").is_dir(),
+                    reason=f"real MNIST not found at {REAL_MNIST_DIR}")
+def test_evaluate_gives_the_training_logs_figures_on_real_mnist(tmp_path):
+    run = trained_on_a_test_subset(REAL_MNIST_DIR, tmp_path / "run", "--epochs", 1,
+                                   "--max_train_samples", 256, "--max_test_samples", 500)
+    metrics = evaluate.main([str(run / "model" / "epoch_001.pth"), "--batch_size", "64",
+                             "--device", "cpu"])
+    assert metrics["num_test_images"] == 500
+    assert_the_training_logs_figures(run, metrics, 1e-9)
 
 
 class NotTensors:
