@@ -102,9 +102,9 @@ def dataset_error(dataset, dataset_dir, reason):
     return DatasetError(
         f"{DATASETS[dataset].title} could not be loaded from "
         f"{os.path.abspath(dataset_dir)}: {reason}. "
-        f"Expected the four IDX files {', '.join(IDX_FILES)} (plain or .gz) in that folder "
-        f"or in its {DATASETS[dataset].folder}/raw/ subfolder; without them they are downloaded, "
-        f"which needs a network.")
+        f"Give --dataset_dir a folder holding the four IDX files {', '.join(IDX_FILES)} "
+        f"(plain or .gz), directly or in its {DATASETS[dataset].folder}/raw/ subfolder; without "
+        f"them they are downloaded there, which needs a network.")
 
 
 def folder_error(dataset_dir, reason):

@@ -30,6 +30,21 @@ class Net(nn.Module):
         # No bias: the classes are separated by angle around the origin of the feature space.
         self.ip2 = nn.Linear(feat_dim, num_classes, bias=False)
 
+    @classmethod
+    def sized_for(cls, state_dict):
+        """A Net of the shape of a saved `state_dict`, of any width: ip2's weight is
+        (num_classes, feat_dim), fewer classes when some were held out in training."""
+        num_classes, feat_dim = state_dict["ip2.weight"].shape
+        return cls(num_classes=num_classes, feat_dim=feat_dim)
+
+    @classmethod
+    def from_state_dict(cls, state_dict):
+        """A Net sized for `state_dict` (a checkpoint of the trainer), its weights loaded:
+        `Net.from_state_dict(torch.load(path, weights_only=True))`."""
+        model = cls.sized_for(state_dict)
+        model.load_state_dict(state_dict)
+        return model
+
     def forward(self, x):
         x = self.prelu1_1(self.conv1_1(x))
         x = self.prelu1_2(self.conv1_2(x))

@@ -41,10 +41,8 @@ def read_checkpoint(path):
     for name, value in content.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a tensor")
-    classifier = content.get("ip2.weight")  # (classes, feature width): the model's shape
-    num_classes, feat_dim = classifier.shape if classifier is not None and classifier.dim() == 2 \
-        else (10, 2)
-    model = Net(num_classes=num_classes, feat_dim=feat_dim)
+    classifier = content.get("ip2.weight")  # the model's shape; else the article's, to compare
+    model = Net.sized_for(content) if classifier is not None and classifier.dim() == 2 else Net()
     expected = set(model.state_dict())
     if set(content) != expected:
         missing, unexpected = sorted(expected - set(content)), sorted(set(content) - expected)

@@ -76,6 +76,9 @@ def test_missing_files_offline(tmp_path, offline):
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         assert name in message
     assert "download failed" in message
+    # the flag that points to a copy, and the layouts it may have
+    assert ("Give --dataset_dir a folder holding the four IDX files" in message
+            and "directly or in its MNIST/raw/ subfolder" in message and "\n" not in message)
 
 
 def test_fashion_mnist_from_debians_folder_with_its_own_normalisation(fashion_dir):

@@ -1,6 +1,12 @@
+import re
+
+import pytest
 import torch
 
+from conftest import REPO_DIR
 from mnist_net import Net
+
+DOC = REPO_DIR / "docs" / "evaluation.md"
 
 ARTICLE_PRINT = """Net(
   (conv1_1): Conv2d(1, 32, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))
@@ -67,3 +73,43 @@ def test_a_wider_feature_keeps_the_articles_names():
     assert model.ip1.weight.shape == (128, 1152) and model.ip2.weight.shape == (8, 128)
     feat, log_probs = model(torch.randn(3, 1, 28, 28))
     assert feat.shape == (3, 128) and log_probs.shape == (3, 8)
+
+
+def own_code_snippet():
+    """The Python block of docs/evaluation.md's "Use a checkpoint in your own code"."""
+    section = DOC.read_text().split("## Use a checkpoint in your own code")[1].split("\n## ")[0]
+    [block] = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    return block
+
+
+@pytest.mark.parametrize("num_classes, feat_dim", [(10, 3), (10, 128), (8, 2)])
+def test_the_docs_snippet_loads_a_checkpoint_of_any_width(tmp_path, monkeypatch, num_classes,
+                                                          feat_dim):
+    saved = Net(num_classes=num_classes, feat_dim=feat_dim).eval()  # (8: two classes held out)
+    (tmp_path / "outputs" / "model").mkdir(parents=True)
+    torch.save(saved.state_dict(), tmp_path / "outputs" / "model" / "epoch_100.pth")
+    monkeypatch.chdir(tmp_path)  # the snippet's path is relative
+    names = {"images": torch.randn(4, 1, 28, 28)}
+    exec(own_code_snippet(), names)
+    assert names["feature"].shape == (4, feat_dim) and names["log_probs"].shape == (4, num_classes)
+    with torch.no_grad():
+        expected_feature, expected_log_probs = saved(names["images"])
+    assert torch.allclose(names["feature"], expected_feature, atol=1e-6)
+    assert torch.allclose(names["log_probs"], expected_log_probs, atol=1e-6)
+
+
+def test_the_articles_net_refuses_another_width_and_from_state_dict_takes_it():
+    state = Net(feat_dim=3).state_dict()
+    with pytest.raises(RuntimeError, match="size mismatch for ip1.weight"):
+        Net().load_state_dict(state)  # the README's Net() alone: the article's 2-D net
+    model = Net.from_state_dict(state)
+    assert model.ip1.out_features == 3 and model.ip2.weight.shape == (10, 3)
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in state.items())
+
+
+def test_a_held_out_runs_checkpoint_has_fewer_outputs(holdout_run):
+    # a checkpoint as the trainer writes it, digits 8 and 9 held out
+    state = torch.load(holdout_run / "model" / "epoch_003.pth", weights_only=True)
+    model = Net.from_state_dict(state).eval()
+    feature, log_probs = model(torch.randn(2, 1, 28, 28))
+    assert feature.shape == (2, 2) and log_probs.shape == (2, 8)
