@@ -180,9 +180,10 @@ def main(argv=None):
                                 "test images, or other pixels, labels or class names); compare "
                                 "runs on the same test split")
             test_labels = test_loader.labels.cpu()
-            metrics, features, _ = evaluate(checkpoint.model.to(device), checkpoint.head,
+            metrics, features, _ = evaluate(checkpoint.model_on(device), checkpoint.head,
                                             test_loader, checkpoint.classes, checkpoint.holdout,
-                                            checkpoint.class_names)
+                                            checkpoint.class_names,
+                                            checkpoint.tests_in_bf16(device))
             trained_head = settings.get("softmax_weight", 1.0) > 0
             metrics.update(run=str(run_dir), head=checkpoint.head.name,
                            loss=loss_description(settings), feat_dim=features.shape[1],

@@ -50,9 +50,7 @@ def parse_args(argv=None):
                     f"features, its nearest test images. Needs Gradio: python3 -m pip install "
                     f"-r {REQUIREMENTS}",
         formatter_class=cli.HelpFormatter)
-    parser.add_argument("checkpoint",
-                        help="a per-epoch .pth (state_dict) or training-state file of the "
-                             "trainer, with its run.json beside it or in the folder above")
+    cli.add_checkpoint_argument(parser, shipped_by_default=True)
     parser.add_argument("--port", type=int, default=7860,
                         help="the port to serve the page on")
     parser.add_argument("--host", default="127.0.0.1",

@@ -37,8 +37,7 @@ def parse_args(argv=None):
                     "class and the classes of its nearest test images, optionally as JSON and "
                     "on a map of the test features.",
         formatter_class=cli.HelpFormatter)
-    parser.add_argument("checkpoint",
-                        help="a per-epoch .pth (state_dict) or training-state file of the trainer")
+    cli.add_checkpoint_argument(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="pictures in any format Pillow reads (PNG, JPEG, ...), of at most "
                              f"4096x4096 = {MAX_PIXELS:,} pixels; dark ink on a light "

@@ -41,8 +41,7 @@ def parse_args(argv=None):
         description="Evaluate a trained checkpoint: accuracy, per-class report, retrieval metrics "
                     "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
         formatter_class=cli.HelpFormatter)
-    parser.add_argument("checkpoint",
-                        help="a per-epoch .pth (state_dict) or training-state file of the trainer")
+    cli.add_checkpoint_argument(parser, shipped_by_default=True)
     parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="the dataset the model was trained on; default: the run's, from its "
                              "run.json, else mnist")
@@ -92,10 +91,10 @@ def main(argv=None):
         holdout, classes, names = checkpoint.holdout, checkpoint.classes, checkpoint.class_names
         device = pick_device(args.device)
         test_loader = checkpoint.test_split(device, args.max_test_samples, args.batch_size)
-        model = checkpoint.model.to(device)
+        model = checkpoint.model_on(device)
 
         metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, classes,
-                                                  holdout, names)
+                                                  holdout, names, checkpoint.tests_in_bf16(device))
         metrics.update(checkpoint=str(args.checkpoint), head=checkpoint.head.name,
                        dataset=checkpoint.dataset, class_names=names, holdout_classes=holdout)
         print(f"Checkpoint {args.checkpoint}: {metrics['num_test_images']} test images of "

@@ -32,8 +32,7 @@ def parse_args(argv=None):
         description="Export a trained checkpoint to ONNX, with the run's normalisation and "
                     "class names as metadata, checked against PyTorch with onnxruntime.",
         formatter_class=cli.HelpFormatter)
-    parser.add_argument("checkpoint",
-                        help="a per-epoch .pth (state_dict) or training-state file of the trainer")
+    cli.add_checkpoint_argument(parser, shipped_by_default=True)
     parser.add_argument("--onnx", required=True, metavar="FILE",
                         help="the ONNX file to write, in an existing folder")
     parser.add_argument("--dataset", choices=DATASETS, default=None,

@@ -4,6 +4,12 @@ import contextlib
 import os
 import signal
 import sys
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+# The one trained model the repository ships: the article's run, seed 1 (models/README.md).
+SHIPPED_NAME = "article"
+SHIPPED_CHECKPOINT = REPO_DIR / "models" / "article" / "model" / "epoch_040.pth"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -21,6 +27,24 @@ def add_device_flag(parser):
     parser.add_argument("--device", default="auto",
                         help="where to run: auto (the current accelerator, else the CPU) or a "
                              "PyTorch device name (cpu, cuda, cuda:1, mps)")
+
+
+def checkpoint_path(text):
+    """A CHECKPOINT argument: a path, or the shipped model's name."""
+    return str(SHIPPED_CHECKPOINT) if text == SHIPPED_NAME else text
+
+
+def add_checkpoint_argument(parser, shipped_by_default=False):
+    """The commands' CHECKPOINT: a trainer's per-epoch .pth or training state, or `article`,
+    the shipped model (the default of the commands that need no other argument)."""
+    shipped = f"'{SHIPPED_NAME}': the shipped model, {SHIPPED_CHECKPOINT.relative_to(REPO_DIR)}"
+    parser.add_argument("checkpoint", type=checkpoint_path,
+                        nargs="?" if shipped_by_default else None,
+                        default=str(SHIPPED_CHECKPOINT) if shipped_by_default else None,
+                        help="a per-epoch .pth (state_dict) or training-state file of the "
+                             f"trainer, with its run.json beside it or in the folder above, or "
+                             f"{shipped}" + ("; default: the shipped model"
+                                             if shipped_by_default else ""))
 
 
 # --max_test_samples's word for every test image (its default, None, is the run's subset).

@@ -11,6 +11,7 @@ from sklearn.metrics import classification_report
 
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state, save_figure
 from .cli import ALL_TEST_IMAGES
+from .devices import bf16_supported
 from .errors import UserError
 from margin_heads import Head
 from .metrics import embed, split_retrieval_metrics
@@ -101,6 +102,18 @@ class CheckpointRun:
         return (settings.get("max_test_samples")
                 if self.dataset == settings.get("dataset", "mnist") else None)
 
+    def model_on(self, device):
+        """The model on `device` in the memory format the run tested in (channels-last by
+        default), whose convolutions round as the run's did."""
+        channels_last = (self.run.get("settings") or {}).get("channels_last", True)
+        return self.model.to(device, memory_format=torch.channels_last if channels_last
+                             else torch.contiguous_format)
+
+    def tests_in_bf16(self, device):
+        """Whether the run tested under --amp, as evaluating it on `device` then does (where
+        bf16 runs natively): with `model_on`, its figures are its training log's."""
+        return bool((self.run.get("settings") or {}).get("amp")) and bf16_supported(device)
+
     def test_split(self, device, limit=None, batch_size=1024):
         """The test split of the run's dataset, normalised as the run's training was: its
         first `limit` images, all of them for ALL_TEST_IMAGES, by default (None) the run's
@@ -180,11 +193,11 @@ def plot_evaluation(features, labels, head, classes, centers, unseen_classes, ti
     save_figure(fig, path)
 
 
-def evaluate(model, head, test_loader, classes, unseen_classes, names=None):
+def evaluate(model, head, test_loader, classes, unseen_classes, names=None, amp=False):
     """All the metrics of a model with its head on `test_loader`, as a JSON-ready dict, the
     test features, and the per-class report as text, the classes named by `names`
-    (default: their indices, MNIST's digits)."""
-    features, log_probs, labels = embed(model, test_loader)
+    (default: their indices, MNIST's digits); `amp`: the forward pass in bfloat16."""
+    features, log_probs, labels = embed(model, test_loader, amp)
     num_labels = len(test_loader.class_names)
     seen = label_to_class(classes, labels.device, num_labels)[labels] >= 0
     predicted_labels = torch.tensor(classes, device=labels.device)[

@@ -2,7 +2,8 @@ import argparse
 
 import pytest
 
-from run_machinery.cli import HelpFormatter, add_test_split_flag, one_line_errors
+from run_machinery.cli import (REPO_DIR, SHIPPED_CHECKPOINT, HelpFormatter,
+                               add_checkpoint_argument, add_test_split_flag, one_line_errors)
 from run_machinery.errors import UserError
 
 
@@ -38,3 +39,16 @@ def test_the_test_split_flag_takes_a_count_or_all(capsys):
             parser.parse_args(["--max_test_samples", value])
         assert (f"--max_test_samples: must be a whole number of at least 1 or 'all', got "
                 f"{value!r}" in capsys.readouterr().err)
+
+
+def test_article_names_the_shipped_model_and_is_the_default_where_said():
+    parser = argparse.ArgumentParser()
+    add_checkpoint_argument(parser, shipped_by_default=True)
+    assert parser.parse_args([]).checkpoint == str(SHIPPED_CHECKPOINT)
+    assert parser.parse_args(["article"]).checkpoint == str(SHIPPED_CHECKPOINT)
+    assert parser.parse_args(["run/model/epoch_002.pth"]).checkpoint == "run/model/epoch_002.pth"
+    required = argparse.ArgumentParser()
+    add_checkpoint_argument(required)
+    with pytest.raises(SystemExit):
+        required.parse_args([])
+    assert SHIPPED_CHECKPOINT.is_relative_to(REPO_DIR / "models" / "article")

@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 import embed
 from conftest import FOLDER_CLASSES, REAL_MNIST_DIR
 from mnist_loader import read_split
+from run_machinery.cli import SHIPPED_CHECKPOINT
 from run_machinery.evaluation import load_test_split, open_checkpoint
 
 RESULT_KEYS = {"image", "class", "class_index", "score", "feature", "nearest"}
@@ -178,3 +179,22 @@ def test_a_folder_runs_picture_is_made_as_its_training_images_were(folder_run, i
     [large] = embed.main([checkpoint, str(tmp_path / "large.png"), "--device", "cpu",
                           "--plot", str(tmp_path / "map.png")])
     assert large["class"] in FOLDER_CLASSES and (tmp_path / "map.png").is_file()
+
+
+def seven_drawing(path):
+    """A 280x280 drawing of a 7 as one draws it with a marker: a bar and a slanted stroke."""
+    image = Image.new("L", (280, 280), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(60, 50), (220, 50), (120, 250)], fill=0, width=22, joint="curve")
+    image.save(path)
+    return str(path)
+
+
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(), reason="the shipped model is missing")
+@pytest.mark.skipif(not (REAL_MNIST_DIR / "MNIST" / "raw").is_dir(),
+                    reason=f"real MNIST not found at {REAL_MNIST_DIR}")
+def test_the_shipped_model_reads_a_drawn_7_as_a_7(tmp_path, capsys):
+    [result] = embed.main(["article", seven_drawing(tmp_path / "seven.png"), "--dataset_dir",
+                           str(REAL_MNIST_DIR), "--device", "cpu"])
+    assert result["class"] == "7" and result["score"] > 0.9, result
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'seven.png'}: 7 (probability ")

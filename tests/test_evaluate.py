@@ -10,6 +10,7 @@ from PIL import Image
 import evaluate
 import train_mnist_original_center as trainer
 from conftest import FOLDER_CLASSES, REAL_MNIST_DIR, trainer_flags
+from run_machinery.cli import SHIPPED_CHECKPOINT
 
 METRIC_KEYS = ("accuracy", "precision_at_1", "r_precision", "map_at_r", "rank_1", "rank_5",
                "rank_10", "mean_average_precision")
@@ -40,8 +41,8 @@ def test_evaluate_matches_the_trainers_last_epoch_without_repeating_flags(two_ep
     assert json.loads((tmp_path / "eval.json").read_text()) == metrics
     with open(out / "history.csv") as f:
         last = list(csv.DictReader(f))[-1]
-    # Two computations of the same model: the trainer's (batches of 128, channels-last
-    # weights) and evaluate.py's (one batch, plain weights) round differently, and nearly
+    # Two computations of the same model: the trainer's (batches of 128) and evaluate.py's
+    # (one batch) may round differently, and nearly
     # tied neighbours may swap. A swap moves one of the 100 queries' AP by a few hundredths,
     # MAP@R by a few ten-thousandths (0.46575 against 0.46565 on an AVX2-only CPU); a wrong
     # model or other images would move both figures by far more.
@@ -91,6 +92,17 @@ def test_evaluate_gives_the_training_logs_figures_on_real_mnist(tmp_path):
                              "--device", "cpu"])
     assert metrics["num_test_images"] == 500
     assert_the_training_logs_figures(run, metrics, 1e-9)
+
+
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(), reason="the shipped model is missing")
+@pytest.mark.skipif(not (REAL_MNIST_DIR / "MNIST" / "raw").is_dir(),
+                    reason=f"real MNIST not found at {REAL_MNIST_DIR}")
+def test_the_shipped_model_gives_the_figures_of_its_history(tmp_path):
+    # The run tested in bfloat16 (--amp) with channels-last weights, as evaluate.py then does
+    # where bf16 runs natively; elsewhere in float32, which moves a figure by a few images.
+    metrics = evaluate.main(["--dataset_dir", str(REAL_MNIST_DIR), "--device", "cpu"])
+    assert metrics["num_test_images"] == 10000
+    assert_the_training_logs_figures(SHIPPED_CHECKPOINT.parent.parent, metrics, 0.002)
 
 
 class NotTensors:
