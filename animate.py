@@ -10,18 +10,13 @@ run's run.json names an angular head, and its classes named):
 import argparse
 from pathlib import Path
 
-from run_machinery.checkpointing import load_checkpoint
 from run_machinery import cli
-from run_machinery.errors import UserError
-from mnist_loader import class_names
-from run_machinery.plots import write_feature_gif
-from run_machinery.run_record import find_run_file
 
 # A GIF's frame delay: a 16-bit count of hundredths of a second.
 MIN_SECONDS, MAX_SECONDS = 0.01, 655.35
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=cli.HelpFormatter)
     parser.add_argument("features", help="the test_features.pt a training run wrote")
@@ -29,7 +24,22 @@ def main(argv=None):
                         help="GIF path; default: features.gif beside the input")
     parser.add_argument("--seconds_per_frame", type=float, default=0.4,
                         help=f"display time of each epoch, {MIN_SECONDS:g} to {MAX_SECONDS:g}")
-    args = parser.parse_args(argv)
+    return parser
+
+
+if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
+    cli.exit_on_signals("before the animation began; nothing was written")
+    build_parser().parse_args()
+
+from mnist_loader import class_names
+from run_machinery.checkpointing import load_checkpoint
+from run_machinery.errors import UserError
+from run_machinery.plots import write_feature_gif
+from run_machinery.run_record import find_run_file
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     with cli.one_line_errors():
         if not MIN_SECONDS <= args.seconds_per_frame <= MAX_SECONDS:  # NaN too
             raise UserError(f"--seconds_per_frame must be from {MIN_SECONDS:g} to {MAX_SECONDS:g} "

@@ -20,17 +20,35 @@ from pathlib import Path
 
 from run_machinery import cli
 
-if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="the runs' folders (the trainer's --out_dir)")
+    parser.add_argument("--out", default="compare.png", help="the figure, a panel per run")
+    parser.add_argument("--epoch", type=int, default=None,
+                        help="compare every run at this epoch; default: each run's last checkpoint")
+    parser.add_argument("--markdown", default=None,
+                        help="also write the table of figures to this file; default: none")
+    cli.add_test_split_flag(parser)
+    cli.add_device_flag(parser)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
     cli.exit_on_signals("before the comparison began; nothing was written")
+    parse_args()
 
 import torch
 from matplotlib.figure import Figure
 
+from mnist_loader import DATASETS
+from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
-from run_machinery.evaluation import evaluate, open_checkpoint
-from mnist_loader import DATASETS
+from run_machinery.evaluation import evaluate
 from run_machinery.plots import draw_decision_regions, draw_embedding
 from run_machinery.run_folder import RunPaths, check_image_format, in_folder
 from run_machinery.run_record import read_run_file
@@ -134,21 +152,6 @@ def markdown_table(names, results):
         lines.append(f"| {name} | {metrics['loss']} | {metrics['feat_dim']} | "
                      f"{metrics['epoch']} | " + " | ".join(figures) + " |")
     return "\n".join(lines) + "\n"
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=cli.HelpFormatter)
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="the runs' folders (the trainer's --out_dir)")
-    parser.add_argument("--out", default="compare.png", help="the figure, a panel per run")
-    parser.add_argument("--epoch", type=int, default=None,
-                        help="compare every run at this epoch; default: each run's last checkpoint")
-    parser.add_argument("--markdown", default=None,
-                        help="also write the table of figures to this file; default: none")
-    cli.add_test_split_flag(parser)
-    cli.add_device_flag(parser)
-    return parser.parse_args(argv)
 
 
 def main(argv=None):

@@ -22,16 +22,6 @@ from pathlib import Path
 
 from run_machinery import cli
 
-if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
-    cli.exit_on_signals("before the demo started; nothing was written")
-
-import numpy as np
-
-from run_machinery.devices import pick_device
-from run_machinery.errors import UserError
-from run_machinery.evaluation import open_checkpoint
-from run_machinery.own_images import FeatureMap, PictureIndex, own_picture, picture_grid
-
 REQUIREMENTS = "requirements-demo.txt"
 # Gradio's sketchpad starts with no tool chosen: choose the brush once the page is built.
 SELECT_BRUSH = """() => {
@@ -43,7 +33,7 @@ SELECT_BRUSH = """() => {
 }"""
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(
         description="A local web page to draw a digit (or upload a picture) and see where a "
                     "trained checkpoint places it: its class, its star on the map of the test "
@@ -64,7 +54,25 @@ def parse_args(argv=None):
                         help="the dataset's folder; default: the run's, from its run.json")
     cli.add_test_split_flag(parser)
     cli.add_device_flag(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
+    cli.exit_on_signals("before the demo started; nothing was written")
+    build_parser().parse_args()
+
+import numpy as np
+
+from run_machinery.checkpoint_run import open_checkpoint
+from run_machinery.devices import pick_device
+from run_machinery.errors import UserError
+from run_machinery.own_images import (FeatureMap, PictureIndex, embedding_cache, own_picture,
+                                      picture_grid)
+
+
+def parse_args(argv=None):
+    """The command line's settings, their ranges checked."""
+    args = build_parser().parse_args(argv)
     if args.k < 1:
         raise UserError(f"--k must be at least 1, got {args.k}")
     if not 1 <= args.port <= 65535:
@@ -84,7 +92,8 @@ class Demo:
             raise UserError(f"{checkpoint_path} has no run.json beside it or in the folder "
                             f"above to say its dataset and classes")
         self.k = k
-        self.index = PictureIndex(checkpoint, device, test_images)
+        self.index = PictureIndex(checkpoint, device, test_images,
+                                  embedding_cache(checkpoint_path))  # a second start is quick
         self.map = FeatureMap(self.index.gallery, self.index.labels,
                               f"{Path(checkpoint_path).name}: test features, your picture (star)",
                               checkpoint.centers, checkpoint.holdout, checkpoint.class_names)

@@ -16,22 +16,12 @@ from pathlib import Path
 
 from run_machinery import cli
 
-if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
-    cli.exit_on_signals("before the pictures were embedded; nothing was written")
-
-import numpy as np
-import torch
-
-from mnist_loader import DATASETS, REPO_DIR
-from run_machinery.checkpointing import atomic_write, save_figure
-from run_machinery.devices import pick_device
-from run_machinery.errors import UserError
-from run_machinery.evaluation import open_checkpoint
-from run_machinery.own_images import MAX_PIXELS, PictureIndex, own_images_figure, own_picture
-from run_machinery.run_folder import check_image_format
+# The parser's choices and limits, read from their owners' source: --help comes before torch.
+DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
+(MAX_PIXELS,) = cli.source_constants("run_machinery.own_images", "MAX_PIXELS")
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(
         description="Embed pictures of your own with a trained checkpoint: each one's predicted "
                     "class and the classes of its nearest test images, optionally as JSON and "
@@ -45,12 +35,12 @@ def parse_args(argv=None):
                              "dataset's images were (a 28x28 picture of light ink on black is "
                              "taken as it is); for a folder dataset, each is made as its "
                              "training images were: grayscale, resized to 28x28")
-    parser.add_argument("--dataset", choices=DATASETS, default=None,
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                         help="the dataset the model was trained on; default: the run's, from its "
                              "run.json (needed when the checkpoint has none)")
     parser.add_argument("--dataset_dir", default=None,
                         help="the dataset's folder, as for the trainer; default: the run's, from "
-                             f"its run.json, else {REPO_DIR / 'datasets'}")
+                             f"its run.json, else {cli.REPO_DIR / 'datasets'}")
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
                         help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
@@ -64,7 +54,28 @@ def parse_args(argv=None):
                              "and the prepared picture beside it) to this PNG; default: none")
     cli.add_test_split_flag(parser)
     cli.add_device_flag(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
+    cli.exit_on_signals("before the pictures were embedded; nothing was written")
+    build_parser().parse_args()
+
+import numpy as np
+import torch
+
+from run_machinery.checkpoint_run import open_checkpoint
+from run_machinery.checkpointing import atomic_write, save_figure
+from run_machinery.devices import pick_device
+from run_machinery.errors import UserError
+from run_machinery.own_images import (PictureIndex, embedding_cache, own_images_figure,
+                                      own_picture)
+from run_machinery.run_folder import check_image_format
+
+
+def parse_args(argv=None):
+    """The command line's settings, their ranges checked."""
+    args = build_parser().parse_args(argv)
     if args.k < 1:
         raise UserError(f"--k must be at least 1, got {args.k}")
     return args
@@ -83,7 +94,8 @@ def main(argv=None):
                             f"to say its dataset; pass --dataset (and --dataset_dir)")
         pictures = torch.from_numpy(np.stack([own_picture(path, checkpoint.dataset)
                                               for path in args.images]))
-        index = PictureIndex(checkpoint, pick_device(args.device), args.max_test_samples)
+        index = PictureIndex(checkpoint, pick_device(args.device), args.max_test_samples,
+                             embedding_cache(args.checkpoint))
         features, predicted, placed = index.place(pictures, args.k)
         results = [{"image": str(path), **result} for path, result in zip(args.images, placed)]
         for result in results:

@@ -21,33 +21,23 @@ from pathlib import Path
 
 from run_machinery import cli
 
-if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
-    cli.exit_on_signals("before the evaluation began; nothing was written")
-
-from run_machinery.checkpointing import atomic_write, save_figure
-from run_machinery.devices import pick_device
-from run_machinery.errors import UserError
-from run_machinery.evaluation import (evaluate, json_ready, open_checkpoint, plot_evaluation,
-                                      plot_tsne)
-from margin_heads import HEADS
-from run_machinery.metrics import nearest_gallery, ranking_queries
-from mnist_loader import DATASETS, REPO_DIR
-from run_machinery.plots import ranking_figure
-from run_machinery.run_folder import check_image_format
+# The parser's choices, read from their owners' source: --help comes before torch.
+(HEADS,) = cli.source_constants("margin_heads", "HEADS")
+DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(
         description="Evaluate a trained checkpoint: accuracy, per-class report, retrieval metrics "
                     "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
         formatter_class=cli.HelpFormatter)
     cli.add_checkpoint_argument(parser, shipped_by_default=True)
-    parser.add_argument("--dataset", choices=DATASETS, default=None,
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                         help="the dataset the model was trained on; default: the run's, from its "
                              "run.json, else mnist")
     parser.add_argument("--dataset_dir", default=None,
                         help="the dataset's folder, as for the trainer; default: the run's, from "
-                             f"its run.json, else {REPO_DIR / 'datasets'}")
+                             f"its run.json, else {cli.REPO_DIR / 'datasets'}")
     cli.add_test_split_flag(parser)
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
                         help="classes held out in training, names or indices; default: the "
@@ -71,7 +61,27 @@ def parse_args(argv=None):
                         help="queries of each class in --ranking")
     cli.add_device_flag(parser)
     parser.add_argument("--batch_size", type=int, default=1024, help="evaluation batch size")
-    args = parser.parse_args(argv)
+    return parser
+
+
+if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
+    cli.exit_on_signals("before the evaluation began; nothing was written")
+    build_parser().parse_args()
+
+from mnist_loader import DATASETS
+from run_machinery.checkpoint_run import open_checkpoint
+from run_machinery.checkpointing import atomic_write, save_figure
+from run_machinery.devices import pick_device
+from run_machinery.errors import UserError
+from run_machinery.evaluation import evaluate, json_ready, plot_evaluation, plot_tsne
+from run_machinery.metrics import nearest_gallery, ranking_queries
+from run_machinery.plots import ranking_figure
+from run_machinery.run_folder import check_image_format
+
+
+def parse_args(argv=None):
+    """The command line's settings, their ranges checked."""
+    args = build_parser().parse_args(argv)
     for name in ("batch_size", "ranking_per_class"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")

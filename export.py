@@ -16,18 +16,12 @@ import sys
 
 from run_machinery import cli
 
-if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
-    cli.exit_on_signals("before the export began; nothing was written")
-
-from run_machinery.errors import UserError
-from run_machinery.evaluation import open_checkpoint
-from run_machinery.onnx_export import (OUTPUT_NAMES, TOLERANCE, check_output_path,
-                                       export_checkpoint, model_metadata, require_packages)
-from margin_heads import HEADS
-from mnist_loader import DATASETS, REPO_DIR
+# The parser's choices, read from their owners' source: --help comes before torch.
+(HEADS,) = cli.source_constants("margin_heads", "HEADS")
+DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(
         description="Export a trained checkpoint to ONNX, with the run's normalisation and "
                     "class names as metadata, checked against PyTorch with onnxruntime.",
@@ -35,12 +29,12 @@ def parse_args(argv=None):
     cli.add_checkpoint_argument(parser, shipped_by_default=True)
     parser.add_argument("--onnx", required=True, metavar="FILE",
                         help="the ONNX file to write, in an existing folder")
-    parser.add_argument("--dataset", choices=DATASETS, default=None,
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                         help="the dataset the model was trained on; default: the run's, from its "
                              "run.json (without one, this flag is needed)")
     parser.add_argument("--dataset_dir", default=None,
                         help="the dataset's folder, as for the trainer; default: the run's, from "
-                             f"its run.json, else {REPO_DIR / 'datasets'}")
+                             f"its run.json, else {cli.REPO_DIR / 'datasets'}")
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
                         help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
@@ -50,7 +44,23 @@ def parse_args(argv=None):
     parser.add_argument("--check_images", type=int, default=256,
                         help="compare onnxruntime with PyTorch on the first N test images, in "
                              "one batch of N and one of a single image")
-    args = parser.parse_args(argv)
+    return parser
+
+
+if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
+    cli.exit_on_signals("before the export began; nothing was written")
+    build_parser().parse_args()
+
+from mnist_loader import DATASETS
+from run_machinery.checkpoint_run import open_checkpoint
+from run_machinery.errors import UserError
+from run_machinery.onnx_export import (OUTPUT_NAMES, TOLERANCE, check_output_path,
+                                       export_checkpoint, model_metadata, require_packages)
+
+
+def parse_args(argv=None):
+    """The command line's settings, their ranges checked."""
+    args = build_parser().parse_args(argv)
     if args.check_images < 2:
         raise UserError(f"--check_images must be at least 2 (two batch sizes show that the "
                         f"batch size is free), got {args.check_images}")

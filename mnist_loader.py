@@ -27,7 +27,6 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-REPO_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)

@@ -13,34 +13,11 @@ from pathlib import Path
 
 from run_machinery import cli
 
-if __name__ == "__main__":  # before the slow imports: a Ctrl-C among them ends in one line
-    cli.exit_on_signals("before training began; nothing was written")
-
-import torch
-import torch.nn as nn
-import torch.optim as optim
-import torch.optim.lr_scheduler as lr_scheduler
-from tqdm import tqdm
-
-from center_loss import CenterLoss
-from margin_heads import (DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, MAX_COSINE_MARGIN, MAX_SCALE,
-                          MAX_SPHEREFACE_MARGIN, Head)
-from mnist_loader import DATASETS, REPO_DIR, load_dataset
-from mnist_net import Net
-from run_machinery import distributed
-from run_machinery.checkpointing import save_figure
-from run_machinery.devices import pick_device, speed_setup
-from run_machinery.epoch_files import EpochFiles
-from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics
-from run_machinery.metrics import embed, split_retrieval_metrics
-from run_machinery.nan_watch import NanWatch, check_test_pass
-from run_machinery.plots import epoch_figure
-from run_machinery.run_folder import in_folder
-from run_machinery.settings import check_settings, settled
-from run_machinery.stop_signals import TrainingInterrupted, run_ending
-from run_machinery.training_state import (StateKeeper, load_training_state, resume_path,
-                                          resumed_settings, seed_all)
-from run_machinery.triplet_loss import TripletTerm
+# The parser's choices and limits, read from their owners' source: --help comes before torch.
+HEADS, DEFAULT_SCALE, DEFAULT_MARGIN, MAX_SCALE, MAX_COSINE_MARGIN, MAX_SPHEREFACE_MARGIN = (
+    cli.source_constants("margin_heads", "HEADS", "DEFAULT_SCALE", "DEFAULT_MARGIN", "MAX_SCALE",
+                         "MAX_COSINE_MARGIN", "MAX_SPHEREFACE_MARGIN"))
+DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
 
 
 def build_parser():
@@ -48,18 +25,18 @@ def build_parser():
         description="Train LeNets++ on MNIST with softmax + Center Loss (Wen et al., ECCV 2016).",
         formatter_class=cli.HelpFormatter)
     add = parser.add_argument
-    add("--dataset", choices=DATASETS, default="mnist",
+    add("--dataset", choices=DATASET_NAMES, default="mnist",
         help="mnist (the article's), fashion-mnist (Zalando's clothes), kmnist (Kuzushiji-MNIST, "
              "cursive hiragana) or folder (your own images in --dataset_dir, made 28x28 grayscale, "
              "a class a folder); each normalised with its own training split's mean and standard "
              "deviation")
-    add("--dataset_dir", default=str(REPO_DIR / "datasets"),
+    add("--dataset_dir", default=str(cli.REPO_DIR / "datasets"),
         help="folder with the dataset (downloaded there when missing): torchvision's layout "
              "(MNIST/raw/, FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain "
              "or .gz; for --dataset folder, DIR with DIR/train/CLASS/* and DIR/test/CLASS/* "
              "(ImageFolder's layout), where the decoded images are cached (decoded_*.pt); IDX "
              "files with known checksums must be the named dataset's")
-    add("--out_dir", default=str(REPO_DIR / "outputs"),
+    add("--out_dir", default=str(cli.REPO_DIR / "outputs"),
         help="the run's folder: run.json, model/epoch_NNN.pth, visual/epoch_NNN.png, history.csv, "
              "training_state.pth")
     add("--model_path_temp", default=None,
@@ -151,6 +128,36 @@ def build_parser():
         help="one training step and one test batch on the first images, writing nothing: a quick "
              "check that the install works")
     return parser
+
+
+if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
+    cli.exit_on_signals("before training began; nothing was written")
+    build_parser().parse_args()
+
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import torch.optim.lr_scheduler as lr_scheduler
+from tqdm import tqdm
+
+from center_loss import CenterLoss
+from margin_heads import Head
+from mnist_loader import load_dataset
+from mnist_net import Net
+from run_machinery import distributed
+from run_machinery.checkpointing import save_figure
+from run_machinery.devices import pick_device, speed_setup
+from run_machinery.epoch_files import EpochFiles
+from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics
+from run_machinery.metrics import embed, split_retrieval_metrics
+from run_machinery.nan_watch import NanWatch, check_test_pass
+from run_machinery.plots import epoch_figure
+from run_machinery.run_folder import in_folder
+from run_machinery.settings import check_settings, settled
+from run_machinery.stop_signals import TrainingInterrupted, run_ending
+from run_machinery.training_state import (StateKeeper, load_training_state, resume_path,
+                                          resumed_settings, seed_all)
+from run_machinery.triplet_loss import TripletTerm
 
 
 def parse_args(argv=None):

@@ -18,7 +18,8 @@ this package holds what makes a run dependable and readable:
   metrics         the features of a split and their retrieval quality
   triplet_loss    the batch-hard triplet loss (Hermans et al. 2017), beside the Center Loss
   plots           the pictures: features, decision regions, curves, animation
-  evaluation      a checkpoint read and measured (evaluate.py, compare.py)
+  checkpoint_run  a checkpoint read, with what its run says about it, and its test split
+  evaluation      a checkpoint measured and drawn (evaluate.py, compare.py)
   own_images      pictures of one's own read, prepared as the dataset's, and placed (embed.py)
   onnx_export     a checkpoint's Net as an ONNX file, checked against PyTorch (export.py)
   cli             what the commands' command lines share

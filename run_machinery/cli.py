@@ -1,11 +1,15 @@
-"""What the scripts' command lines share."""
+"""What the scripts' command lines share. It imports nothing slow: a command reads its
+flags, answers --help and reports a mistyped flag before it imports torch."""
 import argparse
+import ast
 import contextlib
+import functools
 import os
 import signal
 import sys
 from pathlib import Path
 
+# The repository's folder: the default home of datasets/ and outputs/.
 REPO_DIR = Path(__file__).resolve().parent.parent
 # The one trained model the repository ships: the article's run, seed 1 (models/README.md).
 SHIPPED_NAME = "article"
@@ -20,6 +24,34 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default:" in action.help or action.required:
             return action.help
         return super()._get_help_string(action)
+
+
+def source_constants(module, *names):
+    """The values of the top-level constants `names` of the repository's `module` (such as
+    "margin_heads" or "run_machinery.own_images"), read from its source without running it:
+    a parser needs them before torch, which their module imports. Literals, or products of
+    them (4096 * 4096)."""
+    return tuple(constant_value(top_level_values(module)[name]) for name in names)
+
+
+def source_keys(module, name):
+    """The keys of the dict `name` of `module`, written as literals in its source (its values
+    need not be)."""
+    return tuple(ast.literal_eval(key) for key in top_level_values(module)[name].keys)
+
+
+@functools.cache
+def top_level_values(module):
+    """{name: the expression assigned to it} of the top-level assignments in `module`'s file."""
+    tree = ast.parse((REPO_DIR / f"{module.replace('.', '/')}.py").read_text(encoding="utf-8"))
+    return {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)}
+
+
+def constant_value(node):
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        return constant_value(node.left) * constant_value(node.right)
+    return ast.literal_eval(node)
 
 
 def add_device_flag(parser):

@@ -14,7 +14,9 @@ A picture for a model of a folder dataset is made as that folder's training imag
 by the same function (mnist_loader.folder_image: grayscale, resized to 28x28), and nothing
 else: such images need not be light ink on black.
 """
+import hashlib
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,11 +29,15 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from margin_heads import cosines
 from mnist_loader import folder_image, normalize
+from .checkpointing import CheckpointError, WriteError, load_checkpoint, save_checkpoint
+from .devices import cpu_kind
 from .errors import UserError
 from .metrics import embed
 from .plots import PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube
 
 MAX_PIXELS = 4096 * 4096  # larger pictures are refused before they are decoded
+# The test split's features beside a checkpoint: epoch_100.pth -> epoch_100.test_embedding.pt
+EMBEDDING_SUFFIX = ".test_embedding.pt"
 SIDE = 28
 # The box the ink is fitted into, and whether it is then centred by its centre of mass
 # (else by its box). KMNIST's makers published no recipe; it is taken to be MNIST's.
@@ -137,18 +143,58 @@ def nearest(gallery, queries, k):
     return distances.gather(1, order), order
 
 
+def embedding_cache(checkpoint_path):
+    """Where the test split's features of the checkpoint at `checkpoint_path` are kept."""
+    return Path(checkpoint_path).with_suffix(EMBEDDING_SUFFIX)
+
+
+def cached_embedding(model, split, path):
+    """`embed`'s features (on the split's device) and labels (on the host) of the TensorLoader
+    `split`: read from the file `path` when it holds those of this model's weights, these
+    images and this device and PyTorch (its key), else computed and written there (when the
+    folder can be written; None: not kept)."""
+    key = embedding_key(model, split) if path else None
+    try:
+        saved = load_checkpoint(path) if path and Path(path).is_file() else None
+    except CheckpointError:  # a broken cache is computed again
+        saved = None
+    if isinstance(saved, dict) and saved.get("key") == key:
+        return saved["features"].to(split.images.device), saved["labels"]
+    features, _, labels = embed(model, split)
+    if path:
+        try:
+            save_checkpoint(path, {"key": key, "features": features.cpu(), "labels": labels.cpu()})
+        except WriteError:  # a folder one may not write: the split is embedded at every start
+            pass
+    return features, labels.cpu()
+
+
+def embedding_key(model, split):
+    """What the features depend on: the model's weights and the split's images and labels
+    (their SHA-256), the device and PyTorch that compute them."""
+    digest = hashlib.sha256()
+    for name, tensor in [*model.state_dict().items(), ("images", split.images),
+                         ("labels", split.labels)]:
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    device = split.images.device
+    return {"sha256": digest.hexdigest(), "torch": str(torch.__version__), "device": str(device),
+            "processor": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                          else cpu_kind())}
+
+
 class PictureIndex:
     """A checkpoint's model (a CheckpointRun) with the test split of its run embedded once,
-    on `device` (`limit`: as for CheckpointRun.test_split, by default the run's): `place` gives pictures of one's own their
-    predicted class, score and nearest test images. The score is the class's probability,
-    or its cosine for an angular head (`score_name` says which)."""
+    on `device` (`limit`: as for CheckpointRun.test_split, by default the run's own; `cache`:
+    the file that keeps its features, see cached_embedding): `place` gives pictures of one's
+    own their predicted class, score and nearest test images. The score is the class's
+    probability, or its cosine for an angular head (`score_name` says which)."""
 
-    def __init__(self, checkpoint, device, limit=None):
+    def __init__(self, checkpoint, device, limit=None, cache=None):
         self.checkpoint = checkpoint
         self.test_split = checkpoint.test_split(device, limit)
         self.model = checkpoint.model.to(device).eval()
-        self.gallery, _, labels = embed(self.model, self.test_split)
-        self.labels = labels.cpu()
+        self.gallery, self.labels = cached_embedding(self.model, self.test_split, cache)
         self.score_name = "cosine" if checkpoint.head.angular else "probability"
 
     def place(self, pictures, k):

@@ -23,6 +23,7 @@ import torchvision
 from matplotlib.figure import Figure
 
 from .checkpointing import atomic_write
+from .cli import REPO_DIR
 from .devices import cpu_kind
 from .errors import UserError
 from .run_record import RUN_FILE, read_run_file
@@ -34,7 +35,6 @@ except ImportError:  # Windows has no flock: there a second trainer on a folder 
     fcntl = None
 
 LOCK_FILE = "run.lock"
-REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 def epoch_path(template, epoch):

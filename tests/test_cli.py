@@ -1,9 +1,13 @@
 import argparse
+import subprocess
+import sys
 
 import pytest
 
-from run_machinery.cli import (REPO_DIR, SHIPPED_CHECKPOINT, HelpFormatter,
-                               add_checkpoint_argument, add_test_split_flag, one_line_errors)
+from conftest import REPO_DIR
+from run_machinery.cli import (SHIPPED_CHECKPOINT, HelpFormatter, add_checkpoint_argument,
+                               add_test_split_flag, one_line_errors, source_constants,
+                               source_keys)
 from run_machinery.errors import UserError
 
 
@@ -52,3 +56,41 @@ def test_article_names_the_shipped_model_and_is_the_default_where_said():
     with pytest.raises(SystemExit):
         required.parse_args([])
     assert SHIPPED_CHECKPOINT.is_relative_to(REPO_DIR / "models" / "article")
+
+
+COMMANDS = ("train_mnist_original_center.py", "evaluate.py", "compare.py", "animate.py",
+            "embed.py", "export.py", "demo.py")
+SLOW_PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "sklearn", "gradio", "onnx")
+# Runs a command as `python3 COMMAND ARGS...` would, then names the slow packages it imported.
+DRIVER = f"""import runpy, sys
+command, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    runpy.run_path(command, run_name="__main__")
+finally:
+    print("imported:", *[name for name in {SLOW_PACKAGES!r} if name in sys.modules])
+"""
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("args, status, said", [(["--help"], 0, "options:"),
+                                                (["--no_such_flag"], 2, "error:")])
+def test_help_and_flag_errors_come_before_the_slow_imports(command, args, status, said):
+    result = subprocess.run([sys.executable, "-c", DRIVER, command, *args], capture_output=True,
+                            text=True, timeout=120, cwd=REPO_DIR, check=False)
+    assert result.returncode == status, result.stderr
+    assert said in result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "imported:"
+
+
+def test_source_constants_are_the_modules_own():
+    import margin_heads
+    import mnist_loader
+    from run_machinery import own_images
+    names = ("HEADS", "DEFAULT_SCALE", "DEFAULT_MARGIN", "MAX_SCALE", "MAX_COSINE_MARGIN",
+             "MAX_SPHEREFACE_MARGIN")
+    assert source_constants("margin_heads", *names) == tuple(
+        getattr(margin_heads, name) for name in names)
+    assert source_constants("run_machinery.own_images", "MAX_PIXELS") == (own_images.MAX_PIXELS,)
+    assert source_keys("mnist_loader", "DATASETS") == tuple(mnist_loader.DATASETS)
+    with pytest.raises(ValueError):  # not a literal: refused, never run
+        source_constants("mnist_loader", "DATASETS")

@@ -1,26 +1,19 @@
 import json
-import shutil
 
 import pytest
 
 import torch
 import torch.nn.functional as F
 
-from run_machinery.evaluation import (evaluate, json_ready, load_test_split, open_checkpoint,
-                                      plot_evaluation, read_checkpoint)
-from conftest import FOLDER_CLASSES
 from margin_heads import Head
-from run_machinery.errors import UserError
+from run_machinery.checkpoint_run import load_test_split, open_checkpoint, read_checkpoint
+from run_machinery.evaluation import evaluate, json_ready, plot_evaluation
 from run_machinery.metrics import embed, retrieval_metrics
 
 
-def test_reads_a_training_state_file(two_epoch_run, tmp_path):
+def test_the_centres_of_a_training_state_are_drawn(two_epoch_run, tmp_path):
     _, out = two_epoch_run
-    state_path = out / "training_state.pth"
-    model, centers, holdout = read_checkpoint(state_path)
-    per_epoch = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
-    assert all(torch.equal(model.state_dict()[name], per_epoch[name]) for name in per_epoch)
-    assert centers.shape == (10, 2) and holdout == []
+    model, centers, _ = read_checkpoint(out / "training_state.pth")
     plot_evaluation(torch.randn(20, 2), torch.arange(20) % 10, Head("softmax", model.ip2.weight),
                     list(range(10)), centers, [], "with centres", tmp_path / "with_centres.png")
     assert (tmp_path / "with_centres.png").is_file()
@@ -66,23 +59,3 @@ def test_undefined_figures_are_null_with_a_reason():
     ready = json_ready({"accuracy": 0.5, "unseen_map_at_r": float("nan"), "per_class": {}})
     assert ready["unseen_map_at_r"] is None and "unseen_map_at_r" in ready["undefined"]
     json.dumps(ready, allow_nan=False)  # strict JSON
-
-
-def test_a_folder_checkpoint_knows_its_classes_and_normalisation(folder_run, image_folder_dir,
-                                                                 tmp_path):
-    checkpoint = open_checkpoint(folder_run / "model" / "epoch_001.pth")
-    run = json.loads((folder_run / "run.json").read_text())
-    assert (checkpoint.dataset, checkpoint.dataset_dir) == ("folder", str(image_folder_dir))
-    assert checkpoint.class_names == list(FOLDER_CLASSES) and checkpoint.holdout == [1, 10]
-    assert checkpoint.normalization == (run["mean"], run["std"])
-    loader = checkpoint.test_split("cpu", limit=20)
-    assert (loader.mean, loader.std, loader.num_samples) == (run["mean"], run["std"], 20)
-    assert loader.class_names == list(FOLDER_CLASSES)
-    # The same folder with a class folder renamed: its labels no longer mean the run's classes.
-    shutil.copytree(image_folder_dir, tmp_path / "renamed")
-    for split in ("train", "test"):
-        (tmp_path / "renamed" / split / "ant").rename(tmp_path / "renamed" / split / "zebra")
-    with pytest.raises(UserError) as error:
-        open_checkpoint(folder_run / "model" / "epoch_001.pth", dataset_dir=tmp_path / "renamed")
-    assert str(error.value).startswith(f"the class folders of {tmp_path / 'renamed'} (bee, cat, ")
-    assert "are not those the checkpoint was trained on (ant, bee, cat, " in str(error.value)

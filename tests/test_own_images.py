@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -5,10 +7,13 @@ from matplotlib.offsetbox import AnnotationBbox
 from PIL import Image, ImageDraw
 
 from mnist_loader import folder_image
-from run_machinery.checkpointing import save_figure
+from run_machinery.checkpoint_run import open_checkpoint
+from run_machinery.checkpointing import save_checkpoint, save_figure
 from run_machinery.errors import UserError
-from run_machinery.own_images import (MAX_PIXELS, FeatureMap, nearest, own_images_figure,
-                                      own_picture, picture_grid, prepare, read_image)
+from run_machinery.metrics import embed
+from run_machinery.own_images import (MAX_PIXELS, FeatureMap, PictureIndex, embedding_cache,
+                                      nearest, own_images_figure, own_picture, picture_grid,
+                                      prepare, read_image)
 from run_machinery.plots import PrincipalPlane
 
 
@@ -180,3 +185,32 @@ def test_the_picture_grid_frames_each_picture_in_its_class_colour():
     assert tuple(grid[0, 0]) == (255, 0, 0) and tuple(grid[0, side]) == (0, 0, 255)  # 0, 4
     assert tuple(grid[side + 1, 1]) == (40, 40, 40)  # the fourth picture starts a second row
     assert not grid[side:, side:].any()  # where the second row has no picture: black
+
+
+def test_the_embedded_test_split_is_kept_beside_the_checkpoint(holdout_run, tmp_path):
+    shutil.copytree(holdout_run, tmp_path / "run")  # a copy: the file is tampered with below
+    path = tmp_path / "run" / "model" / "epoch_003.pth"
+    checkpoint = open_checkpoint(path)
+    cache = embedding_cache(path)
+    assert cache == tmp_path / "run" / "model" / "epoch_003.test_embedding.pt"
+    computed = PictureIndex(checkpoint, "cpu")  # no cache: embedded, nothing written
+    assert not cache.exists()
+    first = PictureIndex(checkpoint, "cpu", cache=cache)
+    assert torch.equal(first.gallery, computed.gallery)
+    assert torch.equal(first.labels, computed.labels)
+    # The next start reads the file: marked, its features come back marked.
+    saved = torch.load(cache, weights_only=True)
+    save_checkpoint(cache, dict(saved, features=saved["features"] + 1))
+    read = PictureIndex(checkpoint, "cpu", cache=cache)
+    assert torch.equal(read.gallery, computed.gallery + 1)
+    assert torch.equal(read.labels, computed.labels)
+    # Other images or other weights are embedded again, and the file replaced.
+    fewer = PictureIndex(checkpoint, "cpu", limit=40, cache=cache)
+    assert torch.equal(fewer.gallery, computed.gallery[:40])
+    with torch.no_grad():
+        checkpoint.model.ip1.weight.mul_(2)
+    changed = PictureIndex(checkpoint, "cpu", cache=cache)
+    assert torch.equal(changed.gallery, embed(checkpoint.model, changed.test_split)[0])
+    assert not torch.allclose(changed.gallery, computed.gallery)
+    cache.write_bytes(b"not a torch file")  # a broken file is embedded again too
+    assert torch.equal(PictureIndex(checkpoint, "cpu", cache=cache).gallery, changed.gallery)

@@ -1,0 +1,49 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FOLDER_CLASSES, REPO_DIR
+from run_machinery.checkpoint_run import open_checkpoint, read_checkpoint
+from run_machinery.errors import UserError
+
+
+def test_reads_a_training_state_file(two_epoch_run):
+    _, out = two_epoch_run
+    state_path = out / "training_state.pth"
+    model, centers, holdout = read_checkpoint(state_path)
+    per_epoch = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
+    assert all(torch.equal(model.state_dict()[name], per_epoch[name]) for name in per_epoch)
+    assert centers.shape == (10, 2) and holdout == []
+
+
+def test_a_folder_checkpoint_knows_its_classes_and_normalisation(folder_run, image_folder_dir,
+                                                                 tmp_path):
+    checkpoint = open_checkpoint(folder_run / "model" / "epoch_001.pth")
+    run = json.loads((folder_run / "run.json").read_text())
+    assert (checkpoint.dataset, checkpoint.dataset_dir) == ("folder", str(image_folder_dir))
+    assert checkpoint.class_names == list(FOLDER_CLASSES) and checkpoint.holdout == [1, 10]
+    assert checkpoint.normalization == (run["mean"], run["std"])
+    loader = checkpoint.test_split("cpu", limit=20)
+    assert (loader.mean, loader.std, loader.num_samples) == (run["mean"], run["std"], 20)
+    assert loader.class_names == list(FOLDER_CLASSES)
+    # The same folder with a class folder renamed: its labels no longer mean the run's classes.
+    shutil.copytree(image_folder_dir, tmp_path / "renamed")
+    for split in ("train", "test"):
+        (tmp_path / "renamed" / split / "ant").rename(tmp_path / "renamed" / split / "zebra")
+    with pytest.raises(UserError) as error:
+        open_checkpoint(folder_run / "model" / "epoch_001.pth", dataset_dir=tmp_path / "renamed")
+    assert str(error.value).startswith(f"the class folders of {tmp_path / 'renamed'} (bee, cat, ")
+    assert "are not those the checkpoint was trained on (ant, bee, cat, " in str(error.value)
+
+
+def test_export_reads_a_checkpoint_without_the_drawing_libraries():
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, export; "
+         "print(*[name for name in ('matplotlib', 'sklearn') if name in sys.modules])"],
+        capture_output=True, text=True, timeout=300, cwd=REPO_DIR, check=False)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == ""
