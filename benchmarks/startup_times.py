@@ -77,6 +77,7 @@ def parse_args(argv=None):
                         help="seconds one command may take")
     args = parser.parse_args(argv)
     args.commands = args.commands.split(",")
+    args.dataset_dir = str(Path(args.dataset_dir).resolve())  # the same for every checkout
     unknown = set(args.commands) - set(COMMANDS)
     if unknown or args.repeats < 1:
         parser.error(f"unknown commands {sorted(unknown)}" if unknown else "--repeats must be >= 1")
