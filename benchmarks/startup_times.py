@@ -2,15 +2,16 @@
 first epoch, evaluate.py's first figure, export.py's file, the demo's address, ...).
 
     python3 benchmarks/startup_times.py --dataset_dir ../shared/mnist --repeats 3
+    python3 benchmarks/startup_times.py --compare_with /tmp/before   # another checkout beside
 
-It first trains a small run (--max_train_samples, --max_test_samples, one epoch; its
-first epoch line is the trainer's figure), then runs every other command on that run's
-checkpoint, each in a process of its own, as typed in a shell, its lines read as they
-are printed (PYTHONUNBUFFERED). The commands take turns, a round per repeat, so that a
-changing load on the machine meets each of them alike. Each figure is the median over
-the repeats: seconds of wall clock, and the CPU seconds (user + system) of the whole
-process, which another program on the machine slows less. The demo starts twice a round:
-without its cache of the embedded test split (a first start), then with it.
+It first trains a small run (--max_train_samples, --max_test_samples, one epoch), then
+runs every command on that run's checkpoint, each in a process of its own, as typed in a
+shell, its lines read as they are printed (PYTHONUNBUFFERED). The commands take turns, a
+round per repeat (with --compare_with, each right after the other checkout's same
+command), so that a changing load on the machine meets each of them alike. Each figure is
+the median over the repeats: seconds of wall clock, and the CPU seconds (user + system)
+of the whole process, which other programs on the machine slow less. The demo starts
+twice a round: without the cache of its embedded test split (a first start), then with it.
 """
 import argparse
 import os
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -36,6 +38,25 @@ SCRIPTS = {"train": "train_mnist_original_center.py", "evaluate": "evaluate.py",
            "export": "export.py", "demo": "demo.py"}
 
 
+@dataclass
+class Row:
+    """One timed row: `arguments()` gives the command line after the script, `marker` is
+    in its first useful line, `what` says what that line is; a `server` is stopped there;
+    `removed` is deleted before it starts. The lists gather each round's figures."""
+    name: str
+    command: str
+    arguments: object
+    marker: str
+    what: str
+    server: bool = False
+    removed: Path = None
+    help: list = field(default_factory=list)
+    help_cpu: list = field(default_factory=list)
+    first: list = field(default_factory=list)
+    end: list = field(default_factory=list)
+    cpu: list = field(default_factory=list)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset_dir", default=str(REPO_DIR.parent / "shared" / "mnist"),
@@ -46,27 +67,30 @@ def parse_args(argv=None):
                         help="test images of the run (the demo's gallery); default: all")
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the median is shown")
     parser.add_argument("--commands", default=",".join(COMMANDS),
-                        help="which commands to time, comma-separated (train always runs once, "
-                             "for the run the others use)")
+                        help="the commands to time, comma-separated (the run is trained anyway)")
+    parser.add_argument("--compare_with", default=None, metavar="CHECKOUT",
+                        help="another checkout of the project (an earlier commit, say), whose "
+                             "commands are timed in the same rounds on the same run")
     parser.add_argument("--work_dir", default=None,
                         help="where the run and the outputs go; default: a temporary folder")
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds one command may take")
     args = parser.parse_args(argv)
     args.commands = args.commands.split(",")
+    args.dataset_dir = str(Path(args.dataset_dir).resolve())  # the same for every checkout
     unknown = set(args.commands) - set(COMMANDS)
     if unknown or args.repeats < 1:
         parser.error(f"unknown commands {sorted(unknown)}" if unknown else "--repeats must be >= 1")
     return args
 
 
-def timed(argv, marker, timeout, stop=False):
-    """Run `python3 argv...` in the repository; returns (seconds to the first line of its
-    output holding `marker`, seconds to its end, CPU seconds of it) and its output. With
-    `stop`, it is sent SIGTERM at that line (a server), and its end is not timed."""
+def timed(arguments, marker, timeout, checkout=REPO_DIR, server=False):
+    """Run `python3 arguments...` in `checkout`; returns seconds to the first line of its
+    output that holds `marker`, seconds to its end and its CPU seconds. A `server` is sent
+    SIGTERM at that line, and its end is not timed (None)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, *map(str, argv)], cwd=REPO_DIR, text=True,
+    process = subprocess.Popen([sys.executable, *map(str, arguments)], cwd=checkout, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     watchdog = threading.Timer(timeout, process.kill)
@@ -76,18 +100,17 @@ def timed(argv, marker, timeout, stop=False):
         lines.append(line)
         if first is None and marker in line:
             first = time.perf_counter() - start
-            if stop:
+            if server:
                 process.send_signal(signal.SIGTERM)
     status = process.wait()
     end = time.perf_counter() - start
     watchdog.cancel()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    output = "".join(lines)
-    if first is None or (status != 0 and not stop):
-        raise RuntimeError(f"{' '.join(map(str, argv))} ended with status {status} before "
-                           f"{marker!r}:\n{output[-3000:]}")
+    if first is None or (status != 0 and not server):
+        raise RuntimeError(f"{' '.join(map(str, arguments))} (in {checkout}) ended with status "
+                           f"{status} before {marker!r}:\n{''.join(lines)[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return (first, None if stop else end, cpu), output
+    return first, None if server else end, cpu
 
 
 def free_port():
@@ -96,38 +119,35 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def jobs(args, work, run_dir, checkpoint, picture):
-    """Per timed row: (row name, command, argv, the marker of its first useful line, what
-    that line is, whether it is a server stopped there, a file deleted before it starts)."""
-    return [
-        ("train", "train",
-         lambda: [SCRIPTS["train"], *run_flags(args, work / f"train_{time.time_ns()}")],
-         "Epoch:", "first epoch line", False, None),
-        ("evaluate", "evaluate",
-         lambda: [SCRIPTS["evaluate"], checkpoint, "--plot", work / "eval.png", "--tsne",
-                  work / "tsne.png", "--ranking", work / "ranking.png"],
-         "Wrote", "first figure (--plot; end: with --tsne, --ranking)", False, None),
-        ("compare", "compare", lambda: [SCRIPTS["compare"], run_dir, "--out", work / "c.png"],
-         "Wrote", "'Wrote' of its figure", False, None),
-        ("animate", "animate",
-         lambda: [SCRIPTS["animate"], run_dir / "test_features.pt", "--out", work / "f.gif"],
-         "Wrote", "'Wrote' of the GIF", False, None),
-        ("embed", "embed", lambda: [SCRIPTS["embed"], checkpoint, picture],
-         f"{picture}:", "the picture's line", False, None),
-        ("export", "export", lambda: [SCRIPTS["export"], checkpoint, "--onnx", work / "m.onnx"],
-         "Wrote", "'Wrote' of the ONNX file", False, None),
-        ("demo (first start)", "demo",
-         lambda: [SCRIPTS["demo"], checkpoint, "--port", free_port()],
-         "Demo of", "its address", True, embedding_cache(checkpoint)),
-        ("demo (cached)", "demo", lambda: [SCRIPTS["demo"], checkpoint, "--port", free_port()],
-         "Demo of", "its address", True, None),
-    ]
-
-
 def run_flags(args, out_dir):
     return ["--dataset_dir", args.dataset_dir, "--max_train_samples", args.max_train_samples,
             *(["--max_test_samples", args.max_test_samples] if args.max_test_samples else []),
             "--epochs", 1, "--out_dir", out_dir]
+
+
+def rows_of(args, work, run_dir, checkpoint, picture, cache):
+    """The rows, in turn order; `cache`: the demo's file, removed before its first start."""
+    def demo():
+        return [checkpoint, "--port", free_port()]
+
+    return [
+        Row("train", "train", lambda: run_flags(args, work / f"train_{time.time_ns()}"),
+            "Epoch:", "first epoch line"),
+        Row("evaluate", "evaluate",
+            lambda: [checkpoint, "--plot", work / "eval.png", "--tsne", work / "tsne.png",
+                     "--ranking", work / "ranking.png"],
+            "Wrote", "first figure (--plot; the end: after --tsne, --ranking)"),
+        Row("compare", "compare", lambda: [run_dir, "--out", work / "compare.png"], "Wrote",
+            "'Wrote' of its figure"),
+        Row("animate", "animate", lambda: [run_dir / "test_features.pt", "--out", work / "f.gif"],
+            "Wrote", "'Wrote' of the GIF"),
+        Row("embed", "embed", lambda: [checkpoint, picture], f"{picture}:", "the picture's line"),
+        Row("export", "export", lambda: [checkpoint, "--onnx", work / "model.onnx"], "Wrote",
+            "'Wrote' of the ONNX file"),
+        Row("demo (first start)", "demo", demo, "Demo of", "its address", server=True,
+            removed=cache),
+        Row("demo (cached)", "demo", demo, "Demo of", "its address", server=True),
+    ]
 
 
 def draw_digit(path):
@@ -139,26 +159,39 @@ def draw_digit(path):
     return path
 
 
-def median(values):
-    return statistics.median(values) if values else None
+def measure(row, args, checkout):
+    """One round of `row` in `checkout`: its --help (but for a second demo start, whose
+    --help is the first's), then its command."""
+    script = SCRIPTS[row.command]
+    if not row.name.endswith("(cached)"):
+        _, help_end, help_cpu = timed([script, "--help"], "usage:", args.timeout, checkout)
+        row.help.append(help_end)
+        row.help_cpu.append(help_cpu)
+    if row.removed:
+        row.removed.unlink(missing_ok=True)
+    first, end, cpu = timed([script, *row.arguments()], row.marker, args.timeout, checkout,
+                            row.server)
+    row.first.append(first)
+    row.end.extend([] if end is None else [end])
+    row.cpu.append(cpu)
+    return first
 
 
-def show(value):
-    return "-" if value is None else f"{value:.2f}"
+def show(values):
+    return f"{statistics.median(values):.2f}" if values else "-"
 
 
 def table(rows):
     """The Markdown table of the medians."""
     lines = [("| command | --help s | --help CPU s | first useful line | s to it | s to the end "
               "| CPU s |"), "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
-    for name, row in rows.items():
-        lines.append(f"| {name} | {show(median(row['help']))} | {show(median(row['help_cpu']))} "
-                     f"| {row['what']} | {show(median(row['first']))} "
-                     f"| {show(median(row['end']))} | {show(median(row['cpu']))} |")
+    lines += [f"| {row.name} | {show(row.help)} | {show(row.help_cpu)} | {row.what} "
+              f"| {show(row.first)} | {show(row.end)} | {show(row.cpu)} |" for row in rows]
     return "\n".join(lines)
 
 
 def main(argv=None):
+    """Time the commands; returns {checkout: its rows}."""
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="startup_") as temporary:
         work = Path(args.work_dir or temporary)
@@ -170,31 +203,25 @@ def main(argv=None):
               args.timeout)
         checkpoint = run_dir / "model" / "epoch_001.pth"
         picture = draw_digit(work / "digit.png")
-        chosen = [job for job in jobs(args, work, run_dir, checkpoint, picture)
-                  if job[1] in args.commands]
-        rows = {name: {"what": what, "help": [], "help_cpu": [], "first": [], "end": [],
-                       "cpu": []} for name, _, _, _, what, _, _ in chosen}
+        checkouts = [REPO_DIR] + ([Path(args.compare_with).resolve()] if args.compare_with else [])
+        rows = {}
+        for checkout in checkouts:
+            # another checkout's demo (an earlier one: without a cache) leaves this one's
+            cache = embedding_cache(checkpoint) if checkout == REPO_DIR else None
+            rows[checkout] = [row for row in rows_of(args, work, run_dir, checkpoint, picture,
+                                                     cache) if row.command in args.commands]
         for repeat in range(1, args.repeats + 1):
-            for name, command, command_line, marker, _, stop, removed in chosen:
-                row = rows[name]
-                if not name.endswith("(cached)"):  # the same --help as the row before
-                    (_, help_end, help_cpu), _ = timed([SCRIPTS[command], "--help"], "usage:",
-                                                       args.timeout)
-                    row["help"].append(help_end)
-                    row["help_cpu"].append(help_cpu)
-                if removed:
-                    removed.unlink(missing_ok=True)
-                (first, end, cpu), _ = timed(command_line(), marker, args.timeout, stop)
-                row["first"].append(first)
-                if end is not None:
-                    row["end"].append(end)
-                row["cpu"].append(cpu)
-                print(f"round {repeat}, {name}: {first:.2f} s to {row['what']}", flush=True)
+            for turn in zip(*rows.values()):
+                for checkout, row in zip(checkouts, turn):
+                    first = measure(row, args, checkout)
+                    print(f"round {repeat}, {row.name} ({checkout}): {first:.2f} s to "
+                          f"{row.what}", flush=True)
         load = os.getloadavg()
         print(f"\nMedians of {args.repeats} rounds; {os.cpu_count()} CPUs, load average "
-              f"{load[0]:.1f} at the end; run of {args.max_train_samples} training and "
-              f"{args.max_test_samples or 'all'} test images\n")
-        print(table(rows))
+              f"{load[0]:.1f} at the end; a run of {args.max_train_samples} training and "
+              f"{args.max_test_samples or 'all'} test images")
+        for checkout, checkout_rows in rows.items():
+            print(f"\n{checkout}:\n\n{table(checkout_rows)}")
         return rows
 
 

@@ -42,8 +42,9 @@ def test_a_folder_checkpoint_knows_its_classes_and_normalisation(folder_run, ima
 
 def test_export_reads_a_checkpoint_without_the_drawing_libraries():
     imported = subprocess.run(
-        [sys.executable, "-c", "import sys, export; "
-         "print(*[name for name in ('matplotlib', 'sklearn') if name in sys.modules])"],
+        [sys.executable, "-c", ("import sys, export; "
+                                "print(*[name for name in ('matplotlib', 'sklearn') "
+                                "if name in sys.modules])")],
         capture_output=True, text=True, timeout=300, cwd=REPO_DIR, check=False)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == ""
