@@ -86,3 +86,16 @@ def test_a_folder_checkpoint_knows_its_classes_and_normalisation(folder_run, ima
         open_checkpoint(folder_run / "model" / "epoch_001.pth", dataset_dir=tmp_path / "renamed")
     assert str(error.value).startswith(f"the class folders of {tmp_path / 'renamed'} (bee, cat, ")
     assert "are not those the checkpoint was trained on (ant, bee, cat, " in str(error.value)
+
+
+@pytest.mark.parametrize("width, title", [
+    (2, "epoch_002.pth: test features and decision regions"),
+    (3, "epoch_002.pth: test features (3-D)"),  # no regions drawn: none named
+    (8, "epoch_002.pth: test features (8-D, principal axes)"),
+])
+def test_the_plots_title_says_what_is_drawn(width, title, tmp_path):
+    head = Head("softmax", torch.nn.Parameter(torch.randn(10, width)))
+    fig = plot_evaluation(torch.randn(40, width), torch.arange(40) % 10, head, list(range(10)),
+                          None, [], "epoch_002.pth", tmp_path / "p.png")
+    assert fig.axes[0].get_title() == title
+    assert bool(fig.axes[0].get_images()) == (width == 2)
