@@ -41,7 +41,6 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
     parse_args()
 
 import torch
-from matplotlib.figure import Figure
 
 from mnist_loader import DATASETS
 from run_machinery.checkpoint_run import open_checkpoint
@@ -49,7 +48,7 @@ from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate
-from run_machinery.plots import draw_decision_regions, draw_embedding
+from run_machinery.plots import draw_decision_regions, draw_embedding, panel_figure
 from run_machinery.run_folder import RunPaths, check_image_format, in_folder
 from run_machinery.run_record import read_run_file
 
@@ -132,10 +131,39 @@ def loss_description(settings):
     return " + ".join(parts)
 
 
-def panel_title(metrics):
+def run_names(run_dirs):
+    """The name of each run in the figure and the table: its folder's name, with as many of
+    the folders above it as tell it from the other runs (a folder given twice: one name)."""
+    paths = [Path(run_dir).resolve().parts for run_dir in run_dirs]
+    names = []
+    for path in paths:
+        depth = 1
+        while any(other != path and other[-depth:] == path[-depth:] for other in paths):
+            depth += 1
+        names.append(str(Path(*path[-depth:])))
+    return names
+
+
+def panel_title(name, metrics):
+    """A panel's title: the run's name and recipe, then its figures."""
     accuracy = "-" if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}"
-    return (f"{metrics['loss']}, {metrics['feat_dim']}-D, epoch {metrics['epoch']}\n"
+    return (f"{name}: {metrics['loss']}, {metrics['feat_dim']}-D, epoch {metrics['epoch']}\n"
             f"accuracy {accuracy}, MAP@R {metrics['map_at_r']:.4f}")
+
+
+def draw_panel(fig, position, name, metrics, features, labels, checkpoint):
+    """The panel of one run (`name`, its `metrics` and its test `features` with their
+    `labels`, of its `checkpoint`) at `position` of a panel_figure: the features drawn as
+    evaluate.py draws them, over the decision regions at 2-D, titled by `panel_title`.
+    Returns the axes."""
+    ax = draw_embedding(fig, position, features, labels, checkpoint.centers, checkpoint.holdout,
+                        checkpoint.class_names)
+    # the regions of a wider feature have no picture; an untrained head's, no meaning
+    if features.shape[1] == 2 and metrics["accuracy"] is not None:
+        draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes,
+                              class_names=checkpoint.class_names)
+    ax.set_title(panel_title(name, metrics), fontsize=10)
+    return ax
 
 
 def markdown_table(names, results):
@@ -163,11 +191,11 @@ def main(argv=None):
         runs = [run_checkpoint(run_dir, args.epoch) for run_dir in args.run_dirs]
         columns = min(len(runs), PANELS_PER_ROW)
         rows = math.ceil(len(runs) / columns)
-        fig = Figure(figsize=(6.4 * columns, 5.8 * rows), dpi=80)
-        fig.subplots_adjust(left=0.09 / columns, right=1 - 0.25 / columns, wspace=0.5, hspace=0.45,
-                            top=1 - 0.14 / rows, bottom=0.11 / rows)
+        fig = panel_figure(columns, rows)
+        names = run_names(args.run_dirs)
         results, first_split = [], None
-        for index, (run_dir, (run, paths, epoch)) in enumerate(zip(args.run_dirs, runs)):
+        for index, (run_dir, name, (run, paths, epoch)) in enumerate(zip(args.run_dirs, names,
+                                                                         runs)):
             checkpoint = open_checkpoint(paths.model(epoch))
             settings = run["settings"]
             if results and checkpoint.dataset != results[0]["dataset"]:
@@ -196,15 +224,10 @@ def main(argv=None):
             if not trained_head:
                 metrics["accuracy"] = None
             results.append(metrics)
-            ax = draw_embedding(fig, (rows, columns, index + 1), features, test_labels,
-                                checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
-            # the regions of a wider feature have no picture; an untrained head's, no meaning
-            if features.shape[1] == 2 and trained_head:
-                draw_decision_regions(ax, checkpoint.head.decision_weight(), checkpoint.classes,
-                                      class_names=checkpoint.class_names)
-            ax.set_title(panel_title(metrics), fontsize=10)
+            draw_panel(fig, (rows, columns, index + 1), name, metrics, features, test_labels,
+                       checkpoint)
         save_figure(fig, args.out)
-        table = markdown_table([Path(run_dir).name for run_dir in args.run_dirs], results)
+        table = markdown_table(names, results)
         print(table, end="")
         print(f"Wrote {args.out}")
         if args.markdown:

@@ -138,8 +138,7 @@ def main(argv=None):
         if args.plot:
             plot_evaluation(features, test_loader.labels, checkpoint.head, classes,
                             checkpoint.centers, holdout,
-                            f"{Path(args.checkpoint).name}: test features and decision regions",
-                            args.plot, names)
+                            Path(args.checkpoint).name, args.plot, names)
             print(f"Wrote {args.plot}")
         if args.tsne:
             plot_tsne(checkpoint.head.retrieval_features(features), test_loader.labels, holdout,

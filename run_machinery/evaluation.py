@@ -5,7 +5,6 @@ compare.py).
 import math
 
 import torch
-from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from sklearn.metrics import classification_report
 from threadpoolctl import threadpool_limits
@@ -14,7 +13,7 @@ from mnist_loader import label_to_class
 from .checkpointing import save_figure
 from .metrics import embed, split_retrieval_metrics
 from .plots import (draw_decision_regions, draw_directions, draw_directions_3d, draw_embedding,
-                    draw_features)
+                    draw_features, panel_axes, panel_figure, shown_as)
 
 
 def json_ready(metrics):
@@ -34,25 +33,27 @@ def json_ready(metrics):
     return ready
 
 
-def plot_evaluation(features, labels, head, classes, centers, unseen_classes, title, path,
+def plot_evaluation(features, labels, head, classes, centers, unseen_classes, name, path,
                     names=None):
     """The test features over the head's decision regions (2-D features; 3-D ones are drawn
-    in 3-D, wider ones on their principal axes); for an angular head, their directions with
-    the class weights' beside them (at 2-D and 3-D). `names`: the class names."""
+    in 3-D, wider ones on their principal axes, with no regions); for an angular head, their
+    directions with the class weights' beside them (at 2-D and 3-D). The title begins with
+    `name` and says what is drawn; `names`: the class names. Returns the figure."""
     width = features.shape[1]
     panels = 2 if head.angular and width <= 3 else 1
-    fig = Figure(figsize=(8 * panels, 7), dpi=100)
-    fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.35)
+    fig = panel_figure(panels)
     ax = draw_embedding(fig, (1, panels, 1), features, labels, centers, unseen_classes, names)
     if width == 2:
         draw_decision_regions(ax, head.decision_weight(), classes, class_names=names)
-    ax.set_title(title)
+    ax.set_title(f"{name}: test features" + (" and decision regions" if width == 2
+                                             else shown_as(width)))
     if panels == 2:
-        direction_ax = fig.add_subplot(1, 2, 2, projection="3d" if width == 3 else None)
+        direction_ax = panel_axes(fig, (1, 2, 2), width == 3)
         (draw_directions_3d if width == 3 else draw_directions)(
             direction_ax, features, labels, head.class_directions(classes), unseen_classes, names)
         direction_ax.set_title(f"their directions and the class weights ({head.name})")
     save_figure(fig, path)
+    return fig
 
 
 def evaluate(model, head, test_loader, classes, unseen_classes, names=None, amp=False):
@@ -91,9 +92,8 @@ def plot_tsne(features, labels, unseen_classes, title, path, names=None, samples
     # waiting at 1000 barriers) and 5x the wall clock on the loaded machine (docs/speed.md).
     with threadpool_limits(1, user_api="openmp"):
         points = tsne.fit_transform(features)
-    fig = Figure(figsize=(8, 7), dpi=100)
-    fig.subplots_adjust(left=0.1, right=0.8)
-    ax = fig.add_subplot()
+    fig = panel_figure(1)
+    ax = panel_axes(fig, (1, 1, 1))
     draw_features(ax, torch.from_numpy(points), labels.cpu()[chosen], None, unseen_classes, names)
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")

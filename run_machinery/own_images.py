@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize, to_rgb
-from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from mpl_toolkits.mplot3d import proj3d
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
@@ -33,7 +32,8 @@ from .checkpointing import CheckpointError, WriteError, load_checkpoint, save_ch
 from .devices import cpu_kind
 from .errors import UserError
 from .metrics import embed
-from .plots import PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube
+from .plots import (PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube,
+                    panel_figure)
 
 MAX_PIXELS = 4096 * 4096  # larger pictures are refused before they are decoded
 # The test split's features beside a checkpoint: epoch_100.pth -> epoch_100.test_embedding.pt
@@ -242,39 +242,79 @@ def own_images_figure(features, labels, image_features, pictures, image_labels, 
     """The test `features` drawn as evaluate.py's --plot draws them (`draw_embedding`: 2-D
     as they are, 3-D in 3-D, wider ones on their principal plane), and each picture of
     one's own at its feature (`image_features`, projected as the test features are): a
-    star, and beside it, towards the test features' mean, the prepared 28x28 picture
-    (`pictures`, uint8) framed in the colour of its predicted class (`image_labels`).
-    Returns the figure."""
+    star, and beside it the prepared 28x28 picture (`pictures`, uint8) framed in the colour
+    of its predicted class (`image_labels`), placed where it covers no star and no other
+    picture (`thumbnail_offsets`). Returns the figure."""
     width = features.shape[1]
-    fig = Figure(figsize=(8, 7), dpi=100)
-    fig.subplots_adjust(left=0.1, right=0.8)
+    fig = panel_figure(1)
     ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, unseen_classes, class_names)
-    # The pictures' features, and last the test features' mean, which their thumbnails lean
-    # towards so that they stay inside the axes.
-    points = torch.cat([image_features.detach().float().cpu(),
-                        features.detach().float().cpu().mean(0, keepdim=True)])
+    points = image_features.detach().float().cpu()
     if width > 3:  # draw_embedding's plane: the same features give the same axes
         points = PrincipalPlane(features).points(points)
     points = as_numpy(points)
-    # over the thumbnails: one picture's may fall on another's star
-    ax.plot(*points[:-1].T, "*", color="black", markeredgecolor="white", markersize=18,
+    ax.plot(*points.T, "*", color="black", markeredgecolor="white", markersize=STAR_POINTS,
             linestyle="", zorder=7)
     if width == 3:
         shown = np.concatenate([as_numpy(features), points])
         fit_cube(ax, shown.min(0), shown.max(0))
-    anchors = flat_points(ax, points)
-    leans = np.where(anchors[-1] >= anchors[:-1], 34, -34)  # offsets in points
-    colors = class_colors(class_names, labels)
-    for anchor, lean, picture, label in zip(anchors[:-1], leans, as_numpy(pictures),
-                                            as_numpy(image_labels)):
-        thumbnail = OffsetImage(picture, zoom=1.2, cmap="gray", norm=Normalize(0, 255))
-        ax.add_artist(AnnotationBbox(thumbnail, tuple(anchor), xybox=tuple(lean),
-                                     boxcoords="offset points", pad=0.15, zorder=6,
-                                     bboxprops={"edgecolor": colors[label],
-                                                "linewidth": 2},
-                                     arrowprops={"arrowstyle": "-", "color": "black"}))
     ax.set_title(title)
+    FigureCanvasAgg(fig).draw()  # settles the limits and the 3-D projection
+    anchors = flat_points(ax, points)
+    to_points = 72 / fig.dpi
+    offsets = thumbnail_offsets(ax.transData.transform(anchors), THUMBNAIL_SIDE / to_points,
+                                STAR_POINTS / 2 / to_points, ax.bbox.extents)
+    colors = class_colors(class_names, labels)
+    for anchor, offset, picture, label in zip(anchors, offsets, as_numpy(pictures),
+                                              as_numpy(image_labels)):
+        thumbnail = OffsetImage(picture, zoom=THUMBNAIL_ZOOM, cmap="gray",
+                                norm=Normalize(0, 255))
+        ax.add_artist(AnnotationBbox(thumbnail, tuple(anchor), xybox=tuple(offset * to_points),
+                                     boxcoords="offset points", pad=0.15, zorder=6,
+                                     bboxprops={"edgecolor": colors[label], "linewidth": 2},
+                                     arrowprops={"arrowstyle": "-", "color": "black"}))
     return fig
+
+
+STAR_POINTS = 18  # a star's size
+THUMBNAIL_ZOOM = 1.2
+# A thumbnail's side with its frame, in points: the picture, its padding and the frame's line.
+THUMBNAIL_SIDE = 28 * THUMBNAIL_ZOOM + 2 * 1.5 + 2
+
+
+def thumbnail_offsets(stars, side, radius, bounds):
+    """Where to put each star's thumbnail: its centre's offset (pixels, (N, 2)) from the star
+    (`stars`, (N, 2) pixels), for a square of `side` pixels that covers no star (a square
+    of 2 `radius` about it) and no thumbnail placed before it, inside `bounds` (x0, y0, x1,
+    y1): of the places around the star, nearest first, the first one that does, or else
+    the one that covers least."""
+    reach = radius + side / 2 + 4
+    angles = np.arange(8) * np.pi / 4
+    candidates = np.concatenate([ring * reach * np.stack([np.cos(angles), np.sin(angles)], 1)
+                                 / np.maximum(np.abs(np.cos(angles)), np.abs(np.sin(angles)))
+                                 [:, None] for ring in (1, 1.5, 2, 3)])
+    stars = np.asarray(stars, dtype=float)
+    star_boxes = np.concatenate([stars - radius, stars + radius], axis=1)
+    placed, offsets = [], []
+    for star in stars:
+        boxes = np.concatenate([star + candidates - side / 2, star + candidates + side / 2], 1)
+        covered = overlap(boxes, star_boxes).sum(1) + overlap(boxes, np.array(placed)).sum(1)
+        x0, y0, x1, y1 = bounds
+        outside = side * side - overlap(boxes, np.array([[x0, y0, x1, y1]]))[:, 0]
+        score = covered + outside
+        best = int(np.flatnonzero(score <= score.min() + 1e-6)[0])  # of equals, the nearest
+        placed.append(boxes[best])
+        offsets.append(candidates[best])
+    return np.array(offsets).reshape(-1, 2)
+
+
+def overlap(boxes, others):
+    """The area shared by each of `boxes` (N, 4: x0, y0, x1, y1) with each of `others`
+    (M, 4): (N, M)."""
+    if len(others) == 0:
+        return np.zeros((len(boxes), 0))
+    low = np.maximum(boxes[:, None, :2], others[None, :, :2])
+    high = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    return np.clip(high - low, 0, None).prod(-1)
 
 
 def flat_points(ax, points):
@@ -293,8 +333,7 @@ class FeatureMap:
 
     def __init__(self, features, labels, title, centers=None, unseen_classes=(),
                  class_names=None):
-        fig = Figure(figsize=(8, 7), dpi=100)
-        fig.subplots_adjust(left=0.1, right=0.8)
+        fig = panel_figure(1)
         self.ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, unseen_classes,
                                  class_names)
         self.ax.set_title(title)

@@ -3,7 +3,8 @@ and the animation of the features over the epochs. A 2-D feature is drawn as it 
 article's pictures), a 3-D one in 3-D, a wider one by its two principal axes (PCA).
 
 Figures are made with `matplotlib.figure.Figure`, not pyplot: they need no display and
-are freed with their last reference, so a long run leaks no open figure.
+are freed with their last reference, so a long run leaks no open figure. Every picture of
+features is made of equal panels (`panel_axes`) and colours its classes by `class_colors`.
 """
 import io
 import os
@@ -13,19 +14,32 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap, to_hex
+from matplotlib.font_manager import FontProperties
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
+from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from .checkpointing import atomic_write, save_figure
 
-# The article's ten colours, one per digit 0-9 (and per class of any ten-class dataset).
-DIGIT_COLORS = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff",
-                "#ff00ff", "#990000", "#999900", "#009900", "#009999")
-OUTLINE = withStroke(linewidth=3.5, foreground="black")  # keeps the yellow and cyan lines visible
+# The class colours, one per digit 0-9 (and per class of any dataset of up to 20 classes):
+# chosen and checked by benchmarks/palette.py. Every two of the first ten stay apart for
+# normal vision and for simulated deuteranopia, protanopia and tritanopia, and differ in hue,
+# not in lightness alone; the next ten stay apart for normal vision
+# (docs/evaluation.md#the-class-colours).
+CLASS_COLORS = ("#99cc00", "#881188", "#990000", "#dd2277", "#7722ff",
+                "#22ccff", "#226655", "#997700", "#ccaa99", "#7788aa",
+                "#dd8844", "#5599ff", "#7766aa", "#557744", "#999999",
+                "#882233", "#ee99cc", "#7722bb", "#ff55cc", "#00bb66")
+TEN = 10  # the classes whose colours are checked for colour-blind readers
+OUTLINE = withStroke(linewidth=3.5, foreground="black")  # keeps a light line seen on white
+# Each panel of a feature picture, in inches at DPI dots an inch: square axes, a margin for
+# the tick labels on the left and below, the title above and the legend on the right.
+PANEL_INCHES, DPI = (8, 7), 100
+AXES_INCHES = (1.0, 0.6, 5.5)  # left, bottom, side
 
 
 def as_numpy(values):
@@ -33,15 +47,38 @@ def as_numpy(values):
 
 
 def class_colors(class_names=None, labels=()):
-    """The colour of each class, by label: the article's ten for up to ten classes, else one
-    for each along the turbo colormap, evenly spaced. The classes are those `class_names`
-    names, or without names those of `labels` (at least MNIST's ten)."""
+    """The colour of each class, by label: CLASS_COLORS for up to 20 classes, else one for
+    each along the turbo colormap, evenly spaced. The classes are those `class_names` names,
+    or without names those of `labels` (at least MNIST's ten)."""
     labels = as_numpy(labels)
     count = (len(class_names) if class_names
-             else max(len(DIGIT_COLORS), int(labels.max()) + 1 if labels.size else 0))
-    if count <= len(DIGIT_COLORS):
-        return DIGIT_COLORS
+             else max(TEN, int(labels.max()) + 1 if labels.size else 0))
+    if count <= len(CLASS_COLORS):
+        return CLASS_COLORS[:count]
     return tuple(to_hex(color) for color in colormaps["turbo"](np.linspace(0, 1, count)))
+
+
+def panel_figure(columns, rows=1):
+    """A figure of `rows` x `columns` panels of PANEL_INCHES each, for `panel_axes`."""
+    return Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), dpi=DPI)
+
+
+def panel_axes(fig, position, three_d=False):
+    """New axes in the panel at `position` (rows, columns, index from 1, as add_subplot's) of
+    a `panel_figure`: at the same place in every panel and of the same size, 2-D or 3-D."""
+    rows, columns, index = position
+    row, column = divmod(index - 1, columns)
+    left, bottom, side = AXES_INCHES
+    width, height = PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows
+    rect = ((column * PANEL_INCHES[0] + left) / width,
+            ((rows - 1 - row) * PANEL_INCHES[1] + bottom) / height, side / width, side / height)
+    return fig.add_axes(rect, projection="3d" if three_d else None)
+
+
+def shown_as(width):
+    """How a feature of `width` dimensions is drawn, for a title: "" (2-D, as it is),
+    " (3-D)", " (8-D, principal axes)"."""
+    return "" if width == 2 else f" ({width}-D" + (")" if width == 3 else ", principal axes)")
 
 
 def classes_to_draw(feat, labels, unseen_classes, class_names):
@@ -87,22 +124,74 @@ def draw_features(ax, feat, labels, centers=None, unseen_classes=(), class_names
 def draw_directions(ax, feat, labels, class_directions, unseen_classes=(), class_names=None):
     """The angular view of an angular-margin head: each feature scaled onto the unit circle,
     and each class weight's direction drawn from the origin in its class's colour
-    (`class_directions`: class -> 2-vector), so the angles between the classes show."""
+    (`class_directions`: class -> 2-vector), so the angles between the classes show. The
+    names of directions closer than a label's width are spread apart along the circle."""
     feat = as_numpy(feat)
     unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
     draw_features(ax, unit, labels, unseen_classes=unseen_classes, class_names=class_names)
     colors = class_colors(class_names, [*class_directions, *as_numpy(labels)])
-    for label, direction in class_directions.items():
-        x, y = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
-        ax.plot([0, x], [0, y], "-", color=colors[label], linewidth=2, path_effects=[OUTLINE])
-        ax.annotate(class_names[label] if class_names else str(label), (x, y),
-                    ha="center", va="center", fontsize=9, fontweight="bold",
-                    color=colors[label], path_effects=[OUTLINE])
-    ax.set_xlim(-1.4, 1.4)
-    ax.set_ylim(-1.4, 1.4)  # the unit circle, and the class directions beyond it
+    ends = {label: as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12)
+            for label, direction in class_directions.items()}
+    names = [class_names[label] if class_names else str(label) for label in ends]
+    ax.set_xlim(-1.5, 1.5)
+    ax.set_ylim(-1.5, 1.5)  # the unit circle, and the class directions with names beyond it
     ax.set_aspect("equal", adjustable="box")
+    # Two names are a name's width or height apart at least, whichever is larger, on the
+    # circle of radius 1.33 where they are written.
+    name_pixels = max([max(extent.width, extent.height) * ax.figure.dpi / 72 + 6  # the outline
+                       for extent in (TextPath((0, 0), name, size=LABEL_POINTS,
+                                               prop=FontProperties(weight="bold")).get_extents()
+                                      for name in names)], default=0)
+    angles = spread_angles([np.arctan2(y, x) for x, y in ends.values()],
+                           name_pixels / (1.33 * ax.bbox.width / 3))
+    for (label, end), name, angle in zip(ends.items(), names, angles):
+        ax.plot(*zip((0, 0), end * 1.25), "-", color=colors[label], linewidth=2,
+                path_effects=[OUTLINE])
+        place = np.array([np.cos(angle), np.sin(angle)])
+        ax.plot(*zip(end * 1.25, place * 1.25), "-", color=colors[label], linewidth=1)
+        ax.annotate(name, tuple(place * 1.33), ha="center", va="center",
+                    fontsize=LABEL_POINTS, fontweight="bold", color=colors[label],
+                    path_effects=[OUTLINE])
     ax.set_xlabel("feature 1 / |feature|")
     ax.set_ylabel("feature 2 / |feature|")
+
+
+LABEL_POINTS = 9  # the font size of the class names by their directions
+
+
+def spread_angles(angles, gap):
+    """`angles` (radians) moved apart along the circle, keeping their order, so that every
+    two neighbours are at least `gap` apart: each crowd is spaced by `gap` about the mean of
+    its angles. With no room for that (more than 2 pi / gap of them), all are evenly spaced."""
+    angles = np.asarray(angles, dtype=float)
+    count = len(angles)
+    if count < 2:
+        return angles
+    order = np.argsort(angles)
+    ordered = angles[order]
+    # Unroll the circle at the widest gap between neighbours: no crowd spans it.
+    start = int(np.argmax(np.diff(ordered, append=ordered[0] + 2 * np.pi))) + 1
+    line = np.concatenate([ordered[start:], ordered[:start] + 2 * np.pi])
+    crowds = [[index] for index in range(count)]
+
+    def spaced(crowd):
+        return line[crowd].mean() + (np.arange(len(crowd)) - (len(crowd) - 1) / 2) * gap
+
+    merged = True
+    while merged:  # merge neighbouring crowds that would overlap, until none do
+        merged = False
+        for index in range(len(crowds) - 1):
+            if spaced(crowds[index])[-1] + gap > spaced(crowds[index + 1])[0] + 1e-9:
+                crowds[index:index + 2] = [crowds[index] + crowds[index + 1]]
+                merged = True
+                break
+    spread = np.concatenate([spaced(crowd) for crowd in crowds])
+    if spread[-1] - spread[0] > 2 * np.pi - gap:  # the ends meet round the circle
+        even = np.arange(count) * 2 * np.pi / count
+        spread = even + (line - even).mean()
+    placed = np.empty(count)
+    placed[np.roll(order, -start)] = spread
+    return placed
 
 
 def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=None,
@@ -118,15 +207,13 @@ def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=
         feat, test_feat, centers = (None if points is None else plane.points(points)
                                     for points in (feat, test_feat, centers))
         class_directions = plane.directions(class_directions)
-    shown = "" if width == 2 else f" ({width}-D" + (")" if width == 3 else ", principal axes)")
-    titles = [f"training features{shown}, epoch = {epoch}"]
+    titles = [f"training features{shown_as(width)}, epoch = {epoch}"]
     titles += [] if test_feat is None else [f"test features (eval mode), epoch = {epoch}"]
     titles += ([] if class_directions is None
                else [f"test feature directions and class weights, epoch = {epoch}"])
     panels = len(titles)
-    fig = Figure(figsize=(8 * panels, 7), dpi=100)
-    axes = [fig.add_subplot(1, panels, index + 1, projection="3d" if width == 3 else None)
-            for index in range(panels)]
+    fig = panel_figure(panels)
+    axes = [panel_axes(fig, (1, panels, index + 1), width == 3) for index in range(panels)]
     draw = draw_features_3d if width == 3 else draw_features
     draw(axes[0], feat, labels, centers, unseen_classes, class_names)
     if test_feat is not None:
@@ -140,19 +227,16 @@ def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=
         for ax in axes:
             ax.set_xlabel("principal axis 1")
             ax.set_ylabel("principal axis 2")
-    # The legends sit right of the axes; a 3-D one needs more room beside its z label.
-    fig.subplots_adjust(left=0.1 / panels, right=1 - (0.24 if width == 3 else 0.16) / panels,
-                        wspace=0.35)
     return fig
 
 
 def draw_embedding(fig, position, feat, labels, centers=None, unseen_classes=(),
                    class_names=None):
-    """New axes at `position` (rows, columns, index) of `fig` with the features drawn as the
-    epoch pictures draw them: 2-D as they are, 3-D in 3-D, wider ones on their principal
-    axes (the centres with them). Returns the axes."""
+    """New axes in the panel at `position` (rows, columns, index) of a `panel_figure` with
+    the features drawn as the epoch pictures draw them: 2-D as they are, 3-D in 3-D, wider
+    ones on their principal axes (the centres with them). Returns the axes."""
     width = torch.as_tensor(feat).shape[1]
-    ax = fig.add_subplot(*position, projection="3d" if width == 3 else None)
+    ax = panel_axes(fig, position, width == 3)
     if width > 3:
         plane = PrincipalPlane(feat)
         feat, centers = plane.points(feat), None if centers is None else plane.points(centers)
@@ -199,8 +283,10 @@ def draw_features_3d(ax, feat, labels, centers=None, unseen_classes=(), class_na
                    depthshade=False)
         legend.append(Line2D([], [], linestyle="", marker="X", color="black", label="centres"))
         shown = np.concatenate([feat, centers])
-    ax.legend(handles=legend, loc="center left", bbox_to_anchor=(1.12, 0.5), fontsize="small")
+    ax.legend(handles=legend, loc="center left", bbox_to_anchor=(1.06, 0.5), fontsize="small")
     fit_cube(ax, shown.min(0), shown.max(0))  # no point and no centre clipped
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_major_locator(MaxNLocator(5))  # the cube's edges are short: few tick labels
     ax.set_xlabel("feature 1")
     ax.set_ylabel("feature 2")
     ax.set_zlabel("feature 3")
@@ -236,7 +322,7 @@ def draw_decision_regions(ax, classifier_weight, classes, resolution=400, class_
     """Shade the plane by the class that `ip2` (no bias) predicts there: wedges from the
     origin, since the prediction argmax_k w_k . x depends on the direction of x alone.
     `classes`: the label of each row of the weight; `class_names`: all the classes' names."""
-    ax.figure.canvas.draw()  # settle the data limits, including the equal-aspect adjustment
+    ax.apply_aspect()  # settle the data limits to the equal scales in the axes' own box
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     xs, ys = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
     grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
@@ -314,10 +400,11 @@ def plot_curves(history, path):
 
 def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epochs=None,
                       seconds_per_frame=0.4, angular=False, class_names=None):
-    """An animated GIF of the features epoch by epoch, with one axis range for the whole
-    run so that the motion is readable; with `angular` (an angular head), their directions
-    on the unit circle beside them. `features_per_epoch`: (epochs, N, D); 3-D features are
-    drawn in 3-D, wider ones on the principal axes of the last epoch's."""
+    """An animated GIF of the features epoch by epoch, in panels of the epoch picture's size,
+    with one square range for the whole run so that the motion is readable; with `angular`
+    (an angular head), their directions on the unit circle beside them.
+    `features_per_epoch`: (epochs, N, D); 3-D features are drawn in 3-D, wider ones on the
+    principal axes of the last epoch's."""
     width = torch.as_tensor(features_per_epoch).shape[-1]
     if width > 3:
         plane = PrincipalPlane(features_per_epoch[-1])
@@ -327,14 +414,12 @@ def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epoch
     shown = 3 if width == 3 else 2  # a wider feature is drawn on its principal axes
     low = features_per_epoch.reshape(-1, shown).min(0)
     high = features_per_epoch.reshape(-1, shown).max(0)
-    margin = 0.05 * (high - low).max() + 1e-6
+    middle, half = (low + high) / 2, 0.55 * (high - low).max() + 1e-6  # the square axes filled
     panels = 2 if angular else 1
     frames = []
     for epoch, feat in zip(epochs, features_per_epoch):
-        fig = Figure(figsize=(6.4 * panels, 5.6), dpi=80)
-        fig.subplots_adjust(left=0.1 / panels, right=1 - 0.2 / panels, wspace=0.4)
-        ax, *angular_ax = [fig.add_subplot(1, panels, index + 1,
-                                           projection="3d" if shown == 3 else None)
+        fig = panel_figure(panels)
+        ax, *angular_ax = [panel_axes(fig, (1, panels, index + 1), shown == 3)
                            for index in range(panels)]
         if shown == 3:
             draw_features_3d(ax, feat, labels, unseen_classes=unseen_classes,
@@ -344,9 +429,9 @@ def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epoch
             draw_features(ax, feat, labels, unseen_classes=unseen_classes,
                           class_names=class_names)
             ax.set_aspect("equal", adjustable="box")
-            ax.set_xlim(low[0] - margin, high[0] + margin)
-            ax.set_ylim(low[1] - margin, high[1] + margin)
-        ax.set_title(f"test features, epoch {epoch}")
+            ax.set_xlim(middle[0] - half, middle[0] + half)
+            ax.set_ylim(middle[1] - half, middle[1] + half)
+        ax.set_title(f"test features{shown_as(width)}, epoch {epoch}")
         for direction_ax in angular_ax:
             (draw_directions_3d if shown == 3 else draw_directions)(
                 direction_ax, feat, labels, {}, unseen_classes, class_names)

@@ -9,8 +9,12 @@ def test_remakes_the_gif_of_a_run(two_epoch_run, tmp_path):
     _, out = two_epoch_run
     assert animate.main([str(out / "test_features.pt"), "--out",
                          str(tmp_path / "again.gif")]) == tmp_path / "again.gif"
-    with Image.open(tmp_path / "again.gif") as gif:
-        assert gif.n_frames == 2
+    with Image.open(tmp_path / "again.gif") as gif, Image.open(out / "features.gif") as written, \
+            Image.open(out / "visual" / "epoch_002.png") as epoch_picture:
+        assert gif.n_frames == written.n_frames == 2
+        # the trainer's GIF and this one: a panel of the epoch picture (training and test
+        # features) each frame
+        assert gif.size == written.size == (epoch_picture.width // 2, epoch_picture.height)
 
 
 def test_a_file_that_is_no_test_features_is_one_line(two_epoch_run, tmp_path):

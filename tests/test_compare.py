@@ -1,8 +1,10 @@
+import itertools
 import json
 import shutil
 
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 import compare
@@ -10,6 +12,8 @@ import train_mnist_original_center as trainer
 from conftest import trainer_flags
 from mnist_loader import TensorLoader
 from run_machinery.errors import UserError
+from run_machinery.evaluation import evaluate, open_checkpoint
+from run_machinery.plots import panel_figure
 
 
 def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
@@ -19,7 +23,7 @@ def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
     assert ([(r["head"], r["epoch"], r["loss_weight"]) for r in results]
             == [("softmax", 2, 1.0), ("arcface", 2, 1.0)])
     with Image.open(tmp_path / "c.png") as image:
-        assert image.size == (2 * 512, 464)  # a panel per run
+        assert image.size == (2 * 800, 700)  # a panel per run, as large as the epoch picture's
     table = (tmp_path / "c.md").read_text().splitlines()
     assert table[0] == ("| run | loss | dim | epoch | test accuracy | Precision@1 "
                         "| R-Precision | MAP@R | rank-1 | mAP | s/epoch |")
@@ -113,7 +117,7 @@ def test_more_than_three_runs_wrap_onto_rows(two_epoch_run, arcface_run, tmp_pat
     assert len(compare.main(runs + ["--out", str(tmp_path / "c.png")])) == 4
     with Image.open(tmp_path / "c.png") as image:
         # three panels a row; the last two places stay empty
-        assert image.size == (3 * 512, 2 * 464)
+        assert image.size == (3 * 800, 2 * 700)
 
 
 def test_help_describes_the_figure_and_the_table(capsys):
@@ -185,3 +189,46 @@ def test_a_moved_run_is_read_from_where_it_is_now(mnist_dir, tmp_path):
                                "--seed", "7"))
     [figures] = compare.main([str(moved), "--out", str(tmp_path / "c.png")])
     assert figures["epoch"] == 2  # moved's own last checkpoint, not slot's epoch 1
+
+
+def test_runs_are_named_by_as_much_of_their_path_as_tells_them_apart(tmp_path):
+    first, second, other = tmp_path / "x" / "run", tmp_path / "y" / "run", tmp_path / "y" / "b"
+    assert compare.run_names([first, second, other, first]) == [
+        str(first.relative_to(tmp_path)), str(second.relative_to(tmp_path)), "b",
+        str(first.relative_to(tmp_path))]  # a folder given twice keeps its name
+
+
+def test_the_panels_are_titled_by_run_and_recipe_equal_and_readable(two_epoch_run, mnist_dir,
+                                                                    tmp_path):
+    _, softmax_run = two_epoch_run
+    wide = tmp_path / "y" / softmax_run.name  # another run in a folder of the same name
+    trainer.main(trainer_flags(mnist_dir, wide, "--epochs", 1, "--feat_dim", 3,
+                               "--max_train_samples", 64))
+    names = compare.run_names([softmax_run, wide])
+    assert names[0] != names[1] and names[1].endswith(f"y/{softmax_run.name}")
+    fig = panel_figure(2)
+    axes = []
+    for index, (name, run, epoch) in enumerate(zip(names, (softmax_run, wide), (2, 1))):
+        checkpoint = open_checkpoint(run / "model" / f"epoch_{epoch:03d}.pth")
+        loader = checkpoint.test_split(torch.device("cpu"))
+        metrics, features, _ = evaluate(checkpoint.model, checkpoint.head, loader,
+                                        checkpoint.classes, [])
+        metrics.update(loss="softmax + 1 center", feat_dim=features.shape[1], epoch=epoch)
+        axes.append(compare.draw_panel(fig, (1, 2, index + 1), name, metrics, features,
+                                       loader.labels, checkpoint))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    assert [ax.get_title().split("\n")[0] for ax in axes] == [
+        f"{names[0]}: softmax + 1 center, 2-D, epoch 2",
+        f"{names[1]}: softmax + 1 center, 3-D, epoch 1"]
+    assert axes[0].get_images() and axes[1].name == "3d"  # the regions at 2-D only
+    # the 2-D panel with its regions as large as the 3-D one
+    assert axes[0].get_position().size == pytest.approx(axes[1].get_position().size)
+    for ax in axes:
+        for axis in (ax.xaxis, ax.yaxis) + ((ax.zaxis,) if ax.name == "3d" else ()):
+            boxes = [label.get_window_extent(renderer) for label in axis.get_ticklabels()
+                     if label.get_visible() and label.get_text()]
+            assert len(boxes) >= 2
+            assert not any(first.overlaps(second)
+                           for first, second in itertools.combinations(boxes, 2))

@@ -59,3 +59,16 @@ def test_undefined_figures_are_null_with_a_reason():
     ready = json_ready({"accuracy": 0.5, "unseen_map_at_r": float("nan"), "per_class": {}})
     assert ready["unseen_map_at_r"] is None and "unseen_map_at_r" in ready["undefined"]
     json.dumps(ready, allow_nan=False)  # strict JSON
+
+
+@pytest.mark.parametrize("width, title", [
+    (2, "epoch_002.pth: test features and decision regions"),
+    (3, "epoch_002.pth: test features (3-D)"),  # no regions drawn: none named
+    (8, "epoch_002.pth: test features (8-D, principal axes)"),
+])
+def test_the_plots_title_says_what_is_drawn(width, title, tmp_path):
+    head = Head("softmax", torch.nn.Parameter(torch.randn(10, width)))
+    fig = plot_evaluation(torch.randn(40, width), torch.arange(40) % 10, head, list(range(10)),
+                          None, [], "epoch_002.pth", tmp_path / "p.png")
+    assert fig.axes[0].get_title() == title
+    assert bool(fig.axes[0].get_images()) == (width == 2)

@@ -3,6 +3,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.offsetbox import AnnotationBbox
 from PIL import Image, ImageDraw
 
@@ -12,9 +14,9 @@ from run_machinery.checkpointing import save_checkpoint, save_figure
 from run_machinery.errors import UserError
 from run_machinery.metrics import embed
 from run_machinery.own_images import (MAX_PIXELS, FeatureMap, PictureIndex, embedding_cache,
-                                      nearest, own_images_figure, own_picture, picture_grid,
-                                      prepare, read_image)
-from run_machinery.plots import PrincipalPlane
+                                      flat_points, nearest, own_images_figure, own_picture,
+                                      picture_grid, prepare, read_image)
+from run_machinery.plots import CLASS_COLORS, PrincipalPlane
 
 
 def drawing(size=(300, 400), box=(120, 80, 180, 320), ink=20, paper=235):
@@ -151,10 +153,39 @@ def test_the_pictures_are_drawn_where_their_features_lie_on_the_map(width, tmp_p
     assert len(thumbnails) == 2
     if width == 2:
         assert np.allclose([thumbnail.xy for thumbnail in thumbnails], expected)
-        # each beside its star, towards the middle of the test features
-        towards = np.sign(features.mean(0).numpy() - expected)
-        assert np.array_equal(np.sign([thumbnail.xybox for thumbnail in thumbnails]), towards)
     save_figure(fig, tmp_path / "map.png")
+
+
+@pytest.mark.parametrize("width", [2, 3])
+def test_no_thumbnail_covers_a_star_or_another_thumbnail(width):
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(200, width, generator=generator) * 10
+    # five pictures in a crowd, one by the edge of the map
+    image_features = torch.cat([torch.randn(5, width, generator=generator) * 0.5,
+                                features[features[:, 0].argmax()][None]])
+    fig = own_images_figure(features, torch.arange(200) % 10, image_features,
+                            torch.zeros(6, 28, 28, dtype=torch.uint8), torch.arange(6), "title")
+    ax = fig.axes[0]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    [stars] = [line for line in ax.lines if line.get_marker() == "*"]
+    radius = stars.get_markersize() / 2 * fig.dpi / 72  # pixels
+    if width == 3:
+        centres = ax.transData.transform(flat_points(ax, np.stack(stars.get_data_3d(), 1)))
+    else:
+        centres = ax.transData.transform(stars.get_xydata())
+    boxes = [thumbnail.patch.get_window_extent(renderer) for thumbnail in ax.artists
+             if isinstance(thumbnail, AnnotationBbox)]
+    assert len(boxes) == 6
+    for box in boxes:
+        assert box.x0 >= ax.bbox.x0 - 1 and box.x1 <= ax.bbox.x1 + 1  # inside the axes
+        assert box.y0 >= ax.bbox.y0 - 1 and box.y1 <= ax.bbox.y1 + 1
+        for x, y in centres:  # in figure pixels: no star under the box
+            assert (x + radius < box.x0 or x - radius > box.x1
+                    or y + radius < box.y0 or y - radius > box.y1)
+    assert not any(first.overlaps(second) for index, first in enumerate(boxes)
+                   for second in boxes[index + 1:])
 
 
 @pytest.mark.parametrize("width", [2, 3, 5])
@@ -182,7 +213,8 @@ def test_the_picture_grid_frames_each_picture_in_its_class_colour():
     grid = picture_grid(pictures, [0, 4, 4, 1], columns=3, zoom=2, frame=1)
     side = 28 * 2 + 2
     assert grid.shape == (2 * side, 3 * side, 3)
-    assert tuple(grid[0, 0]) == (255, 0, 0) and tuple(grid[0, side]) == (0, 0, 255)  # 0, 4
+    assert [tuple(grid[0, 0]), tuple(grid[0, side])] == [  # 0, 4
+        tuple(round(channel * 255) for channel in to_rgb(CLASS_COLORS[label])) for label in (0, 4)]
     assert tuple(grid[side + 1, 1]) == (40, 40, 40)  # the fourth picture starts a second row
     assert not grid[side:, side:].any()  # where the second row has no picture: black
 

@@ -1,14 +1,38 @@
+import itertools
+
 import matplotlib.colors
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_loader import load_dataset
-from run_machinery.plots import (DIGIT_COLORS, class_colors, draw_decision_regions,
-                                 draw_directions, draw_features, epoch_figure, plot_curves,
-                                 PrincipalPlane, show_batch, write_feature_gif)
+from run_machinery.plots import (CLASS_COLORS, class_colors, draw_decision_regions,
+                                 draw_directions, draw_features, epoch_figure, panel_axes,
+                                 panel_figure, plot_curves, PrincipalPlane, show_batch,
+                                 spread_angles, write_feature_gif)
+
+
+def drawn(fig):
+    """`fig` drawn once, as when it is saved: its limits, positions and texts settled."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def overlapping(boxes):
+    """The pairs of the display boxes (Bbox) that overlap."""
+    return [(first, second) for first, second in itertools.combinations(range(len(boxes)), 2)
+            if boxes[first].overlaps(boxes[second])]
+
+
+def tick_label_boxes(ax, renderer):
+    """The boxes of the tick labels each axis of `ax` shows, axis by axis."""
+    axes = (ax.xaxis, ax.yaxis) + ((ax.zaxis,) if ax.name == "3d" else ())
+    return [[label.get_window_extent(renderer) for label in axis.get_ticklabels()
+             if label.get_visible() and label.get_text()] for axis in axes]
 
 
 def test_axes_hold_every_point_and_centre():
@@ -45,7 +69,20 @@ def test_decision_regions_are_wedges_of_the_classifier():
     draw_decision_regions(ax, weight, [3, 5], resolution=20)
     image = ax.get_images()[0].get_array()
     assert (np.asarray(image[:, -1]) == 0).all() and (np.asarray(image[:, 0]) == 1).all()
-    assert ax.get_images()[0].get_cmap().colors == [DIGIT_COLORS[3], DIGIT_COLORS[5]]
+    assert ax.get_images()[0].get_cmap().colors == [CLASS_COLORS[3], CLASS_COLORS[5]]
+
+
+def test_decision_regions_keep_the_axes_as_large_as_the_others():
+    fig = panel_figure(2)
+    plain, shaded = panel_axes(fig, (1, 2, 1)), panel_axes(fig, (1, 2, 2))
+    for ax in (plain, shaded):
+        draw_features(ax, torch.tensor([[0.0, -1.0], [30.0, 1.0]]), torch.tensor([0, 1]))
+    draw_decision_regions(shaded, torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), [0, 1], resolution=20)
+    drawn(fig)
+    assert plain.get_position().size == pytest.approx(shaded.get_position().size)
+    # the shading covers the visible plane: the limits did not move when it was drawn
+    extent = shaded.get_images()[0].get_extent()
+    assert extent == pytest.approx([*shaded.get_xlim(), *shaded.get_ylim()])
 
 
 def test_directions_put_features_on_the_unit_circle_with_the_class_weights():
@@ -56,10 +93,59 @@ def test_directions_put_features_on_the_unit_circle_with_the_class_weights():
     points = np.concatenate([line.get_xydata() for line in ax.get_lines()
                              if line.get_linestyle() == "None"])
     assert np.allclose(np.linalg.norm(points, axis=1), 1)  # every feature scaled to norm 1
-    weights = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    weights = [line for line in ax.get_lines() if line.get_linewidth() == 2]
     assert [tuple(np.round(line.get_xydata()[1], 3)) for line in weights] == [(0, 1.25), (-1.25, 0)]
-    assert [line.get_color() for line in weights] == [DIGIT_COLORS[0], DIGIT_COLORS[1]]
-    assert ax.get_xlim() == (-1.4, 1.4) and ax.get_ylim() == (-1.4, 1.4)
+    assert [line.get_color() for line in weights] == [CLASS_COLORS[0], CLASS_COLORS[1]]
+    assert ax.get_xlim() == (-1.5, 1.5) and ax.get_ylim() == (-1.5, 1.5)
+
+
+@pytest.mark.parametrize("names, moved", [
+    (None, 10),  # digits: moved a few degrees at most
+    (["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+      "Ankle boot"], 40),  # long names, side by side above the circle: moved further
+])
+def test_the_names_of_close_directions_do_not_overlap(names, moved):
+    # the classes 4, 6, 8 and 9 three degrees apart, 2 and 3 near them
+    degrees = {0: 0, 1: 40, 2: 75, 3: 100, 4: 84, 5: 150, 6: 87, 7: 200, 8: 90, 9: 93}
+    directions = {label: torch.tensor([np.cos(np.radians(angle)), np.sin(np.radians(angle))])
+                  for label, angle in degrees.items()}
+    fig = panel_figure(1)
+    ax = panel_axes(fig, (1, 1, 1))
+    draw_directions(ax, torch.randn(50, 2), torch.arange(50) % 10, directions, class_names=names)
+    renderer = drawn(fig)
+    labels = ax.texts
+    assert [text.get_text() for text in labels] == (names or [str(label) for label in range(10)])
+    assert overlapping([text.get_window_extent(renderer) for text in labels]) == []
+    for text, angle in zip(labels, degrees.values()):  # each near its direction still
+        x, y = text.get_position()
+        assert abs((np.degrees(np.arctan2(y, x)) - angle + 180) % 360 - 180) < moved
+
+
+def test_spread_angles_keep_their_order_and_the_gap():
+    angles = np.radians([80, 85, 90, 95, 200, -170, 10])
+    spread = spread_angles(angles, np.radians(16))
+    order = np.argsort(angles)
+    gaps = np.diff(spread[order], append=spread[order][0] + 2 * np.pi) % (2 * np.pi)
+    assert gaps.min() >= np.radians(16) - 1e-9
+    # a crowd spreads about its middle; one alone stays where it is
+    assert np.degrees(spread[:4].mean()) == pytest.approx(87.5)
+    assert np.degrees(spread[6]) == pytest.approx(10)
+    assert np.degrees(spread[4:6].mean()) % 360 == pytest.approx(195)
+    # no room for the gap: evenly spaced
+    crowded = spread_angles(np.zeros(30), np.radians(16))
+    assert np.diff(np.sort(crowded)) == pytest.approx(np.full(29, 2 * np.pi / 30))
+
+
+def test_the_epoch_pictures_panels_are_equal_and_their_tick_labels_apart():
+    feat = torch.randn(100, 2) * torch.tensor([1.0, 300.0])  # a tall narrow cloud
+    labels = torch.arange(100) % 10
+    fig = epoch_figure(1, feat, labels, torch.zeros(10, 2), feat, labels, (),
+                       {label: torch.randn(2) for label in range(10)})
+    renderer = drawn(fig)
+    assert len({tuple(np.round(ax.get_position().size, 6)) for ax in fig.axes}) == 1
+    for ax in fig.axes:
+        for boxes in tick_label_boxes(ax, renderer):
+            assert len(boxes) >= 2 and overlapping(boxes) == []
 
 
 def test_curves_plot(tmp_path):
@@ -71,15 +157,28 @@ def test_curves_plot(tmp_path):
         assert image.size == (1100, 450)
 
 
-def test_feature_gif_has_a_frame_per_epoch(tmp_path):
-    features = torch.randn(3, 30, 2) * torch.tensor([1.0, 10.0, 100.0]).view(3, 1, 1)
-    frames = write_feature_gif(features, torch.arange(30) % 10, tmp_path / "f.gif",
-                               epochs=[4, 5, 6])
+def test_feature_gif_has_a_frame_per_epoch_in_panels_of_the_epoch_picture(tmp_path):
+    # a narrow cloud, growing
+    features = (torch.randn(3, 30, 2) * torch.tensor([0.1, 1.0])
+                * torch.tensor([1.0, 10.0, 100.0]).view(3, 1, 1))
+    labels = torch.arange(30) % 10
+    frames = write_feature_gif(features, labels, tmp_path / "f.gif", epochs=[4, 5, 6])
+    # the epoch picture: the training and the test features, with the directions for an
+    # angular head
+    epoch_png = tmp_path / "epoch.png"
+    epoch_figure(6, features[-1], labels, None, features[-1], labels).savefig(epoch_png)
+    with Image.open(epoch_png) as picture:
+        panel = (picture.width // 2, picture.height)
     with Image.open(tmp_path / "f.gif") as gif:
-        assert frames == gif.n_frames == 3 and gif.size == (512, 448)
-    write_feature_gif(features, torch.arange(30) % 10, tmp_path / "angular.gif", angular=True)
+        assert frames == gif.n_frames == 3 and gif.size == panel
+        frame = np.asarray(gif.convert("L"))
+    # square axes across most of the frame, however narrow the cloud (the axes shrunk to
+    # the cloud's shape spanned a fifth of the frame)
+    assert (frame < 128).any(axis=0).mean() > 0.6
+    write_feature_gif(features, labels, tmp_path / "angular.gif", angular=True)
     with Image.open(tmp_path / "angular.gif") as gif:
-        assert gif.n_frames == 3 and gif.size == (1024, 448)  # the features and their directions
+        # the features and their directions
+        assert gif.n_frames == 3 and gif.size == (2 * panel[0], panel[1])
 
 
 def test_ranking_figure_rows_and_frames():
@@ -122,6 +221,9 @@ def test_wider_features_are_drawn_in_3d_or_on_their_principal_axes(width, tmp_pa
         for limits, values in zip((train_ax.get_xlim(), train_ax.get_ylim(), train_ax.get_zlim()),
                                   points.T):
             assert limits[0] <= values.min() and values.max() <= limits[1]
+        renderer = drawn(fig)
+        for boxes in tick_label_boxes(train_ax, renderer):  # the cube's short edges
+            assert len(boxes) >= 2 and overlapping(boxes) == []
     else:
         assert train_ax.name == "rectilinear" and "principal axes" in train_ax.get_title()
         plane = PrincipalPlane(feat)
@@ -142,9 +244,11 @@ def test_more_than_ten_classes_each_get_a_colour_of_their_own():
     assert [text.get_text() for text in legend.get_texts()] == names
     colours = [matplotlib.colors.to_hex(handle.get_color()) for handle in legend.legend_handles]
     assert len(set(colours)) == 13 and colours == list(class_colors(names))
-    assert class_colors(names[:10]) == class_colors() == DIGIT_COLORS  # ten: the article's
+    assert class_colors(names[:10]) == class_colors() == CLASS_COLORS[:10]
     # without names, the labels tell how many classes there are
-    assert class_colors(labels=torch.tensor([0, 12])) == class_colors(names)
+    assert class_colors(labels=torch.tensor([0, 12])) == class_colors(names) == CLASS_COLORS[:13]
+    many = class_colors(labels=torch.tensor([30]))  # more than the palette: along turbo
+    assert len(set(many)) == 31 and not set(many) & set(CLASS_COLORS)
     ax = Figure().add_subplot()
     ax.plot([-1, 1], [-1, 1])
     draw_decision_regions(ax, torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), [11, 12], resolution=20,
