@@ -11,8 +11,9 @@ import compare
 import train_mnist_original_center as trainer
 from conftest import trainer_flags
 from mnist_loader import TensorLoader
+from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.errors import UserError
-from run_machinery.evaluation import evaluate, open_checkpoint
+from run_machinery.evaluation import evaluate
 from run_machinery.plots import panel_figure
 
 
