@@ -10,6 +10,7 @@ from run_machinery.checkpointing import load_checkpoint
 from conftest import output_flags, trainer_flags
 from run_machinery.checkpointing import WriteError
 from run_machinery.epoch_files import EpochFiles, Plotter
+from run_machinery.plots import DPI, PANEL_INCHES
 
 
 def test_history_csv_and_curves(two_epoch_run):
@@ -48,7 +49,8 @@ def test_holdout_history_and_test_features(holdout_run):
 def test_feature_gif_at_the_end(two_epoch_run):
     _, out = two_epoch_run
     with Image.open(out / "features.gif") as gif:
-        assert gif.n_frames == 2 and gif.size == (512, 448)
+        # a frame is a panel of the epoch picture, at its size
+        assert gif.n_frames == 2 and gif.size == (PANEL_INCHES[0] * DPI, PANEL_INCHES[1] * DPI)
 
 
 def test_nothing_is_written_on_a_dry_run(tmp_path):
