@@ -79,7 +79,8 @@ def test_an_angular_head_run_describes_itself_and_keeps_the_articles_keys(arcfac
     with Image.open(arcface_run / "visual" / "epoch_002.png") as image:
         assert image.size == (2400, 700)  # training, test, and the test features' directions
     with Image.open(arcface_run / "features.gif") as gif:
-        assert gif.size == (1024, 448) and gif.n_frames == 2  # the features and their directions
+        # the features and their directions: two panels of the epoch picture
+        assert gif.size == (1600, 700) and gif.n_frames == 2
     saved = torch.load(arcface_run / "test_features.pt", weights_only=True)
     header, *_, last_row = (arcface_run / "history.csv").read_text().splitlines()
     map_at_r = float(last_row.split(",")[header.split(",").index("map_at_r")])
