@@ -142,10 +142,10 @@ from tqdm import tqdm
 
 from center_loss import CenterLoss
 from margin_heads import Head
-from mnist_loader import load_dataset
 from mnist_net import Net
 from run_machinery import distributed
 from run_machinery.checkpointing import save_figure
+from run_machinery.datasets import load_dataset
 from run_machinery.devices import pick_device, speed_setup
 from run_machinery.epoch_files import EpochFiles
 from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics

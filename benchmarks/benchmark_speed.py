@@ -65,7 +65,8 @@ import article_pipeline as article  # noqa: E402  (after the path is set)
 import train_mnist_original_center as trainer  # noqa: E402
 from run_machinery.devices import SPEED_FLAGS, bf16_supported, cpu_kind, speed_setup  # noqa: E402
 from margin_heads import Head  # noqa: E402
-from mnist_loader import TensorLoader, read_split  # noqa: E402
+from mnist_loader import TensorLoader  # noqa: E402
+from run_machinery.datasets import read_split  # noqa: E402
 from run_machinery.metrics import reid_metrics, retrieval_metrics  # noqa: E402
 from mnist_net import Net  # noqa: E402
 from run_machinery.run_folder import RunPaths  # noqa: E402

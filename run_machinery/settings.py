@@ -8,10 +8,11 @@ import math
 import re
 from pathlib import Path
 
+from .datasets import class_names
 from .devices import bf16_supported, pick_device
 from .errors import UserError
 from margin_heads import check_head_settings
-from mnist_loader import DATASETS, class_names
+from mnist_loader import DATASETS
 
 
 def check_settings(args):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from margin_heads import Head
-from mnist_loader import class_names
+from run_machinery.datasets import class_names
 from mnist_net import Net
 from run_machinery.checkpoint_run import CheckpointRun
 from run_machinery.errors import UserError

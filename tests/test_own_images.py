@@ -8,7 +8,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.offsetbox import AnnotationBbox
 from PIL import Image, ImageDraw
 
-from mnist_loader import folder_image
+from run_machinery.datasets import folder_image
 from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import save_checkpoint, save_figure
 from run_machinery.errors import UserError

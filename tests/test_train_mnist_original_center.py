@@ -19,7 +19,8 @@ from run_machinery.devices import bf16_supported, speed_setup
 from margin_heads import Head
 from run_machinery.metrics import retrieval_metrics
 from run_machinery.training_state import load_training_state
-from mnist_loader import DATASETS, load_dataset, read_split
+from mnist_loader import DATASETS
+from run_machinery.datasets import load_dataset, read_split
 from mnist_net import Net
 
 NEEDS_BF16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")),
