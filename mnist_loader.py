@@ -1,11 +1,9 @@
 """The article's data step: MNIST decoded once into normalised tensors on the training device.
 
 `load_dataset()` returns the article's `(train_loader, test_loader, classes)`; torchvision's
-`MNIST` (or `FashionMNIST`, `KMNIST`) class finds (or downloads) and parses the IDX files.
-After that, every epoch is a `randperm` on the device and tensor indexing: no DataLoader
-workers, no PIL image per sample per epoch. `show_data()` is the article's look at a batch.
-Checked IDX files, image folders and PK batches are the run machinery's
-(run_machinery/datasets.py, run_machinery/pk_batches.py), which pass their readers in.
+`MNIST` (or `FashionMNIST`, `KMNIST`) parses the IDX files. Then every epoch is a `randperm`
+on the device and tensor indexing: no DataLoader workers, no PIL image per sample per epoch.
+Checked IDX files, image folders and PK batches are run_machinery's (datasets, pk_batches).
 """
 import copy
 import io
@@ -19,10 +17,9 @@ from torchvision.utils import make_grid, save_image
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset of 28x28 grayscale images: its torchvision class (for the IDX datasets,
-    whose name is also the folder of torchvision's layout, NAME/raw/), the mean and
-    standard deviation of its training images in 0-1 (None: computed from them when
-    loaded), and its class names (None: the folder dataset's, from its class folders)."""
+    """A dataset of 28x28 grayscale images: its torchvision class (named as its folder
+    NAME/raw/), the mean and std of its training images in 0-1 (None: computed from them
+    when loaded), and its class names (None: a folder dataset's, its class folders)."""
     title: str
     torchvision_class: type
     mean: float
@@ -37,14 +34,12 @@ class Dataset:
 DATASETS = {
     # The article's values, those of torchvision's and pytorch/examples' MNIST code.
     "mnist": Dataset("MNIST", MNIST, 0.1307, 0.3081, tuple(str(label) for label in range(10))),
-    # Computed from the 60,000 training images of Debian's dataset-fashion-mnist:
-    # 0.28604 and 0.35302.
+    # Computed from the 60,000 training images of Debian's copy: 0.28604 and 0.35302.
     "fashion-mnist": Dataset("Fashion-MNIST", FashionMNIST, 0.2860, 0.3530,
                              ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                               "Shirt", "Sneaker", "Bag", "Ankle boot")),
-    # No copy of KMNIST was at hand to compute them once, and published values disagree:
-    # computed from its training images whenever it is loaded. The names are the
-    # romanised hiragana of its class map (o, ki, su, ...).
+    # Published values disagree, and no copy was at hand: computed from its training images
+    # when loaded. The names: the romanised hiragana of its class map.
     "kmnist": Dataset("Kuzushiji-MNIST", KMNIST, None, None,
                       ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
     # One's own images in ImageFolder's layout, DIR/train/CLASS/* and DIR/test/CLASS/*.
@@ -54,24 +49,19 @@ MNIST_MEAN, MNIST_STD = DATASETS["mnist"].mean, DATASETS["mnist"].std
 
 
 class DatasetError(Exception):
-    """The dataset could not be found, downloaded or read; the message, one line, says
-    where and what (the scripts print it as the user's error to fix)."""
+    """The dataset could not be found, downloaded or read; the message, one line, says where
+    and what (the scripts print it as the user's error to fix)."""
 
 
 class TensorLoader:
-    """Yields `(images, labels)` batches of tensors already on the device.
-
-    With `shuffle`, every pass takes a fresh `randperm` from `generator` (on the data's
-    device), so the order is reproducible from the seed. Under distributed training each
-    of `world_size` processes makes one: a shuffled loader gives its `rank` every
-    `world_size`-th item of the same permutation, in batches of `batch_size // world_size`,
-    so that the ranks' batches together are the single-process batches; an unshuffled
-    one (the test split) gives each rank one contiguous part. `mean` and `std` are the
-    normalisation the images had (see `normalize`), for pictures of them; `class_names`
-    the names of the labels 0, 1, ... (by default MNIST's digits); `classes` the labels a
-    model is trained on, in the order of its outputs (default: all).
-    """
-    classes_per_batch = None  # PK batches are run_machinery.pk_batches.PKLoader's
+    """Yields `(images, labels)` batches of tensors already on the device. With `shuffle`,
+    every pass takes a fresh `randperm` from `generator` (on the data's device): the order
+    is reproducible from the seed. Under torchrun each of `world_size` processes makes one:
+    a shuffled one gives its `rank` every `world_size`-th item of the same permutation, in
+    batches of `batch_size // world_size` (together the single-process batches); an
+    unshuffled one (the test split) gives each rank one contiguous part. `mean` and `std`:
+    the images' normalisation (see `normalize`); `class_names`: the names of the labels 0,
+    1, ...; `classes`: the labels a model is trained on, in the order of its outputs."""
 
     def __init__(self, images, labels, batch_size, shuffle=False, generator=None, rank=0,
                  world_size=1, mean=0.0, std=1.0, classes=None,
@@ -84,15 +74,13 @@ class TensorLoader:
         self.class_of_label = label_to_class(classes, labels.device, len(class_names))
         self.shuffle, self.generator = shuffle, generator
         self.rank, self.world_size = rank, world_size
-        total = labels.size(0)
         if shuffle:
-            # The last total % world_size items of each permutation are left out, so that
-            # every rank takes the same number of steps.
+            # The last N % world_size items of each permutation left out: equal steps.
             self.batch_size = batch_size // world_size
-            self.num_samples = total // world_size
+            self.num_samples = labels.size(0) // world_size
         else:
             self.batch_size = batch_size
-            part = torch.arange(total).tensor_split(world_size)[rank]
+            part = torch.arange(labels.size(0)).tensor_split(world_size)[rank]
             self.first = int(part[0]) if part.numel() else 0
             self.num_samples = part.numel()
 
@@ -104,8 +92,8 @@ class TensorLoader:
         return images * self.std + self.mean
 
     def to(self, device):
-        """This loader with its tensors on `device`; a shuffling generator not yet drawn from
-        is made anew there with the same seed (a generator lives on one device)."""
+        """This loader with its tensors on `device`; its generator, not yet drawn from, made
+        anew there with the same seed (a generator lives on one device)."""
         device = torch.device(device)
         if self.labels.device == device:
             return self
@@ -113,8 +101,8 @@ class TensorLoader:
         moved.images, moved.labels = self.images.to(device), self.labels.to(device)
         moved.class_of_label = self.class_of_label.to(device)
         if self.generator is not None:
-            moved.generator = torch.Generator(device=device)
-            moved.generator.manual_seed(self.generator.initial_seed())
+            seed = self.generator.initial_seed()
+            moved.generator = torch.Generator(device=device).manual_seed(seed)
         return moved
 
     def __iter__(self):
@@ -149,8 +137,8 @@ def normalization(dataset, train_images):
 
 
 def torchvision_split(dataset_dir, train, dataset="mnist"):
-    """The uint8 images (N, 28, 28) and int64 labels (N,) of one split of an IDX dataset in
-    torchvision's layout (`dataset_dir`/NAME/raw/), downloaded there when missing."""
+    """The uint8 images (N, 28, 28) and int64 labels (N,) of a split of an IDX dataset in
+    torchvision's layout, DATASET_DIR/NAME/raw/ (downloaded there when missing)."""
     split = DATASETS[dataset].torchvision_class(dataset_dir, train=train, download=True)
     return split.data, split.targets
 
@@ -160,21 +148,15 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device=
                  world_size=1, dataset="mnist", read_split=torchvision_split, class_names=None,
                  train_loader=TensorLoader):
     """Return `(train_loader, test_loader, classes)` as in the article, of `dataset` (a key
-    of DATASETS; the article's MNIST by default).
-
-    The loaders yield normalised `(images, labels)` on `device`, the labels being class
-    indices 0, 1, ... (for MNIST, the digits); the training one is shuffled every epoch from
-    `seed`. `max_*_samples` keep the first N images of a split. The classes in
-    `holdout_classes` are left out of the training split (after the first N are taken)
-    and out of `classes`, the indices of the classes a model is trained on, in order.
-    Under distributed training, `rank` of `world_size` gets its share of each split (see
-    TensorLoader) and `train_batch_size` is the global batch. `read_split(dataset_dir,
-    train=, dataset=)` reads a split's uint8 images and labels, `class_names` names the
-    labels (default: the dataset's) and `train_loader` makes the training loader: the run
-    machinery passes its own (run_machinery.datasets.load_dataset).
-    """
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    of DATASETS): normalised `(images, labels)` on `device`, the labels class indices 0, 1,
+    ...; the training ones shuffled every epoch from `seed`. `max_*_samples` keep the first N
+    images of a split. The classes in `holdout_classes` are left out of the training split
+    (after the first N are taken) and of `classes`, those a model is trained on, in order.
+    Under torchrun, `rank` of `world_size` gets its share of each split (see TensorLoader);
+    `train_batch_size` is the global batch. `read_split(dataset_dir, train=, dataset=)` reads
+    a split's uint8 images and labels, `class_names` names the labels (default: the
+    dataset's), `train_loader` makes the training loader (run_machinery.datasets: its own)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
     names = DATASETS[dataset].class_names if class_names is None else class_names
     classes = tuple(index for index in range(len(names)) if index not in holdout_classes)
     loaders = []
@@ -194,8 +176,7 @@ def load_dataset(dataset_dir, train_batch_size=128, test_batch_size=128, device=
             normalize(images, device, mean, std), labels.to(device), batch_size, shuffle=train,
             generator=generator if train else None, rank=rank, world_size=world_size, mean=mean,
             std=std, classes=classes, class_names=names))
-    train_loader, test_loader = loaders
-    return train_loader, test_loader, classes
+    return (*loaders, classes)
 
 
 def show_data(images, save, show=False):
@@ -212,9 +193,8 @@ def show_data(images, save, show=False):
 
 
 def label_to_class(classes, device, num_labels=10):
-    """Lookup tensor: label (a digit, for MNIST) -> index of its class in the model's
-    outputs, -1 if held out; `classes` are the labels trained on, in order, of the labels
-    0 to `num_labels` - 1."""
+    """Lookup tensor: label (a digit, for MNIST) -> index of its class in the model's outputs,
+    -1 if held out; `classes`: the labels trained on, in order, of 0 to `num_labels` - 1."""
     lookup = torch.full((num_labels,), -1, dtype=torch.long)
     lookup[torch.tensor(classes, dtype=torch.long)] = torch.arange(len(classes))
     return lookup.to(device)
