@@ -53,6 +53,7 @@ from tqdm import tqdm
 from center_loss import CenterLoss
 from margin_heads import Head
 from mnist_net import Net
+
 from run_machinery import distributed
 from run_machinery.checkpointing import save_figure
 from run_machinery.datasets import load_dataset
@@ -65,9 +66,14 @@ from run_machinery.plots import epoch_figure
 from run_machinery.run_folder import in_folder
 from run_machinery.settings import check_settings, settled
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
-from run_machinery.training_state import (StateKeeper, load_training_state, resume_path,
-                                          resumed_settings, seed_all)
 from run_machinery.training_extras import TrainingExtras
+from run_machinery.training_state import (
+    StateKeeper,
+    load_training_state,
+    resume_path,
+    resumed_settings,
+    seed_all,
+)
 
 
 def parse_args(argv=None):

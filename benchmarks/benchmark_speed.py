@@ -61,14 +61,15 @@ BENCHMARK_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCHMARK_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
 
-import article_pipeline as article  # noqa: E402  (after the path is set)
-import train_mnist_original_center as trainer  # noqa: E402
-from run_machinery.devices import SPEED_FLAGS, bf16_supported, cpu_kind, speed_setup  # noqa: E402
 from margin_heads import Head  # noqa: E402
 from mnist_loader import TensorLoader  # noqa: E402
-from run_machinery.datasets import read_split  # noqa: E402
-from run_machinery.metrics import reid_metrics, retrieval_metrics  # noqa: E402
 from mnist_net import Net  # noqa: E402
+
+import article_pipeline as article  # noqa: E402  (after the path is set)
+import train_mnist_original_center as trainer  # noqa: E402
+from run_machinery.datasets import read_split  # noqa: E402
+from run_machinery.devices import SPEED_FLAGS, bf16_supported, cpu_kind, speed_setup  # noqa: E402
+from run_machinery.metrics import reid_metrics, retrieval_metrics  # noqa: E402
 from run_machinery.run_folder import RunPaths  # noqa: E402
 from run_machinery.training_extras import TrainingExtras  # noqa: E402
 

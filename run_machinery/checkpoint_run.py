@@ -10,6 +10,7 @@ import torch
 from margin_heads import Head
 from mnist_loader import TensorLoader, normalize
 from mnist_net import Net
+
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state
 from .cli import ALL_TEST_IMAGES, REPO_DIR
 from .datasets import class_names, normalization, read_split

@@ -28,13 +28,13 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from margin_heads import cosines
 from mnist_loader import normalize
+
 from .checkpointing import CheckpointError, WriteError, load_checkpoint, save_checkpoint
 from .datasets import folder_image, from_16_bit
 from .devices import cpu_kind
 from .errors import UserError
 from .metrics import embed
-from .plots import (PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube,
-                    panel_figure)
+from .plots import PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube, panel_figure
 
 MAX_PIXELS = 4096 * 4096  # larger pictures are refused before they are decoded
 # The test split's features beside a checkpoint: epoch_100.pth -> epoch_100.test_embedding.pt

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap, to_hex
-from matplotlib.font_manager import FontProperties
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
 from matplotlib.textpath import TextPath

@@ -7,11 +7,18 @@ import torch
 from PIL import Image
 from torchvision.datasets import MNIST
 
-from conftest import FOLDER_CLASSES, REPO_DIR, make_image_folder, make_mnist
 from mnist_loader import DATASETS, DatasetError
+
+from conftest import FOLDER_CLASSES, REPO_DIR, make_image_folder, make_mnist
 from run_machinery import datasets
-from run_machinery.datasets import (class_names, folder_image, from_16_bit, load_dataset,
-                                    normalization, read_split)
+from run_machinery.datasets import (
+    class_names,
+    folder_image,
+    from_16_bit,
+    load_dataset,
+    normalization,
+    read_split,
+)
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -3,10 +3,11 @@ import itertools
 import pytest
 import torch
 
+from mnist_loader import TensorLoader
+
 from run_machinery.datasets import load_dataset
 from run_machinery.errors import UserError
 from run_machinery.pk_batches import BatchError, PKLoader, training_loader
-from mnist_loader import TensorLoader
 
 
 def pk_loader(mnist_dir, p, k, seed=0, **kwargs):

@@ -10,19 +10,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from center_loss import CenterLoss
+from margin_heads import Head
+from mnist_loader import DATASETS
+from mnist_net import Net
+
 import train_mnist_original_center as trainer
 from article_net import ArticleNet
-from center_loss import CenterLoss
-from conftest import (FOLDER_CLASSES, REAL_MNIST_DIR, REPO_DIR, assert_equal, make_mnist,
-                      output_flags, run_script, stop_message, trainer_flags, write_idx)
+from conftest import (
+    FOLDER_CLASSES,
+    REAL_MNIST_DIR,
+    REPO_DIR,
+    assert_equal,
+    make_mnist,
+    output_flags,
+    run_script,
+    stop_message,
+    trainer_flags,
+    write_idx,
+)
+from run_machinery.datasets import load_dataset, read_split
 from run_machinery.devices import bf16_supported, speed_setup
-from margin_heads import Head
 from run_machinery.metrics import retrieval_metrics
 from run_machinery.training_extras import TrainingExtras
 from run_machinery.training_state import load_training_state
-from mnist_loader import DATASETS
-from run_machinery.datasets import load_dataset, read_split
-from mnist_net import Net
 
 NEEDS_BF16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")),
                                 reason="this CPU has no native bfloat16")
@@ -280,6 +291,7 @@ def test_one_run_per_folder(mnist_dir, tmp_path, capsys):
 
 def test_a_second_trainer_on_the_same_folder_stops(mnist_dir, tmp_path):
     import os
+
     from run_machinery.run_folder import RunLock
     tmp_path.mkdir(exist_ok=True)
     held = RunLock(tmp_path)  # as a running trainer holds it
@@ -293,7 +305,9 @@ def test_a_second_trainer_on_the_same_folder_stops(mnist_dir, tmp_path):
 
 def test_the_seed_seeds_numpy_and_python_too(mnist_dir, tmp_path):
     import random
+
     import numpy as np
+
     from run_machinery.training_state import load_training_state
     trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64,
                                "--seed", 7))
@@ -319,6 +333,7 @@ def test_ctrl_c_while_the_script_starts_is_one_line(tmp_path):
     import subprocess
     import sys
     import time
+
     from conftest import REPO_DIR
     process = subprocess.Popen([sys.executable, str(REPO_DIR / "train_mnist_original_center.py"),
                                 *output_flags(tmp_path)], stderr=subprocess.PIPE, text=True,

@@ -1,6 +1,7 @@
 import argparse
 
 from margin_heads import Head
+
 from run_machinery.training_extras import TrainingExtras
 from run_machinery.triplet_loss import TripletTerm
 
