@@ -31,8 +31,8 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
     cli.exit_on_signals("before the animation began; nothing was written")
     build_parser().parse_args()
 
-from mnist_loader import class_names
 from run_machinery.checkpointing import load_checkpoint
+from run_machinery.datasets import class_names
 from run_machinery.errors import UserError
 from run_machinery.plots import write_feature_gif
 from run_machinery.run_record import find_run_file

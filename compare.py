@@ -43,6 +43,7 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
 import torch
 
 from mnist_loader import DATASETS
+
 from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device

@@ -66,8 +66,13 @@ import numpy as np
 from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
-from run_machinery.own_images import (FeatureMap, PictureIndex, embedding_cache, own_picture,
-                                      picture_grid)
+from run_machinery.own_images import (
+    FeatureMap,
+    PictureIndex,
+    embedding_cache,
+    own_picture,
+    picture_grid,
+)
 
 
 def parse_args(argv=None):

@@ -68,8 +68,7 @@ from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
-from run_machinery.own_images import (PictureIndex, embedding_cache, own_images_figure,
-                                      own_picture)
+from run_machinery.own_images import PictureIndex, embedding_cache, own_images_figure, own_picture
 from run_machinery.run_folder import check_image_format
 
 

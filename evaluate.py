@@ -69,6 +69,7 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
     build_parser().parse_args()
 
 from mnist_loader import DATASETS
+
 from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device

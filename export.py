@@ -52,10 +52,17 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
     build_parser().parse_args()
 
 from mnist_loader import DATASETS
+
 from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.errors import UserError
-from run_machinery.onnx_export import (OUTPUT_NAMES, TOLERANCE, check_output_path,
-                                       export_checkpoint, model_metadata, require_packages)
+from run_machinery.onnx_export import (
+    OUTPUT_NAMES,
+    TOLERANCE,
+    check_output_path,
+    export_checkpoint,
+    model_metadata,
+    require_packages,
+)
 
 
 def parse_args(argv=None):

@@ -12,121 +12,31 @@ import shlex
 from pathlib import Path
 
 from run_machinery import cli
+from run_machinery.training_flags import add_training_flags
 
-# The parser's choices and limits, read from their owners' source: --help comes before torch.
-HEADS, DEFAULT_SCALE, DEFAULT_MARGIN, MAX_SCALE, MAX_COSINE_MARGIN, MAX_SPHEREFACE_MARGIN = (
-    cli.source_constants("margin_heads", "HEADS", "DEFAULT_SCALE", "DEFAULT_MARGIN", "MAX_SCALE",
-                         "MAX_COSINE_MARGIN", "MAX_SPHEREFACE_MARGIN"))
-DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
+# The article's three flags; run_machinery/training_flags.py declares the project's around them.
+ARTICLE_FLAGS = {
+    "--dataset_dir": dict(
+        default=str(cli.REPO_DIR / "datasets"),
+        help="folder with the dataset (downloaded there when missing): torchvision's layout "
+             "(MNIST/raw/, FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain "
+             "or .gz; for --dataset folder, DIR with DIR/train/CLASS/* and DIR/test/CLASS/* "
+             "(ImageFolder's layout), where the decoded images are cached (decoded_*.pt); IDX "
+             "files with known checksums must be the named dataset's"),
+    "--model_path_temp": dict(
+        default=None, help="per-epoch checkpoint path, {} becoming the zero-padded epoch; "
+                           "default: OUT_DIR/model/epoch_{}.pth"),
+    "--vis_img_path_temp": dict(
+        default=None, help="per-epoch feature plot path, {} becoming the zero-padded epoch; "
+                           "default: OUT_DIR/visual/epoch_{}.png"),
+}
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Train LeNets++ on MNIST with softmax + Center Loss (Wen et al., ECCV 2016).",
         formatter_class=cli.HelpFormatter)
-    add = parser.add_argument
-    add("--dataset", choices=DATASET_NAMES, default="mnist",
-        help="mnist (the article's), fashion-mnist (Zalando's clothes), kmnist (Kuzushiji-MNIST, "
-             "cursive hiragana) or folder (your own images in --dataset_dir, made 28x28 grayscale, "
-             "a class a folder); each normalised with its own training split's mean and standard "
-             "deviation")
-    add("--dataset_dir", default=str(cli.REPO_DIR / "datasets"),
-        help="folder with the dataset (downloaded there when missing): torchvision's layout "
-             "(MNIST/raw/, FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain "
-             "or .gz; for --dataset folder, DIR with DIR/train/CLASS/* and DIR/test/CLASS/* "
-             "(ImageFolder's layout), where the decoded images are cached (decoded_*.pt); IDX "
-             "files with known checksums must be the named dataset's")
-    add("--out_dir", default=str(cli.REPO_DIR / "outputs"),
-        help="the run's folder: run.json, model/epoch_NNN.pth, visual/epoch_NNN.png, history.csv, "
-             "training_state.pth")
-    add("--model_path_temp", default=None,
-        help="per-epoch checkpoint path, {} becoming the zero-padded epoch; "
-             "default: OUT_DIR/model/epoch_{}.pth")
-    add("--vis_img_path_temp", default=None,
-        help="per-epoch feature plot path, {} becoming the zero-padded epoch; "
-             "default: OUT_DIR/visual/epoch_{}.png")
-    add("--epochs", type=int, default=100, help="number of epochs")
-    add("--batch_size", type=int, default=128,
-        help="training and test batch size; under torchrun the global training batch, split evenly "
-             "across the processes")
-    add("--lr", type=float, default=0.001, help="learning rate of the network (SGD)")
-    add("--momentum", type=float, default=0.9, help="SGD momentum of the network, below 1")
-    add("--weight_decay", type=float, default=5e-4, help="weight decay of the network")
-    add("--step_size", type=int, default=20, help="StepLR: epochs between learning-rate decays")
-    add("--gamma", type=float, default=0.8, help="StepLR: learning-rate decay factor")
-    add("--center_lr", type=float, default=0.5, help="learning rate of the centres (SGD)")
-    add("--loss_weight", type=float, default=1.0,
-        help="weight of the Center Loss in the total loss (0: the head alone)")
-    add("--softmax_weight", type=float, default=1.0,
-        help="weight of the head's loss (softmax, or an angular head's) in the total loss; 0: "
-             "none, the feature learned by the triplet loss alone (its classifier then stays "
-             "untrained: judge such a run by its retrieval figures)")
-    add("--triplet_weight", type=float, default=0.0,
-        help="weight of the batch-hard triplet loss (Hermans et al. 2017) in the total loss, on "
-             "ip1 (by direction for an angular head); needs PK batches; 0: none, the article's")
-    add("--triplet_margin", type=float, default=0.3,
-        help="the triplet loss's margin; 0: the soft margin, softplus(d_ap - d_an)")
-    add("--classes_per_batch", type=int, default=None, metavar="P",
-        help="PK batches, as re-identification trains: P classes drawn at random per batch, with "
-             "--images_per_class K images of each (a batch of P x K, instead of --batch_size); "
-             "default: off, the article's shuffled batches")
-    add("--images_per_class", type=int, default=None, metavar="K",
-        help="K, the images of each class in a PK batch (with --classes_per_batch); default: off")
-    add("--feat_dim", type=int, default=2,
-        help="width of the feature ip1 (2: the article's, drawn as it is; 3: drawn in 3-D; more, "
-             "as in face recognition and re-identification: drawn by its two principal axes)")
-    add("--head", choices=HEADS, default="softmax",
-        help="the classifier on the feature, on ip2's weights: softmax (the article's), or an "
-             "angular-margin head of face recognition: normface, cosface, arcface, sphereface "
-             "(see margin_heads.py)")
-    add("--scale", type=float, default=None,
-        help=f"s, the logit scale of normface, cosface and arcface, above 0 and at most "
-             f"{MAX_SCALE:g}; default: "
-             + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_SCALE.items()))
-    add("--margin", type=float, default=None,
-        help=f"m: cosface's cosine margin, 0 to below {MAX_COSINE_MARGIN:g}; arcface's angle margin "
-             f"in radians, 0 to below pi; sphereface's angle multiplier, an integer from 1 to "
-             f"{MAX_SPHEREFACE_MARGIN}; default: "
-             + ", ".join(f"{head} {value:g}" for head, value in DEFAULT_MARGIN.items()))
-    add("--seed", type=int, default=1,
-        help="random seed, 0 to 2**32 - 1 (weights, centres, shuffling; Python's random and "
-             "NumPy too)")
-    add("--device", default="auto",
-        help="where to train: auto (the current accelerator, e.g. CUDA or MPS, else the CPU), or a "
-             "PyTorch device name such as cpu, cuda, cuda:1, mps")
-    add("--max_train_samples", type=int, default=None,
-        help="use only the first N training images (quick runs, tests); default: all")
-    add("--max_test_samples", type=int, default=None,
-        help="use only the first N test images; default: all")
-    add("--amp", action="store_true",
-        help="bfloat16 autocast for the forward pass and the loss, on an accelerator or a CPU with "
-             "native bf16 (AVX512-BF16 or AMX); off: float32 throughout")
-    add("--channels_last", action=argparse.BooleanOptionalAction, default=True,
-        help="keep the network's weights and activations in channels-last memory format, in which "
-             "the CPU's convolutions and pooling run faster")
-    add("--compile", action="store_true",
-        help="torch.compile the network; the first epoch then includes the compile time")
-    add("--holdout_classes", nargs="*", default=[], metavar="CLASS",
-        help="classes left out of training, to see where never-seen classes land: class names "
-             "(a folder dataset's: its class folders) or indices from 0 (e.g. --holdout_classes 8 "
-             "9, or Shirt Bag); default: none")
-    add("--tensorboard", metavar="DIR", default=None,
-        help="also log to TensorBoard in DIR (needs the tensorboard package); default: off")
-    add("--img_show", action="store_true",
-        help="save a grid of the first --batch_size training images "
-             "(OUT_DIR/visual/train_batch.png) and show it when a display exists")
-    add("--overwrite", action="store_true",
-        help="start a new run in an --out_dir that holds another run's outputs, deleting that "
-             "run's files there first (and naming them); never a file outside --out_dir")
-    add("--resume", metavar="PATH", default=None,
-        help="continue a stopped run: its training_state.pth, its folder, or 'auto' for the one in "
-             "--out_dir. The run goes on in its folder as it is now and keeps its settings unless "
-             "they are given again, but for those fixed on resume (the data order's, --dataset, "
-             "--head, --scale, --margin, --feat_dim); --epochs counts all epochs, the done ones "
-             "included; default: start a new run")
-    add("--dry_run", action="store_true",
-        help="one training step and one test batch on the first images, writing nothing: a quick "
-             "check that the install works")
+    add_training_flags(parser, ARTICLE_FLAGS)
     return parser
 
 
@@ -142,10 +52,11 @@ from tqdm import tqdm
 
 from center_loss import CenterLoss
 from margin_heads import Head
-from mnist_loader import load_dataset
 from mnist_net import Net
+
 from run_machinery import distributed
 from run_machinery.checkpointing import save_figure
+from run_machinery.datasets import load_dataset
 from run_machinery.devices import pick_device, speed_setup
 from run_machinery.epoch_files import EpochFiles
 from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics
@@ -155,9 +66,14 @@ from run_machinery.plots import epoch_figure
 from run_machinery.run_folder import in_folder
 from run_machinery.settings import check_settings, settled
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
-from run_machinery.training_state import (StateKeeper, load_training_state, resume_path,
-                                          resumed_settings, seed_all)
-from run_machinery.triplet_loss import TripletTerm
+from run_machinery.training_extras import TrainingExtras
+from run_machinery.training_state import (
+    StateKeeper,
+    load_training_state,
+    resume_path,
+    resumed_settings,
+    seed_all,
+)
 
 
 def parse_args(argv=None):
@@ -173,18 +89,19 @@ def parse_args(argv=None):
     return settled(args)
 
 
-def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_optimizer,
-          center_optimizer, epoch, amp=False, progress=None, stop=None, triplet=None,
-          softmax_weight=1.0):
-    """One epoch, as in the article. Returns its LossMetrics and the features and labels of
-    every training image in the order seen (under torchrun: of every rank), on the host.
+def train(model, train_loader, nll_loss, center_loss, dnn_optimizer, center_optimizer, epoch,
+          extras, progress=None):
+    """One epoch, as in the article, with the project's `extras` (a TrainingExtras: head,
+    loss weights, triplet term, autocast, stop request). Returns its LossMetrics and the
+    features and labels of every training image in the order seen (under torchrun: of every
+    rank), on the host.
 
     Raises NonFiniteError when a loss, a feature or a weight became NaN or infinite, and
-    TrainingInterrupted after a step (not the last) at which `stop` was asked for; the epoch
+    TrainingInterrupted after a step (not the last) at which a stop was asked for; the epoch
     goes on exactly when that `progress` is given back with the loader's generator as it
-    was at the epoch's start. `triplet` (a TripletTerm) adds the batch-hard triplet loss;
-    `softmax_weight` weighs the head's loss (1: the article's).
+    was at the epoch's start.
     """
+    head, triplet, stop = extras.head, extras.triplet, extras.stop
     model.train()
     num_steps, device = len(train_loader), train_loader.labels.device
     progress = progress or EpochProgress.start(train_loader.num_samples, center_loss.feat_dim,
@@ -199,14 +116,14 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
         # each label's class among the model's outputs
         targets = train_loader.class_of_label[labels]
         # Predict labels and calculate the loss, the two parts weighted.
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=extras.amp):
             ip1, pred = model(images)
             # The article's log-softmax, or an angular head's with its margin at the true class.
             softmax_loss = nll_loss(head(ip1, pred, targets, (epoch - 1) * num_steps + step),
                                     targets)
             center = center_loss(targets, ip1,
                                  distributed.batch_class_counts(targets, center_loss.num_classes))
-            loss = softmax_weight * softmax_loss + loss_weight * center
+            loss = extras.softmax_weight * softmax_loss + extras.loss_weight * center
             # The re-ID baseline's third part: batch-hard triplets in the PK batch.
             triplet_loss = triplet(ip1, targets, head.angular) if triplet else None
             if triplet:
@@ -236,20 +153,21 @@ def train(model, head, train_loader, nll_loss, loss_weight, center_loss, dnn_opt
 
 
 @torch.no_grad()
-def test(model, head, test_loader, nll_loss, loss_weight, center_loss, amp=False,
-         softmax_weight=1.0):
+def test(model, test_loader, nll_loss, center_loss, extras):
     """LossMetrics on the test images of the trained classes (means per image of the
-    training objective, as at the last training step), and the features and labels of all
-    test images, on the device (under torchrun: of all ranks' parts together)."""
-    features, log_probs, labels = embed(model, test_loader, amp)
+    training objective, as at the last training step, with the `extras` of train()), and
+    the features and labels of all test images, on the device (under torchrun: of all
+    ranks' parts together)."""
+    head = extras.head
+    features, log_probs, labels = embed(model, test_loader, extras.amp)
     targets = test_loader.class_of_label[labels]
     seen = targets >= 0  # held-out classes have no output to be scored against
     count = seen.sum()
     seen_features, seen_log_probs, targets = features[seen], log_probs[seen], targets[seen]
     center = center_loss(targets, seen_features) if count else features.new_zeros(())
     head_log_probs = head(seen_features, seen_log_probs, targets)
-    softmax_loss = softmax_weight * nll_loss(head_log_probs, targets)
-    loss = (softmax_loss + loss_weight * center) if count else center
+    softmax_loss = extras.softmax_weight * nll_loss(head_log_probs, targets)
+    loss = (softmax_loss + extras.loss_weight * center) if count else center
     correct = (head.predict(seen_features, seen_log_probs) == targets).sum()
     sums = torch.stack([correct.float(), loss * count, center * count, count.float()])
     # Host sync: the metrics are printed.
@@ -304,6 +222,7 @@ def main(argv=None):
         nll_loss = nn.NLLLoss()  # on log_softmax: NLLLoss is the cross-entropy
         head = Head(args.head, model.ip2.weight, args.scale, args.margin)  # softmax: ip2 as it is
         center_loss = CenterLoss(len(classes), args.feat_dim).to(device)
+        extras = TrainingExtras.from_settings(args, head, run.stop)  # weights, triplet, autocast
 
         # Optimizer
         dnn_optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
@@ -319,15 +238,13 @@ def main(argv=None):
             # Train and test a model.
             clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
             with keeper.watching(run.stop, epoch, history) as progress:  # stop: saved; NaN: advice
-                train_metrics, feat, labels = train(
-                    step_model, head, train_loader, nll_loss, args.loss_weight, center_loss,
-                    dnn_optimizer, center_optimizer, epoch, args.amp, progress, run.stop,
-                    TripletTerm(args.triplet_weight, args.triplet_margin), args.softmax_weight)
+                train_metrics, feat, labels = train(step_model, train_loader, nll_loss, center_loss,
+                                                    dnn_optimizer, center_optimizer, epoch, extras,
+                                                    progress)
                 scheduler.step()  # after the epoch's optimizer steps, as PyTorch requires
                 clock.lap("train")
-                test_metrics, test_feat, test_labels = test(
-                    step_model, head, test_loader, nll_loss, args.loss_weight, center_loss,
-                    args.amp, args.softmax_weight)
+                test_metrics, test_feat, test_labels = test(step_model, test_loader, nll_loss,
+                                                            center_loss, extras)
                 clock.lap("test")
             retrieval = split_retrieval_metrics(head.retrieval_features(test_feat), test_labels,
                                                 args.holdout_classes)

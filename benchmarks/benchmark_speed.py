@@ -61,14 +61,17 @@ BENCHMARK_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCHMARK_DIR.parent
 sys.path.insert(0, str(REPO_DIR))
 
+from margin_heads import Head  # noqa: E402
+from mnist_loader import TensorLoader  # noqa: E402
+from mnist_net import Net  # noqa: E402
+
 import article_pipeline as article  # noqa: E402  (after the path is set)
 import train_mnist_original_center as trainer  # noqa: E402
+from run_machinery.datasets import read_split  # noqa: E402
 from run_machinery.devices import SPEED_FLAGS, bf16_supported, cpu_kind, speed_setup  # noqa: E402
-from margin_heads import Head  # noqa: E402
-from mnist_loader import TensorLoader, read_split  # noqa: E402
 from run_machinery.metrics import reid_metrics, retrieval_metrics  # noqa: E402
-from mnist_net import Net  # noqa: E402
 from run_machinery.run_folder import RunPaths  # noqa: E402
+from run_machinery.training_extras import TrainingExtras  # noqa: E402
 
 PARTS = ("train", "eval", "metrics", "files", "other")
 # What the issue's 3% budget covers: everything that is not the network (the data
@@ -382,15 +385,15 @@ def project_parts(args, setting, device):
 def project_step(parts, loader):
     """The trainer's train() for one epoch of `loader` with the `parts` of project_parts()."""
     options, model, center_loss, nll_loss, (net_optimizer, center_optimizer) = parts
-    trainer.train(model, Head("softmax"), loader, nll_loss, options.loss_weight, center_loss,
-                  net_optimizer, center_optimizer, 1, amp=options.amp)
+    trainer.train(model, loader, nll_loss, center_loss, net_optimizer, center_optimizer, 1,
+                  TrainingExtras(Head("softmax"), options.loss_weight, amp=options.amp))
 
 
 def project_test(parts, loader):
     """The trainer's test() on `loader` with the `parts` of project_parts()."""
     options, model, center_loss, nll_loss, _ = parts
-    trainer.test(model, Head("softmax"), loader, nll_loss, options.loss_weight, center_loss,
-                 amp=options.amp)
+    trainer.test(model, loader, nll_loss, center_loss,
+                 TrainingExtras(Head("softmax"), options.loss_weight, amp=options.amp))
 
 
 def random_loader(batch_size, num_images, device):

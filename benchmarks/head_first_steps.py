@@ -18,12 +18,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run_machinery import cli  # noqa: E402  (after the path is set)
 from center_loss import CenterLoss  # noqa: E402
-from run_machinery.devices import bf16_supported  # noqa: E402
 from margin_heads import DEFAULT_MARGIN, HEADS, NORM_FLOOR, Head, check_head_settings  # noqa: E402
-from mnist_loader import label_to_class, load_dataset  # noqa: E402
+from mnist_loader import label_to_class  # noqa: E402
 from mnist_net import Net  # noqa: E402
+
+from run_machinery import cli  # noqa: E402  (after the path is set)
+from run_machinery.datasets import load_dataset  # noqa: E402
+from run_machinery.devices import bf16_supported  # noqa: E402
 
 
 def first_steps(head_name, train_loader, class_of_label, amp, norm_floor=NORM_FLOOR, seed=1,

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mnist_loader import load_dataset  # noqa: E402  (after the path is set)
+from run_machinery.datasets import load_dataset  # noqa: E402  (after the path is set)
 from run_machinery.metrics import split_retrieval_metrics  # noqa: E402
 from run_machinery.triplet_loss import batch_hard_triplet_loss  # noqa: E402
 

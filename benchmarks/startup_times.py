@@ -30,7 +30,7 @@ from pathlib import Path
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 
-from run_machinery.own_images import embedding_cache  # after the path is set
+from run_machinery.own_images import embedding_cache  # noqa: E402  (after the path is set)
 
 COMMANDS = ("train", "evaluate", "compare", "animate", "embed", "export", "demo")
 SCRIPTS = {"train": "train_mnist_original_center.py", "evaluate": "evaluate.py",

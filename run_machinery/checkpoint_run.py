@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import torch
 
 from margin_heads import Head
-from mnist_loader import TensorLoader, class_names, normalization, normalize, read_split
+from mnist_loader import TensorLoader, normalize
 from mnist_net import Net
+
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state
 from .cli import ALL_TEST_IMAGES, REPO_DIR
+from .datasets import class_names, normalization, read_split
 from .devices import bf16_supported
 from .errors import UserError
 from .run_record import find_run_file

@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from mnist_loader import DATASETS
+
 from . import distributed
 from .checkpointing import atomic_write, save_checkpoint
 from .errors import UserError
-from mnist_loader import DATASETS
 from .plots import plot_curves, show_batch, write_feature_gif
 from .run_folder import RunLock, RunPaths, write_run_file
 from .settings import tensorboard_writer

@@ -5,11 +5,11 @@ Helpers raise a `UserError` (or one derived from it) with a one-line message; on
 modules import no project module, so theirs are their own: `USER_ERRORS` names them all.
 """
 from margin_heads import HeadSettingsError
-from mnist_loader import BatchError, DatasetError
+from mnist_loader import DatasetError
 
 
 class UserError(Exception):
     """Something the user can fix: a setting, a missing or broken file, a device."""
 
 
-USER_ERRORS = (UserError, DatasetError, BatchError, HeadSettingsError)
+USER_ERRORS = (UserError, DatasetError, HeadSettingsError)

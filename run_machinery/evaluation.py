@@ -10,10 +10,19 @@ from sklearn.metrics import classification_report
 from threadpoolctl import threadpool_limits
 
 from mnist_loader import label_to_class
+
 from .checkpointing import save_figure
 from .metrics import embed, split_retrieval_metrics
-from .plots import (draw_decision_regions, draw_directions, draw_directions_3d, draw_embedding,
-                    draw_features, panel_axes, panel_figure, shown_as)
+from .plots import (
+    draw_decision_regions,
+    draw_directions,
+    draw_directions_3d,
+    draw_embedding,
+    draw_features,
+    panel_axes,
+    panel_figure,
+    shown_as,
+)
 
 
 def json_ready(metrics):

@@ -11,7 +11,7 @@ The preparation, after Pillow has read the picture in grayscale:
      Fashion-MNIST 28x28, centred by its box, as that dataset trimmed and fitted its
      product photos (its sharpening is left out).
 A picture for a model of a folder dataset is made as that folder's training images were,
-by the same function (mnist_loader.folder_image: grayscale, resized to 28x28), and nothing
+by the same function (datasets.folder_image: grayscale, resized to 28x28), and nothing
 else: such images need not be light ink on black.
 """
 import hashlib
@@ -27,13 +27,14 @@ from mpl_toolkits.mplot3d import proj3d
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from margin_heads import cosines
-from mnist_loader import folder_image, normalize
+from mnist_loader import normalize
+
 from .checkpointing import CheckpointError, WriteError, load_checkpoint, save_checkpoint
+from .datasets import folder_image, from_16_bit
 from .devices import cpu_kind
 from .errors import UserError
 from .metrics import embed
-from .plots import (PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube,
-                    panel_figure)
+from .plots import PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube, panel_figure
 
 MAX_PIXELS = 4096 * 4096  # larger pictures are refused before they are decoded
 # The test split's features beside a checkpoint: epoch_100.pth -> epoch_100.test_embedding.pt
@@ -82,8 +83,8 @@ def read_image(path):
 def grayscale(image):
     """The Pillow `image` as uint8 grayscale pixels (H, W), any transparency shown over
     white (as a drawing on a transparent canvas is seen)."""
-    if image.mode.startswith("I;16"):  # 16-bit grey, which Pillow's "L" would clip
-        return (np.asarray(image) / 257).round().astype(np.uint8)
+    if image.mode.startswith("I;16"):
+        return from_16_bit(image)
     if "A" in image.getbands() or "transparency" in image.info:
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"),
                                       image.convert("RGBA"))

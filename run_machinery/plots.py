@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap, to_hex
-from matplotlib.font_manager import FontProperties
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
 from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
-from torchvision.utils import make_grid, save_image
+
+from mnist_loader import show_data
 
 from .checkpointing import atomic_write, save_figure
 
@@ -452,17 +453,10 @@ def display_available():
 
 def show_batch(images, path, show=False):
     """Write a batch of `images` (N, 1, 28, 28, pixel values in 0-1) as a 16-wide image grid
-    to `path`, as the article looks at its data; open a window when `show` is asked and a
-    display exists. Returns the path."""
+    to `path`, as the article looks at its data (mnist_loader.show_data); open a window
+    when `show` is asked and a display exists. Returns the path."""
     path = Path(path)
-    grid = io.BytesIO()
-    save_image(images, grid, nrow=16, format="png")
-    atomic_write(path, grid.getvalue())
-    if show and display_available():
-        import matplotlib.pyplot as plt  # only here: importing pyplot picks a GUI backend
-        plt.imshow(make_grid(images, nrow=16).permute(1, 2, 0).clamp(0, 1))
-        plt.axis("off")
-        plt.show()
-    elif show:
+    show_data(images, lambda png: atomic_write(path, png), show and display_available())
+    if show and not display_available():
         print(f"No display found; the batch grid is in {path}")
     return path

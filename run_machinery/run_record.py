@@ -11,7 +11,9 @@ import math
 from pathlib import Path
 
 from margin_heads import HEADS, HeadSettingsError, check_head_settings
-from mnist_loader import DATASETS, class_names
+from mnist_loader import DATASETS
+
+from .datasets import class_names
 from .errors import UserError
 from .settings import parse_classes
 

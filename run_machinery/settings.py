@@ -8,10 +8,12 @@ import math
 import re
 from pathlib import Path
 
+from margin_heads import check_head_settings
+from mnist_loader import DATASETS
+
+from .datasets import class_names
 from .devices import bf16_supported, pick_device
 from .errors import UserError
-from margin_heads import check_head_settings
-from mnist_loader import DATASETS, class_names
 
 
 def check_settings(args):

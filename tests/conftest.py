@@ -17,8 +17,9 @@ from PIL import Image
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 
-import train_mnist_original_center as trainer  # noqa: E402  (after the path is set)
 from center_loss import CenterLoss  # noqa: E402
+
+import train_mnist_original_center as trainer  # noqa: E402  (after the path is set)
 from run_machinery.checkpointing import load_checkpoint  # noqa: E402
 from run_machinery.training_state import load_training_state  # noqa: E402
 

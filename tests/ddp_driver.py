@@ -23,14 +23,12 @@ def main():
     seen = {}
     real_train = trainer.train
 
-    def recording_train(model, head, train_loader, nll_loss, loss_weight, center_loss, *args,
-                        **kwargs):
+    def recording_train(model, train_loader, nll_loss, center_loss, *args, **kwargs):
         seen["model"], seen["center_loss"] = model, center_loss
         seen["epochs"] = seen.get("epochs", 0) + 1
         if fail_rank and rank == int(fail_rank[0]) and seen["epochs"] == 2:
             raise RuntimeError(f"injected failure on rank {rank}")
-        return real_train(model, head, train_loader, nll_loss, loss_weight, center_loss, *args,
-                          **kwargs)
+        return real_train(model, train_loader, nll_loss, center_loss, *args, **kwargs)
 
     trainer.train = recording_train
     trainer.main(sys.argv[split + 1:])

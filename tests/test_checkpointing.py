@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from run_machinery.checkpointing import (CheckpointError, WriteError, atomic_write, load_checkpoint,
-                                         load_module_state, save_checkpoint)
 from mnist_net import Net
+
+from run_machinery.checkpointing import (
+    CheckpointError,
+    WriteError,
+    atomic_write,
+    load_checkpoint,
+    load_module_state,
+    save_checkpoint,
+)
 
 
 def leftovers(folder):

@@ -5,9 +5,15 @@ import sys
 import pytest
 
 from conftest import REPO_DIR
-from run_machinery.cli import (SHIPPED_CHECKPOINT, HelpFormatter, add_checkpoint_argument,
-                               add_test_split_flag, one_line_errors, source_constants,
-                               source_keys)
+from run_machinery.cli import (
+    SHIPPED_CHECKPOINT,
+    HelpFormatter,
+    add_checkpoint_argument,
+    add_test_split_flag,
+    one_line_errors,
+    source_constants,
+    source_keys,
+)
 from run_machinery.errors import UserError
 
 
@@ -85,6 +91,7 @@ def test_help_and_flag_errors_come_before_the_slow_imports(command, args, status
 def test_source_constants_are_the_modules_own():
     import margin_heads
     import mnist_loader
+
     from run_machinery import own_images
     names = ("HEADS", "DEFAULT_SCALE", "DEFAULT_MARGIN", "MAX_SCALE", "MAX_COSINE_MARGIN",
              "MAX_SPHEREFACE_MARGIN")

@@ -7,10 +7,11 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
+from mnist_loader import TensorLoader
+
 import compare
 import train_mnist_original_center as trainer
 from conftest import trainer_flags
-from mnist_loader import TensorLoader
 from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate

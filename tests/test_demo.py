@@ -20,8 +20,8 @@ from PIL import Image
 
 import demo
 from conftest import REAL_MNIST_DIR, REPO_DIR
-from mnist_loader import read_split
 from run_machinery.cli import SHIPPED_CHECKPOINT
+from run_machinery.datasets import read_split
 
 ANSWER = re.compile(r"^(\S+) \(probability \d\.\d{4}\); nearest 8 test images: \S+(, \S+){7}$")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -3,9 +3,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_net import Net
+
 from run_machinery.devices import SPEED_FLAGS, bf16_supported, cpu_kind, pick_device, speed_setup
 from run_machinery.errors import UserError
-from mnist_net import Net
 
 
 def test_auto_takes_the_current_accelerator_or_the_cpu():

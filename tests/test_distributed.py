@@ -6,9 +6,10 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_DIR, make_mnist, output_flags
 from mnist_net import Net
+
 import train_mnist_original_center as trainer
+from conftest import REPO_DIR, make_mnist, output_flags
 
 DRIVER = str(REPO_DIR / "tests" / "ddp_driver.py")
 # 1024 images in global batches of 128: 8 steps an epoch, 16 over the 2 epochs.

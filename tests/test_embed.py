@@ -7,9 +7,9 @@ from PIL import Image, ImageDraw
 
 import embed
 from conftest import FOLDER_CLASSES, REAL_MNIST_DIR
-from mnist_loader import read_split
 from run_machinery.checkpoint_run import load_test_split, open_checkpoint
 from run_machinery.cli import SHIPPED_CHECKPOINT
+from run_machinery.datasets import read_split
 
 RESULT_KEYS = {"image", "class", "class_index", "score", "feature", "nearest"}
 

@@ -6,9 +6,8 @@ import torch
 from PIL import Image
 
 import train_mnist_original_center as trainer
-from run_machinery.checkpointing import load_checkpoint
 from conftest import output_flags, trainer_flags
-from run_machinery.checkpointing import WriteError
+from run_machinery.checkpointing import WriteError, load_checkpoint
 from run_machinery.epoch_files import EpochFiles, Plotter
 from run_machinery.plots import DPI, PANEL_INCHES
 

@@ -4,6 +4,7 @@ import pytest
 
 import margin_heads
 import mnist_loader
+
 from run_machinery import checkpointing, nan_watch
 from run_machinery.errors import USER_ERRORS, UserError
 

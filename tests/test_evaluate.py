@@ -228,9 +228,9 @@ def test_ranking_picture(holdout_run, tmp_path):
 
 
 def test_a_folder_run_evaluates_by_its_run_file(folder_run, tmp_path, capsys, monkeypatch):
-    import mnist_loader
+    from run_machinery import checkpoint_run
     # its normalisation is the run's, from run.json: the training images are not read again
-    monkeypatch.setattr(mnist_loader, "normalization", None)
+    monkeypatch.setattr(checkpoint_run, "normalization", None)
     metrics = evaluate.main([str(folder_run / "model" / "epoch_002.pth"), "--json",
                              str(tmp_path / "eval.json"), "--plot", str(tmp_path / "eval.png"),
                              "--ranking", str(tmp_path / "ranking.png"), "--device", "cpu"])

@@ -1,11 +1,11 @@
 import json
 
 import pytest
-
 import torch
 import torch.nn.functional as F
 
 from margin_heads import Head
+
 from run_machinery.checkpoint_run import load_test_split, open_checkpoint, read_checkpoint
 from run_machinery.evaluation import evaluate, json_ready, plot_evaluation
 from run_machinery.metrics import embed, retrieval_metrics

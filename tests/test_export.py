@@ -12,8 +12,8 @@ import torch
 
 import export
 from conftest import REPO_DIR
-from mnist_loader import read_split
 from run_machinery.checkpoint_run import load_test_split, open_checkpoint
+from run_machinery.datasets import read_split
 
 onnxruntime = pytest.importorskip("onnxruntime")  # requirements.txt installs it, as CI does
 

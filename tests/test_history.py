@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from run_machinery.history import (EpochClock, EpochProgress, EpochRecord, EpochTimes, History,
-                                   LossMetrics)
+from run_machinery.history import (
+    EpochClock,
+    EpochProgress,
+    EpochRecord,
+    EpochTimes,
+    History,
+    LossMetrics,
+)
 
 
 def record(epoch, retrieval=None):

@@ -5,8 +5,18 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
-from margin_heads import (HeadSettingsError, DEFAULT_MARGIN, DEFAULT_SCALE, HEADS, LAMBDA_MIN,
-                          NORM_FLOOR, Head, chebyshev, check_head_settings, sphereface_lambda)
+from margin_heads import (
+    DEFAULT_MARGIN,
+    DEFAULT_SCALE,
+    HEADS,
+    LAMBDA_MIN,
+    NORM_FLOOR,
+    Head,
+    HeadSettingsError,
+    chebyshev,
+    check_head_settings,
+    sphereface_lambda,
+)
 
 # Two classes along the axes, so the cosines of a feature are read off its direction.
 AXES = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

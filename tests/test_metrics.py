@@ -3,8 +3,12 @@ import math
 import pytest
 import torch
 
-from run_machinery.metrics import (nearest_gallery, reid_metrics, retrieval_metrics,
-                                   split_retrieval_metrics)
+from run_machinery.metrics import (
+    nearest_gallery,
+    reid_metrics,
+    retrieval_metrics,
+    split_retrieval_metrics,
+)
 
 # Points on a line (second coordinate 0) with a hand-worked answer:
 #  item:   0    1    2    3    4    5

@@ -3,8 +3,9 @@ import re
 import pytest
 import torch
 
-from conftest import REPO_DIR
 from mnist_net import Net
+
+from conftest import REPO_DIR
 
 DOC = REPO_DIR / "docs" / "evaluation.md"
 

@@ -7,8 +7,13 @@ import torch
 
 import train_mnist_original_center as trainer
 from conftest import small_run_flags, stop_message
-from run_machinery.nan_watch import (FEATURE_NORM_LIMIT, NanWatch, NonFiniteError, check_test_pass,
-                                     remedy)
+from run_machinery.nan_watch import (
+    FEATURE_NORM_LIMIT,
+    NanWatch,
+    NonFiniteError,
+    check_test_pass,
+    remedy,
+)
 from run_machinery.training_state import load_training_state
 
 RECIPE = trainer.build_parser().parse_args([])

@@ -6,12 +6,19 @@ import pytest
 import torch
 
 from margin_heads import Head
-from mnist_loader import class_names
 from mnist_net import Net
+
 from run_machinery.checkpoint_run import CheckpointRun
+from run_machinery.datasets import class_names
 from run_machinery.errors import UserError
-from run_machinery.onnx_export import (TOLERANCE, check_differences, check_output_path,
-                                       largest_differences, model_metadata, require_packages)
+from run_machinery.onnx_export import (
+    TOLERANCE,
+    check_differences,
+    check_output_path,
+    largest_differences,
+    model_metadata,
+    require_packages,
+)
 
 onnx = pytest.importorskip("onnx")  # requirements.txt installs it, as CI does
 pytest.importorskip("onnxruntime")

@@ -9,10 +9,22 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_loader import load_dataset
-from run_machinery.plots import (CLASS_COLORS, class_colors, draw_decision_regions,
-                                 draw_directions, draw_features, epoch_figure, panel_axes,
-                                 panel_figure, plot_curves, PrincipalPlane, show_batch,
-                                 spread_angles, write_feature_gif)
+
+from run_machinery.plots import (
+    CLASS_COLORS,
+    PrincipalPlane,
+    class_colors,
+    draw_decision_regions,
+    draw_directions,
+    draw_features,
+    epoch_figure,
+    panel_axes,
+    panel_figure,
+    plot_curves,
+    show_batch,
+    spread_angles,
+    write_feature_gif,
+)
 
 
 def drawn(fig):

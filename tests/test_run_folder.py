@@ -5,11 +5,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mnist_loader import TensorLoader
+
 import train_mnist_original_center as trainer
 from conftest import snapshot, stop_message, trainer_flags
-from mnist_loader import TensorLoader
-from run_machinery.errors import UserError
 from run_machinery.devices import cpu_kind
+from run_machinery.errors import UserError
 from run_machinery.run_folder import RunPaths, write_run_file
 from run_machinery.run_record import read_run_file
 

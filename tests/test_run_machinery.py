@@ -68,8 +68,24 @@ def test_the_top_level_holds_the_article_files_and_the_commands_only():
     assert top - commands == {*ARTICLE_MODULES}
 
 
-def test_the_package_docstring_maps_every_module():
+def layout_rows():
+    """The files docs/layout.md gives a row of its tables: `name.py` -> its line."""
+    rows = {}
+    for line in (REPO_DIR / "docs" / "layout.md").read_text().splitlines():
+        if line.startswith("| `") and ".py` |" in line:
+            rows[line.split("`")[1]] = line
+    return rows
+
+
+def test_docs_layout_lists_every_module():
+    """docs/layout.md is the one list of the modules: each of the top level and of the
+    package has its row, and no row names a module that is gone."""
+    files = {path.name for path in REPO_DIR.glob("*.py")}
+    files |= {path.name for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    assert set(layout_rows()) == files
+
+
+def test_the_package_docstring_points_to_the_list_instead_of_keeping_one():
     doc = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text()))
-    for path in PACKAGE.glob("*.py"):
-        if path.stem != "__init__":
-            assert f"\n  {path.stem} " in f"\n{doc}", path.stem
+    assert "docs/layout.md" in doc
+    assert not [path.stem for path in PACKAGE.glob("*.py") if f"\n  {path.stem} " in doc]

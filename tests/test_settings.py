@@ -3,11 +3,10 @@ anything is loaded or written."""
 import pytest
 import torch
 
+from conftest import stop_message, trainer_flags
+from run_machinery import settings
 from run_machinery.errors import UserError
 from run_machinery.settings import parse_classes
-
-from run_machinery import settings
-from conftest import stop_message, trainer_flags
 
 
 @pytest.mark.parametrize("flags, message", [

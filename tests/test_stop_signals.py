@@ -11,9 +11,14 @@ import pytest
 from PIL import Image
 
 import train_mnist_original_center as trainer
+from conftest import (
+    REPO_DIR,
+    assert_same_run,
+    interrupt_at_training_step,
+    small_run_flags,
+    stop_message,
+)
 from run_machinery.checkpointing import load_checkpoint
-from conftest import (REPO_DIR, assert_same_run, interrupt_at_training_step, small_run_flags,
-                      stop_message)
 from run_machinery.errors import UserError
 from run_machinery.stop_signals import RunStopped, StopSignals, run_ending
 from run_machinery.training_state import load_training_state

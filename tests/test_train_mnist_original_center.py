@@ -10,17 +10,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from center_loss import CenterLoss
+from margin_heads import Head
+from mnist_loader import DATASETS
+from mnist_net import Net
+
 import train_mnist_original_center as trainer
 from article_net import ArticleNet
-from center_loss import CenterLoss
-from conftest import (FOLDER_CLASSES, REAL_MNIST_DIR, REPO_DIR, assert_equal, make_mnist,
-                      output_flags, run_script, stop_message, trainer_flags, write_idx)
+from conftest import (
+    FOLDER_CLASSES,
+    REAL_MNIST_DIR,
+    REPO_DIR,
+    assert_equal,
+    make_mnist,
+    output_flags,
+    run_script,
+    stop_message,
+    trainer_flags,
+    write_idx,
+)
+from run_machinery.datasets import load_dataset, read_split
 from run_machinery.devices import bf16_supported, speed_setup
-from margin_heads import Head
 from run_machinery.metrics import retrieval_metrics
+from run_machinery.training_extras import TrainingExtras
 from run_machinery.training_state import load_training_state
-from mnist_loader import DATASETS, load_dataset, read_split
-from mnist_net import Net
 
 NEEDS_BF16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")),
                                 reason="this CPU has no native bfloat16")
@@ -98,10 +111,10 @@ def test_each_head_trains_with_center_loss(mnist_dir, head):
     model, center_loss = Net(len(classes)), CenterLoss(len(classes), 2)
     optimizers = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4),
                   torch.optim.SGD(center_loss.parameters(), lr=0.5))
-    steps = (Head(head, model.ip2.weight), train_loader, nn.NLLLoss(), 1.0, center_loss,
-             *optimizers)
-    first, *_ = trainer.train(model, *steps, 1)
-    last, *_ = trainer.train(model, *steps, 2)
+    steps = (train_loader, nn.NLLLoss(), center_loss, *optimizers)
+    extras = TrainingExtras(Head(head, model.ip2.weight))
+    first, *_ = trainer.train(model, *steps, 1, extras)
+    last, *_ = trainer.train(model, *steps, 2, extras)
     assert last.loss < first.loss and last.center_loss > 0
 
 
@@ -278,6 +291,7 @@ def test_one_run_per_folder(mnist_dir, tmp_path, capsys):
 
 def test_a_second_trainer_on_the_same_folder_stops(mnist_dir, tmp_path):
     import os
+
     from run_machinery.run_folder import RunLock
     tmp_path.mkdir(exist_ok=True)
     held = RunLock(tmp_path)  # as a running trainer holds it
@@ -291,7 +305,9 @@ def test_a_second_trainer_on_the_same_folder_stops(mnist_dir, tmp_path):
 
 def test_the_seed_seeds_numpy_and_python_too(mnist_dir, tmp_path):
     import random
+
     import numpy as np
+
     from run_machinery.training_state import load_training_state
     trainer.main(trainer_flags(mnist_dir, tmp_path, "--epochs", 1, "--max_train_samples", 64,
                                "--seed", 7))
@@ -317,6 +333,7 @@ def test_ctrl_c_while_the_script_starts_is_one_line(tmp_path):
     import subprocess
     import sys
     import time
+
     from conftest import REPO_DIR
     process = subprocess.Popen([sys.executable, str(REPO_DIR / "train_mnist_original_center.py"),
                                 *output_flags(tmp_path)], stderr=subprocess.PIPE, text=True,
@@ -443,15 +460,14 @@ def test_no_host_sync_in_cuda_step_loop(mnist_dir, amp):
     center_loss = CenterLoss(len(classes), 2).to(device)
     dnn_optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     center_optimizer = torch.optim.SGD(center_loss.parameters(), lr=0.5)
-    steps = (nn.NLLLoss(), 1.0, center_loss, dnn_optimizer, center_optimizer)
+    steps = (nn.NLLLoss(), center_loss, dnn_optimizer, center_optimizer)
     # A first epoch unguarded: lazy initialisation and cuDNN's autotuning may synchronise once.
-    head = Head("softmax")
-    trainer.train(model, head, train_loader, *steps, 1, amp)
-    metrics, features, labels = trainer.train(model, head, SyncErrorWhileIterating(train_loader),
-                                              *steps, 2, amp)
+    extras = TrainingExtras(Head("softmax"), amp=amp)
+    trainer.train(model, train_loader, *steps, 1, extras)
+    metrics, features, labels = trainer.train(model, SyncErrorWhileIterating(train_loader),
+                                              *steps, 2, extras)
     assert features.device.type == "cpu" and features.shape == (train_loader.num_samples, 2)
-    trainer.test(model, head, SyncErrorWhileIterating(test_loader), nn.NLLLoss(), 1.0, center_loss,
-                 amp)
+    trainer.test(model, SyncErrorWhileIterating(test_loader), nn.NLLLoss(), center_loss, extras)
 
 
 @pytest.mark.skipif(not (REAL_MNIST_DIR / "MNIST" / "raw").is_dir(),

@@ -4,19 +4,23 @@ import errno
 import os
 import pickle
 import random
-import warnings
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import train_mnist_original_center as trainer
+from conftest import assert_same_run, small_run_flags, snapshot, stop_message
 from run_machinery.checkpointing import CheckpointError, save_checkpoint
 from run_machinery.errors import UserError
-from conftest import assert_same_run, small_run_flags, snapshot, stop_message
-from run_machinery.training_state import (load_training_state, restore_rng_states, rng_states,
-                                          write_training_state)
+from run_machinery.training_state import (
+    load_training_state,
+    restore_rng_states,
+    rng_states,
+    write_training_state,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,6 +184,7 @@ def test_a_format_marker_without_content(tmp_path):
 
 def test_torchrun_cannot_finish_a_single_process_epoch(mnist_dir, tmp_path, monkeypatch):
     from types import SimpleNamespace
+
     from conftest import interrupt_at_training_step
     from run_machinery.training_state import resume
     interrupt_at_training_step(monkeypatch, 3)
