@@ -162,8 +162,9 @@ def string_flags(parser):
     (demo, None),
 ])
 def test_every_output_flag_of_every_command_is_checked(run, tmp_path, command, argv):
-    """Each flag that takes a string and is no input must refuse a run's history.csv: a new
-    output flag the rule does not check fails here (a new input flag goes into NOT_OUTPUTS)."""
+    """Each flag that takes a string and is no input must refuse a run's file (a picture, so
+    that no format check refuses it first): a new output flag the rule does not check fails
+    here (a new input flag goes into NOT_OUTPUTS)."""
     names = dict(ck=checkpoint(run), img=tmp_path / "img.png", run=run, tmp=tmp_path)
     flags = [flag for flag in string_flags(command.build_parser()) if flag not in NOT_OUTPUTS]
     if argv is None:  # the demo writes no file of the user's
@@ -173,6 +174,7 @@ def test_every_output_flag_of_every_command_is_checked(run, tmp_path, command, a
     before = snapshot(tmp_path)
     for flag in flags:
         message = refused(command, [arg.format(**names) for arg in argv]
-                          + [flag, run / "history.csv"])
-        assert message.startswith(f"error: {flag} {run / 'history.csv'}: it is a file of the run")
+                          + [flag, run / "visual" / "epoch_001.png"])
+        assert message.startswith(f"error: {flag} {run / 'visual' / 'epoch_001.png'}: it is a "
+                                  f"file of the run")
     assert snapshot(tmp_path) == before
