@@ -19,7 +19,8 @@ import evaluate
 import export
 from conftest import snapshot, stop_message, trainer_flags
 from run_machinery.errors import UserError
-from run_machinery.output_paths import check_outputs
+from run_machinery.output_paths import check_outputs, check_run_outputs
+from run_machinery.run_folder import RunPaths
 
 
 @pytest.fixture
@@ -139,11 +140,16 @@ def test_the_trainer_writes_neither_into_the_dataset_nor_into_another_run(run, m
     for flags, message in (
             (["--model_path_temp", f"{mnist_dir}/MNIST/raw/epoch_{{}}.pth"],
              f"writes {mnist_dir}/MNIST/raw/epoch_001.pth, a file of the dataset"),
-            (["--vis_img_path_temp", f"{run}/visual/e{{}}.png"], "in the folder of another run"),
-            (["--tensorboard", f"{run}/tb"], "in the folder of another run")):
+            (["--vis_img_path_temp", f"{run}/visual/e{{}}.png"], "in the folder of another run")):
         assert message in stop_message(trainer_flags(mnist_dir, tmp_path / "new", *flags))
-        assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())
-    assert snapshot(run) == before and snapshot(mnist_dir) == data
+        assert not (tmp_path / "new").exists()
+    # TensorBoard's folder too (checked here: its package need not be installed)
+    new = tmp_path / "new"
+    paths = RunPaths(new, f"{new}/model/epoch_{{}}.pth", f"{new}/visual/epoch_{{}}.png", f"{run}/tb")
+    with pytest.raises(UserError, match=f"--tensorboard writes {run}/tb, in the folder of another "
+                                        f"run"):
+        check_run_outputs(paths, 2, "mnist", mnist_dir)
+    assert snapshot(run) == before and snapshot(mnist_dir) == data and not new.exists()
 
 
 # The flags of the commands that take a string but are no output: read, or no path.
