@@ -29,8 +29,6 @@ from .run_folder import Output, RunPaths, in_folder
 from .run_record import RUN_FILE, read_run_file
 from .training_state import TRAINING_STATE_NAME
 
-# The folders a run's per-epoch files go to by default: everything in them is the run's.
-RUN_SUBFOLDERS = ("model", "visual")
 # A folder holding one of these is a run's.
 RUN_MARKERS = (RUN_FILE, TRAINING_STATE_NAME)
 SPECIAL_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
@@ -65,17 +63,24 @@ def is_run_folder(folder):
     return any((folder / name).is_file() for name in RUN_MARKERS)
 
 
+def default_paths(folder):
+    """The RunPaths of a run in `folder` with the default templates."""
+    return RunPaths.from_settings(argparse.Namespace(out_dir=str(folder), model_path_temp=None,
+                                                     vis_img_path_temp=None))
+
+
 def run_paths(folder):
     """The RunPaths of the run in `folder`: its recorded templates, when its run.json says
     them and can be read, else the default ones."""
-    settings = {"out_dir": str(folder), "model_path_temp": None, "vis_img_path_temp": None}
     try:
         run = read_run_file(folder)
     except UserError:  # a damaged run.json: the run's files are still its default ones
         run = None
-    if run and isinstance(run.get("settings"), dict):
-        settings = in_folder({**settings, **run["settings"]}, folder)
-    return RunPaths.from_settings(argparse.Namespace(**settings))
+    if not run or not isinstance(run.get("settings"), dict):
+        return default_paths(folder)
+    defaults = {"out_dir": str(folder), "model_path_temp": None, "vis_img_path_temp": None}
+    return RunPaths.from_settings(argparse.Namespace(**in_folder({**defaults, **run["settings"]},
+                                                                 folder)))
 
 
 def owned_by_run(path, paths):
@@ -84,13 +89,15 @@ def owned_by_run(path, paths):
              paths.lock]
     if any(path == resolved(file) for file in owned):
         return True
-    if any(path.is_relative_to(resolved(paths.out_dir / folder)) for folder in RUN_SUBFOLDERS):
+    defaults = default_paths(paths.out_dir)  # model/ and visual/: all in them is the run's
+    if any(path.is_relative_to(resolved(folder))
+           for folder in (defaults.model(1).parent, defaults.visual(1).parent)):
         return True
     templates = []
     for name, template in paths.templates():
         try:
             templates.append(Output.of_template(name, template))
-        except UserError:  # a template undone by '..' has no files of its own to protect
+        except (UserError, IndexError, KeyError, ValueError):  # no template of files: none kept
             pass
     return any(output.epoch_of(str(path)) for output in templates)
 
