@@ -22,6 +22,8 @@ this package holds what makes a run dependable and readable:
   evaluation      a checkpoint measured and drawn (evaluate.py, compare.py)
   own_images      pictures of one's own read, prepared as the dataset's, and placed (embed.py)
   onnx_export     a checkpoint's Net as an ONNX file, checked against PyTorch (export.py)
+  output_paths    the one rule for every command's outputs: never what it reads, a run's or
+                  the dataset's file, a special file, or another of its outputs
   cli             what the commands' command lines share
   errors          the one kind of error reported to the user, in one line
 
