@@ -34,6 +34,7 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
 from run_machinery.checkpointing import load_checkpoint
 from run_machinery.datasets import class_names
 from run_machinery.errors import UserError
+from run_machinery.output_paths import check_outputs
 from run_machinery.plots import write_feature_gif
 from run_machinery.run_record import find_run_file
 
@@ -45,10 +46,11 @@ def main(argv=None):
             raise UserError(f"--seconds_per_frame must be from {MIN_SECONDS:g} to {MAX_SECONDS:g} "
                             f"(a GIF keeps each frame's time in hundredths of a second, in 16 "
                             f"bits), got {args.seconds_per_frame:g}")
+        out = Path(args.out) if args.out else Path(args.features).with_name("features.gif")
+        check_outputs([("--out", out)], [args.features])
         saved = load_checkpoint(args.features)
         if not isinstance(saved, dict) or not {"features", "digits", "epochs"} <= saved.keys():
             raise UserError(f"{args.features} is not a test_features.pt written by the trainer")
-        out = Path(args.out) if args.out else Path(args.features).with_name("features.gif")
         run = find_run_file(args.features) or {}
         settings = run.get("settings") or {}
         frames = write_feature_gif(saved["features"], saved["digits"], out,
@@ -57,7 +59,7 @@ def main(argv=None):
                                    angular=settings.get("head", "softmax") != "softmax",
                                    class_names=(run.get("class_names") or
                                                 class_names(settings.get("dataset", "mnist"))))
-    print(f"Wrote {frames} frames to {out}")
+    print(f"Wrote {frames} frames to {cli.printable(out)}")
     return out
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from run_machinery import cli
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=cli.HelpFormatter)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
@@ -33,12 +33,12 @@ def parse_args(argv=None):
                         help="also write the table of figures to this file; default: none")
     cli.add_test_split_flag(parser)
     cli.add_device_flag(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
     cli.exit_on_signals("before the comparison began; nothing was written")
-    parse_args()
+    build_parser().parse_args()
 
 import torch
 
@@ -49,6 +49,7 @@ from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate
+from run_machinery.output_paths import check_outputs
 from run_machinery.plots import draw_decision_regions, draw_embedding, panel_figure
 from run_machinery.run_folder import RunPaths, check_image_format, in_folder
 from run_machinery.run_record import read_run_file
@@ -186,18 +187,22 @@ def markdown_table(names, results):
 def main(argv=None):
     """Compare the runs; returns one dict of figures per run, in order."""
     with cli.one_line_errors():
-        args = parse_args(argv)
+        args = build_parser().parse_args(argv)
         check_image_format("--out", args.out)
         device = pick_device(args.device)
         runs = [run_checkpoint(run_dir, args.epoch) for run_dir in args.run_dirs]
+        checkpoints = [open_checkpoint(paths.model(epoch)) for _, paths, epoch in runs]
+        for checkpoint in checkpoints:
+            check_outputs([("--out", args.out), ("--markdown", args.markdown)],
+                          [paths.model(epoch) for _, paths, epoch in runs], checkpoint.dataset,
+                          checkpoint.dataset_dir)
         columns = min(len(runs), PANELS_PER_ROW)
         rows = math.ceil(len(runs) / columns)
         fig = panel_figure(columns, rows)
         names = run_names(args.run_dirs)
         results, first_split = [], None
-        for index, (run_dir, name, (run, paths, epoch)) in enumerate(zip(args.run_dirs, names,
-                                                                         runs)):
-            checkpoint = open_checkpoint(paths.model(epoch))
+        for index, (run_dir, name, (run, paths, epoch), checkpoint) in enumerate(
+                zip(args.run_dirs, names, runs, checkpoints)):
             settings = run["settings"]
             if results and checkpoint.dataset != results[0]["dataset"]:
                 raise UserError(f"{run_dir} was trained on {DATASETS[checkpoint.dataset].title}, "
@@ -230,10 +235,10 @@ def main(argv=None):
         save_figure(fig, args.out)
         table = markdown_table(names, results)
         print(table, end="")
-        print(f"Wrote {args.out}")
+        print(f"Wrote {cli.printable(args.out)}")
         if args.markdown:
             atomic_write(args.markdown, table.encode())
-            print(f"Wrote {args.markdown}")
+            print(f"Wrote {cli.printable(args.markdown)}")
         return results
 
 

@@ -12,11 +12,13 @@ and centred as the dataset's images were.
 """
 import argparse
 import contextlib
+import hashlib
 import io
 import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -62,10 +64,12 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
     build_parser().parse_args()
 
 import numpy as np
+from PIL import Image
 
 from run_machinery.checkpoint_run import open_checkpoint
+from run_machinery.checkpointing import atomic_write
 from run_machinery.devices import pick_device
-from run_machinery.errors import UserError
+from run_machinery.errors import USER_ERRORS, UserError
 from run_machinery.own_images import (
     FeatureMap,
     PictureIndex,
@@ -106,13 +110,19 @@ class Demo:
     def predict(self, picture_path):
         """For the picture file at `picture_path` (None: nothing drawn yet): the line that
         names its class, the map with its star, and a grid of its 28x28 picture then its
-        nearest test images, each framed in its class's colour (None without a picture)."""
+        nearest test images, each framed in its class's colour (None without a picture).
+        The file is read as embed.py reads it; a file it refuses (a blank canvas, no picture,
+        one cut short or too large) is said on the page in embed.py's line, with the file's
+        own name, not the server's copy of it."""
         if picture_path is None:
             return "Draw a digit, or upload a picture.", self.map.picture, None
         try:
             picture = own_picture(picture_path, self.index.checkpoint.dataset)
-        except UserError as error:  # a blank canvas: said on the page, not a failure
-            return f"Nothing to classify yet: {error}", self.map.picture, None
+        except USER_ERRORS as error:  # said on the page, not a failure of the server
+            name = Path(picture_path).name
+            message = (str(error).replace(os.path.abspath(picture_path), name)
+                       .replace(str(picture_path), name))
+            return f"Nothing to classify yet: {message}", self.map.picture, None
         features, predicted, [placed] = self.index.place(picture[None], self.k)
         found = placed["nearest"]["indices"]
         grid = picture_grid(np.concatenate([picture[None], self.index.test_pictures(found)]),
@@ -121,9 +131,29 @@ class Demo:
         return self.index.describe(placed), self.map.with_stars(features), grid
 
 
-def page(demo, gradio):
-    """The Gradio page of `demo`: a sketchpad and an upload, each answered at every change.
-    The upload's answer is also the API endpoint /predict (for gradio_client)."""
+def served(folder, answer, *pictures):
+    """`answer` and `pictures` (uint8 arrays, or None) as the page is given them: each
+    picture a PNG in `folder`, named by its content and put in place whole, so that two
+    requests with the same answer never write a file that a third is sending (Gradio's own
+    cache of arrays rewrites such a file in place)."""
+    files = []
+    for picture in pictures:
+        if picture is None:
+            files.append(None)
+            continue
+        data = io.BytesIO()
+        Image.fromarray(picture).save(data, format="png")
+        path = Path(folder) / f"{hashlib.sha256(data.getvalue()).hexdigest()}.png"
+        if not path.exists():
+            atomic_write(path, data.getvalue())
+        files.append(str(path))
+    return answer, *files
+
+
+def page(demo, gradio, folder):
+    """The Gradio page of `demo`: a sketchpad and an upload (any file: the demo reads it,
+    as embed.py does), each answered at every change, the answer's pictures served from
+    `folder`. The upload's answer is also the API endpoint /predict (for gradio_client)."""
     with gradio.Blocks(title="Draw a digit, watch it land", analytics_enabled=False) as blocks:
         gradio.Markdown("## Draw a digit, watch it land\nDraw with the mouse (or upload a "
                         "picture): the star shows where the network puts it among the test "
@@ -137,8 +167,8 @@ def page(demo, gradio):
                                            color_mode="fixed"),
                         layers=False, transforms=(), label="Your digit", elem_id="sketch")
                 with gradio.Tab("Upload"):
-                    upload = gradio.Image(type="filepath", sources=["upload", "clipboard"],
-                                          label="Your picture", elem_id="upload")
+                    upload = gradio.File(type="filepath", label="Your picture",
+                                         elem_id="upload")
                 answer = gradio.Textbox(label="Prediction", elem_id="prediction")
                 gradio.Markdown("Your picture as the network sees it (first), then its "
                                 "nearest test images:")
@@ -147,9 +177,10 @@ def page(demo, gradio):
                 feature_map = gradio.Image(value=demo.map.picture, label="Feature map",
                                            elem_id="map")
         outputs = [answer, feature_map, neighbours]
-        sketch.change(lambda value: demo.predict(value and value["composite"]), sketch, outputs,
-                      api_name="predict_drawing", trigger_mode="always_last")
-        upload.change(demo.predict, upload, outputs, api_name="predict")
+        sketch.change(lambda value: served(folder, *demo.predict(value and value["composite"])),
+                      sketch, outputs, api_name="predict_drawing", trigger_mode="always_last")
+        upload.change(lambda value: served(folder, *demo.predict(value)), upload, outputs,
+                      api_name="predict")
         blocks.load(None, js=SELECT_BRUSH)
     return blocks
 
@@ -186,19 +217,21 @@ def main(argv=None):
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda signum, frame: stop.set())
-        blocks = page(demo, gradio)
-        try:
-            blocks.launch(server_name=args.host, server_port=args.port,
-                          share=args.share == "on", prevent_thread_lock=True, quiet=True,
-                          show_error=True)
-        except OSError as error:
-            raise UserError(f"cannot serve on {args.host}:{args.port} ({error})") from None
-        print(f"Demo of {args.checkpoint} at {blocks.local_url}"
-              + (f" and {blocks.share_url}" if blocks.share_url else "")
-              + "; Ctrl-C stops it", flush=True)
-        stop.wait()
-        with contextlib.redirect_stdout(io.StringIO()):  # Gradio's own farewell
-            blocks.close()
+        # the answers' pictures, served from here and removed at the end
+        with tempfile.TemporaryDirectory(prefix="demo_") as folder:
+            blocks = page(demo, gradio, folder)
+            try:
+                blocks.launch(server_name=args.host, server_port=args.port,
+                              share=args.share == "on", prevent_thread_lock=True, quiet=True,
+                              show_error=True)
+            except OSError as error:
+                raise UserError(f"cannot serve on {args.host}:{args.port} ({error})") from None
+            print(f"Demo of {args.checkpoint} at {blocks.local_url}"
+                  + (f" and {blocks.share_url}" if blocks.share_url else "")
+                  + "; Ctrl-C stops it", flush=True)
+            stop.wait()
+            with contextlib.redirect_stdout(io.StringIO()):  # Gradio's own farewell
+                blocks.close()
         print("Stopped; the demo server is closed")
         return demo
 

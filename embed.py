@@ -44,8 +44,10 @@ def build_parser():
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
                         help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
+    cli.add_head_flag(parser)
     parser.add_argument("--k", type=int, default=5,
-                        help="how many nearest test images to name for each picture")
+                        help="how many nearest test images to name for each picture (at most "
+                             "the test images there are: a larger --k is said and lowered)")
     parser.add_argument("--json", default=None,
                         help="also write each picture's class, score, feature and nearest test "
                              "images to this JSON file; default: none")
@@ -68,6 +70,7 @@ from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
+from run_machinery.output_paths import check_outputs
 from run_machinery.own_images import PictureIndex, embedding_cache, own_images_figure, own_picture
 from run_machinery.run_folder import check_image_format
 
@@ -86,22 +89,29 @@ def main(argv=None):
         args = parse_args(argv)
         if args.plot:
             check_image_format("--plot", args.plot)
-        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, dataset=args.dataset,
-                                     dataset_dir=args.dataset_dir)
+        checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head,
+                                     args.dataset, args.dataset_dir)
         if not checkpoint.run and args.dataset is None:
-            raise UserError(f"{args.checkpoint} has no run.json beside it or in the folder above "
-                            f"to say its dataset; pass --dataset (and --dataset_dir)")
+            raise UserError(f"{cli.printable(args.checkpoint)} has no run.json beside it or in "
+                            f"the folder above to say its dataset; pass --dataset (and "
+                            f"--dataset_dir, --head)")
+        check_outputs([("--json", args.json), ("--plot", args.plot)],
+                      [args.checkpoint, embedding_cache(args.checkpoint), *args.images],
+                      checkpoint.dataset, checkpoint.dataset_dir)
         pictures = torch.from_numpy(np.stack([own_picture(path, checkpoint.dataset)
                                               for path in args.images]))
         index = PictureIndex(checkpoint, pick_device(args.device), args.max_test_samples,
                              embedding_cache(args.checkpoint))
+        if args.k > len(index.labels):
+            print(f"--k {args.k} is more than the {len(index.labels)} test images: each "
+                  f"picture's nearest are all of them")
         features, predicted, placed = index.place(pictures, args.k)
         results = [{"image": str(path), **result} for path, result in zip(args.images, placed)]
         for result in results:
-            print(f"{result['image']}: {index.describe(result)}")
+            print(f"{cli.printable(result['image'])}: {index.describe(result)}")
         if args.json:
             atomic_write(args.json, json.dumps(results, indent=2, allow_nan=False).encode())
-            print(f"Wrote {args.json}")
+            print(f"Wrote {cli.printable(args.json)}")
         if args.plot:
             save_figure(own_images_figure(index.gallery, index.labels, features, pictures,
                                           predicted,
@@ -110,7 +120,7 @@ def main(argv=None):
                                           checkpoint.centers, checkpoint.holdout,
                                           checkpoint.class_names),
                         args.plot)
-            print(f"Wrote {args.plot}")
+            print(f"Wrote {cli.printable(args.plot)}")
         return results
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from run_machinery import cli
 
 # The parser's choices, read from their owners' source: --help comes before torch.
-(HEADS,) = cli.source_constants("margin_heads", "HEADS")
 DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
 
 
@@ -42,9 +41,7 @@ def build_parser():
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
                         help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
-    parser.add_argument("--head", choices=HEADS, default=None,
-                        help="the head the model was trained with, which decides its predictions; "
-                             "default: the run's, from its run.json, else softmax")
+    cli.add_head_flag(parser)
     parser.add_argument("--json", default=None,
                         help="also write the metrics to this JSON file; default: none")
     parser.add_argument("--plot", default=None,
@@ -76,6 +73,7 @@ from run_machinery.devices import pick_device
 from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate, json_ready, plot_evaluation, plot_tsne
 from run_machinery.metrics import nearest_gallery, ranking_queries
+from run_machinery.output_paths import check_outputs
 from run_machinery.plots import ranking_figure
 from run_machinery.run_folder import check_image_format
 
@@ -99,6 +97,8 @@ def main(argv=None):
                 check_image_format(flag, path)
         checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset,
                                      args.dataset_dir)
+        check_outputs([("--json", args.json), *pictures], [args.checkpoint], checkpoint.dataset,
+                      checkpoint.dataset_dir)
         holdout, classes, names = checkpoint.holdout, checkpoint.classes, checkpoint.class_names
         device = pick_device(args.device)
         test_loader = checkpoint.test_split(device, args.max_test_samples, args.batch_size)
@@ -108,7 +108,7 @@ def main(argv=None):
                                                   holdout, names, checkpoint.tests_in_bf16(device))
         metrics.update(checkpoint=str(args.checkpoint), head=checkpoint.head.name,
                        dataset=checkpoint.dataset, class_names=names, holdout_classes=holdout)
-        print(f"Checkpoint {args.checkpoint}: {metrics['num_test_images']} test images of "
+        print(f"Checkpoint {cli.printable(args.checkpoint)}: {metrics['num_test_images']} test images of "
               f"{DATASETS[checkpoint.dataset].title}"
               + (" (the run's own, as in its training log; --max_test_samples all: every one)"
                  if args.max_test_samples is None and checkpoint.run_test_images else "")
@@ -135,17 +135,17 @@ def main(argv=None):
         if args.json:
             atomic_write(args.json,
                          json.dumps(json_ready(metrics), indent=2, allow_nan=False).encode())
-            print(f"Wrote {args.json}")
+            print(f"Wrote {cli.printable(args.json)}")
         if args.plot:
             plot_evaluation(features, test_loader.labels, checkpoint.head, classes,
                             checkpoint.centers, holdout,
                             Path(args.checkpoint).name, args.plot, names)
-            print(f"Wrote {args.plot}")
+            print(f"Wrote {cli.printable(args.plot)}")
         if args.tsne:
             plot_tsne(checkpoint.head.retrieval_features(features), test_loader.labels, holdout,
                       f"{Path(args.checkpoint).name}: t-SNE of test features "
                       f"({features.shape[1]}-D)", args.tsne, names)
-            print(f"Wrote {args.tsne}")
+            print(f"Wrote {cli.printable(args.tsne)}")
         if args.ranking:
             queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout)
             fig = ranking_figure(test_loader.pixels(test_loader.images[:, 0].cpu()),
@@ -155,7 +155,7 @@ def main(argv=None):
                                  [f"{name} (unseen)" if index in holdout else name
                                   for index, name in enumerate(names)])
             save_figure(fig, args.ranking)
-            print(f"Wrote {args.ranking}")
+            print(f"Wrote {cli.printable(args.ranking)}")
         return metrics
 
 

@@ -17,7 +17,6 @@ import sys
 from run_machinery import cli
 
 # The parser's choices, read from their owners' source: --help comes before torch.
-(HEADS,) = cli.source_constants("margin_heads", "HEADS")
 DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
 
 
@@ -28,7 +27,7 @@ def build_parser():
         formatter_class=cli.HelpFormatter)
     cli.add_checkpoint_argument(parser, shipped_by_default=True)
     parser.add_argument("--onnx", required=True, metavar="FILE",
-                        help="the ONNX file to write, in an existing folder")
+                        help="the ONNX file to write (its missing folders are made)")
     parser.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                         help="the dataset the model was trained on; default: the run's, from its "
                              "run.json (without one, this flag is needed)")
@@ -38,9 +37,7 @@ def build_parser():
     parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
                         help="classes held out in training, names or indices; default: the "
                              "run's, from its run.json or training state, else none")
-    parser.add_argument("--head", choices=HEADS, default=None,
-                        help="the head the model was trained with, recorded in the metadata; "
-                             "default: the run's, from its run.json, else softmax")
+    cli.add_head_flag(parser)
     parser.add_argument("--check_images", type=int, default=256,
                         help="compare onnxruntime with PyTorch on the first N test images, in "
                              "one batch of N and one of a single image")
@@ -58,11 +55,11 @@ from run_machinery.errors import UserError
 from run_machinery.onnx_export import (
     OUTPUT_NAMES,
     TOLERANCE,
-    check_output_path,
     export_checkpoint,
     model_metadata,
     require_packages,
 )
+from run_machinery.output_paths import check_outputs
 
 
 def parse_args(argv=None):
@@ -80,9 +77,10 @@ def main(argv=None):
     with cli.one_line_errors():
         args = parse_args(argv)
         require_packages()
-        check_output_path(args.onnx, args.checkpoint)
         checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset,
                                      args.dataset_dir)
+        check_outputs([("--onnx", args.onnx)], [args.checkpoint], checkpoint.dataset,
+                      checkpoint.dataset_dir)
         if not checkpoint.run and args.dataset is None:
             raise UserError(f"{args.checkpoint} has no run.json beside it or in the folder above "
                             f"to say its dataset: pass --dataset (and --dataset_dir), whose "
@@ -93,7 +91,7 @@ def main(argv=None):
         batch_sizes = (len(images), 1)
         differences = export_checkpoint(checkpoint, metadata, images, batch_sizes, args.onnx)
 
-        print(f"Checkpoint {args.checkpoint}: {DATASETS[checkpoint.dataset].title}, "
+        print(f"Checkpoint {cli.printable(args.checkpoint)}: {DATASETS[checkpoint.dataset].title}, "
               f"{metadata['head']} head, {metadata['feat_dim']}-D features, classes "
               f"{', '.join(checkpoint.class_names[label] for label in checkpoint.classes)}")
         print(f"onnxruntime against PyTorch on {len(images)} test images, in batches of "
@@ -102,7 +100,7 @@ def main(argv=None):
         for name in OUTPUT_NAMES:
             print(f"  {name}: largest difference {differences[name]['absolute']:.2e} absolute, "
                   f"{differences[name]['relative']:.2e} relative")
-        print(f"Wrote {args.onnx} (input normalised with mean {metadata['mean']}, "
+        print(f"Wrote {cli.printable(args.onnx)} (input normalised with mean {metadata['mean']}, "
               f"std {metadata['std']})")
         return {"onnx": args.onnx, "metadata": metadata, "differences": differences}
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from margin_heads import Head
-from mnist_loader import TensorLoader, normalize
+from mnist_loader import DATASETS, TensorLoader, normalize
 from mnist_net import Net
 
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state
@@ -117,8 +117,10 @@ def open_checkpoint(path, holdout=None, head=None, dataset=None, dataset_dir=Non
     names = class_names(dataset, dataset_dir=dataset_dir)  # a folder's, as it is now
     recorded = run.get("class_names") if dataset == run_dataset else None
     if recorded and recorded != names:
-        raise UserError(f"the class folders of {dataset_dir} ({', '.join(names)}) are not those "
-                        f"the checkpoint was trained on ({', '.join(recorded)})")
+        where = (f"the class folders of {dataset_dir}" if DATASETS[dataset].class_names is None
+                 else f"the classes of {DATASETS[dataset].title}")
+        raise UserError(f"{where} ({', '.join(names)}) are not those the checkpoint was "
+                        f"trained on ({', '.join(map(str, recorded))})")
     stats = (run["mean"], run["std"]) if dataset == run_dataset and {"mean", "std"} <= run.keys() \
         else None
     holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)

@@ -54,6 +54,14 @@ def constant_value(node):
     return ast.literal_eval(node)
 
 
+def printable(text):
+    """`text` (a path, a message) for one line of output: a character that is not printable,
+    such as a newline in a file name, is written as its escape (\\n)."""
+    text = str(text)
+    return text if text.isprintable() else "".join(
+        char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def add_device_flag(parser):
     """The commands' --device flag (the trainer has its own, in the article's list)."""
     parser.add_argument("--device", default="auto",
@@ -64,6 +72,16 @@ def add_device_flag(parser):
 def checkpoint_path(text):
     """A CHECKPOINT argument: a path, or the shipped model's name."""
     return str(SHIPPED_CHECKPOINT) if text == SHIPPED_NAME else text
+
+
+def add_head_flag(parser):
+    """The commands' --head: the run's unless given (a checkpoint without its run.json has no
+    other record of it)."""
+    (heads,) = source_constants("margin_heads", "HEADS")
+    parser.add_argument("--head", choices=heads, default=None,
+                        help="the head the model was trained with, which decides its "
+                             "predictions and scores (an angular head's: the largest cosine); "
+                             "default: the run's, from its run.json, else softmax")
 
 
 def add_checkpoint_argument(parser, shipped_by_default=False):
@@ -126,6 +144,6 @@ def one_line_errors():
     try:
         yield
     except USER_ERRORS as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {printable(error)}")
     except KeyboardInterrupt:
         sys.exit("Stopped by SIGINT (Ctrl-C); every file is either whole or as it was before")

@@ -14,6 +14,7 @@ from mnist_loader import DATASETS
 from . import distributed
 from .checkpointing import atomic_write, save_checkpoint
 from .errors import UserError
+from .output_paths import check_run_outputs
 from .plots import plot_curves, show_batch, write_feature_gif
 from .run_folder import RunLock, RunPaths, write_run_file
 from .settings import tensorboard_writer
@@ -29,7 +30,8 @@ class EpochFiles:
         self.writes = distributed.is_main_process() and not settings.dry_run
         self.plotter = self.tensorboard = self.lock = None
         if self.writes:
-            self.paths.check(settings.epochs)
+            check_run_outputs(self.paths, settings.epochs, settings.dataset,
+                              settings.dataset_dir)
             self.lock = RunLock(self.paths.out_dir)  # held until close(), or the process's end
             try:
                 self.paths.claim(resuming=bool(settings.resume), overwrite=settings.overwrite)

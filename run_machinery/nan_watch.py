@@ -10,6 +10,7 @@ turns them into a resume from the last state known to be good.
 import torch
 
 from margin_heads import DEFAULT_SCALE
+from mnist_loader import DATASETS
 
 from . import distributed
 from .errors import UserError
@@ -20,6 +21,12 @@ LOSS_PARTS = ("features", "softmax loss", "centre loss")
 # that the next steps overflow, and a state holding such weights cannot be resumed from.
 FEATURE_NORM_LIMIT = 1e6
 NEVER = 2 ** 30  # "no bad step" in a minimum over ranks
+# The least standard deviation of a training split's pixels (0 to 1) that normalises it:
+# dividing by less magnifies the images' faint differences into huge inputs (images all
+# one value have 0, a division by zero).
+MIN_DATA_STD = 0.01
+# Below this spread, a run that blows up is taken to blow up from its data.
+LOW_DATA_STD = 0.05
 
 
 class NonFiniteError(UserError):
@@ -94,11 +101,33 @@ def check_test_pass(features, loss):
                              max_feature_norm=norm)
 
 
-def remedy(error, settings, recipe, epoch_lr):
+def training_images(settings):
+    """The training images of a run's `settings`, in words."""
+    return (f"the training images of {DATASETS[settings.dataset].title} in "
+            f"{settings.dataset_dir}")
+
+
+def check_data_spread(std, settings):
+    """UserError naming the data, before training, when the training split's standard
+    deviation `std` (of pixel values 0 to 1) is too small to normalise by."""
+    if not std >= MIN_DATA_STD:  # NaN too
+        raise UserError(f"{training_images(settings)} have a standard deviation of {std:g} "
+                        f"(pixel values 0 to 1), less than the {MIN_DATA_STD:g} that "
+                        f"normalising them needs: they are all, or nearly all, one value; "
+                        f"give --dataset_dir images that differ")
+
+
+def remedy(error, settings, recipe, epoch_lr, data_std=None):
     """The likely cause of `error` from its evidence, and the flag to change with its new
     value, e.g. "--lr 0.001": the article's (`recipe`) when the run's is higher, else a tenth
     of the run's; for a margin head's scale above its default (which multiplies the
-    gradients), the default. `epoch_lr` is the network's rate in the epoch that went bad."""
+    gradients), the default. `epoch_lr` is the network's rate in the epoch that went bad.
+    Training images of little spread (`data_std`, their standard deviation, under
+    LOW_DATA_STD) are the cause, with no flag to change (None)."""
+    if data_std is not None and data_std < LOW_DATA_STD:
+        return (f"{training_images(settings)} vary little (standard deviation {data_std:g} of "
+                f"pixel values 0 to 1): normalised by it, their faint differences become huge "
+                f"inputs"), None
     default_scale = DEFAULT_SCALE.get(settings.head)
     if epoch_lr > settings.lr * (1 + 1e-9):
         cause = (f"the schedule raised the network's learning rate to {epoch_lr:g} "

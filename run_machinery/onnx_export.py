@@ -5,7 +5,6 @@ reproduces PyTorch on test images.
 """
 import importlib
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,17 +32,6 @@ def require_packages():
     if missing:
         raise UserError(f"the ONNX export needs {' and '.join(missing)}, not installed: "
                         f"pip install -r requirements.txt (or pip install {' '.join(missing)})")
-
-
-def check_output_path(path, checkpoint):
-    """UserError unless the ONNX file `path` can be written without touching anything else."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"cannot write {path}: there is no folder {path.parent}")
-    if path.is_dir():
-        raise UserError(f"cannot write {path}: it is a folder")
-    if path.resolve() == Path(checkpoint).resolve():
-        raise UserError(f"cannot write {path}: it is the checkpoint itself")
 
 
 def model_metadata(checkpoint, mean, std):

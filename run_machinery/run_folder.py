@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 import torchvision
-from matplotlib.figure import Figure
 
 from .checkpointing import atomic_write
 from .cli import REPO_DIR
@@ -297,6 +296,9 @@ class RunLock:
 
 def check_image_format(flag, path):
     """matplotlib must be able to write the format that `path`'s suffix names."""
+    # Imported here: export.py reads run folders (output_paths) without matplotlib.
+    from matplotlib.figure import Figure
+
     suffix = Path(path).suffix.lstrip(".").lower()
     if suffix not in Figure().canvas.get_supported_filetypes():
         raise UserError(f"{flag}: matplotlib cannot write .{suffix} images ({path}); use one of "

@@ -15,15 +15,19 @@ from .datasets import class_names
 from .devices import bf16_supported, pick_device
 from .errors import UserError
 
+# The widest feature a run may ask for: ip1 maps LeNets++'s 1,152 values to it, and a wider
+# one is no embedding any more (and --feat_dim 1000000000 would try to allocate terabytes).
+MAX_FEAT_DIM = 4096
+
 
 def check_settings(args):
     """Raise UserError for a setting that cannot work, before anything is loaded or written."""
     for name in ("epochs", "batch_size", "step_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.feat_dim < 2:
-        raise UserError(f"--feat_dim must be at least 2 (a feature to draw and to compare by "
-                        f"direction), got {args.feat_dim}")
+    if not 2 <= args.feat_dim <= MAX_FEAT_DIM:
+        raise UserError(f"--feat_dim must be from 2 (a feature to draw and to compare by "
+                        f"direction) to {MAX_FEAT_DIM}, got {args.feat_dim}")
     for name in ("lr", "center_lr", "gamma"):
         if not 0 < getattr(args, name) < math.inf:
             raise UserError(f"--{name} must be positive and finite, got {getattr(args, name)}")

@@ -10,6 +10,7 @@ HEADS, DEFAULT_SCALE, DEFAULT_MARGIN, MAX_SCALE, MAX_COSINE_MARGIN, MAX_SPHEREFA
     cli.source_constants("margin_heads", "HEADS", "DEFAULT_SCALE", "DEFAULT_MARGIN", "MAX_SCALE",
                          "MAX_COSINE_MARGIN", "MAX_SPHEREFACE_MARGIN"))
 DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
+(MAX_FEAT_DIM,) = cli.source_constants("run_machinery.settings", "MAX_FEAT_DIM")
 ARTICLE_FLAGS = ("--dataset_dir", "--model_path_temp", "--vis_img_path_temp")
 
 
@@ -57,8 +58,9 @@ def add_training_flags(parser, article_flags):
     add("--images_per_class", type=int, default=None, metavar="K",
         help="K, the images of each class in a PK batch (with --classes_per_batch); default: off")
     add("--feat_dim", type=int, default=2,
-        help="width of the feature ip1 (2: the article's, drawn as it is; 3: drawn in 3-D; more, "
-             "as in face recognition and re-identification: drawn by its two principal axes)")
+        help=f"width of the feature ip1, 2 to {MAX_FEAT_DIM} (2: the article's, drawn as it is; "
+             "3: drawn in 3-D; more, as in face recognition and re-identification: drawn by its "
+             "two principal axes)")
     add("--head", choices=HEADS, default="softmax",
         help="the classifier on the feature, on ip2's weights: softmax (the article's), or an "
              "angular-margin head of face recognition: normface, cosface, arcface, sphereface "

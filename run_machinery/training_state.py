@@ -17,7 +17,7 @@ import torch
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state, save_checkpoint
 from .errors import UserError
 from .history import EpochProgress, History
-from .nan_watch import NonFiniteError, remedy
+from .nan_watch import NonFiniteError, check_data_spread, remedy
 from .settings import held_out_classes
 from .stop_signals import TrainingInterrupted
 
@@ -269,12 +269,15 @@ class StateKeeper:
         self.optimizers = {"net": dnn_optimizer, "center": center_optimizer}
         self.scheduler, self.command, self.recipe = scheduler, command, recipe
         self.last_good = self.loader_generator = self.num_steps = self.resumed_progress = None
+        self.data_std = None  # the training images' spread, for the advice on a NaN
         self.epoch = 1  # the epoch under way, for the advice on a NaN
 
     def start(self, train_loader, stop):
         """Begin the run: anew, or from the state `settings.resume` names; from here a
         `stop` (StopSignals) waits for a step, to save the state. Returns (history, first
         epoch); an interrupted epoch's progress waits for `watching` to hand it out."""
+        check_data_spread(train_loader.std, self.settings)
+        self.data_std = train_loader.std
         stop.training_began()
         self.loader_generator, self.num_steps = train_loader.generator, len(train_loader)
         history, first_epoch, self.resumed_progress = History(), 1, None
@@ -344,9 +347,11 @@ class StateKeeper:
     def explain(self, error):
         """The message for a NaN `error` in the epoch under way: what went bad, the likely
         cause, and a resume from the last good state with the setting to change."""
-        cause, change = remedy(error, self.settings, self.recipe, self.epoch_lr)
+        cause, change = remedy(error, self.settings, self.recipe, self.epoch_lr, self.data_std)
         message = (f"{error}; the run stops without saving epoch {self.epoch}. "
                    f"The likely cause: {cause}; ")
+        if change is None:  # the data: no setting of the run helps
+            return message + "give --dataset_dir images whose pixels vary more"
         if self.last_good is None:
             return message + ("no training state was saved yet: start again with a lower one, "
                               f"e.g. {change}")

@@ -48,3 +48,14 @@ def test_export_reads_a_checkpoint_without_the_drawing_libraries():
         capture_output=True, text=True, timeout=300, cwd=REPO_DIR, check=False)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == ""
+
+
+def test_an_idx_runs_other_class_names_are_said_as_its_classes(two_epoch_run, tmp_path):
+    shutil.copytree(two_epoch_run[1], tmp_path / "run")
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    run["class_names"] = [f"digit {index}" for index in range(10)]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(run))
+    with pytest.raises(UserError) as error:
+        open_checkpoint(tmp_path / "run" / "model" / "epoch_001.pth")
+    assert str(error.value).startswith("the classes of MNIST (0, 1, ")  # no class folders
+    assert "are not those the checkpoint was trained on (digit 0, digit 1, " in str(error.value)

@@ -11,6 +11,7 @@ from run_machinery.cli import (
     add_checkpoint_argument,
     add_test_split_flag,
     one_line_errors,
+    printable,
     source_constants,
     source_keys,
 )
@@ -35,6 +36,14 @@ def test_one_line_errors_turn_a_user_error_and_ctrl_c_into_one_line():
         with pytest.raises(SystemExit) as stop, one_line_errors():
             raise raised
         assert str(stop.value.code).startswith(message)
+
+
+def test_a_name_with_a_newline_is_printed_on_one_line():
+    assert printable("runs/a/日本語 name.png") == "runs/a/日本語 name.png"
+    assert printable("my\nfour\t.png") == "my\\nfour\\t.png"
+    with pytest.raises(SystemExit) as stop, one_line_errors():
+        raise UserError("cannot read my\nfour.png")
+    assert stop.value.code == "error: cannot read my\\nfour.png"
 
 
 def test_the_test_split_flag_takes_a_count_or_all(capsys):

@@ -124,7 +124,7 @@ def test_more_than_three_runs_wrap_onto_rows(two_epoch_run, arcface_run, tmp_pat
 
 def test_help_describes_the_figure_and_the_table(capsys):
     with pytest.raises(SystemExit):
-        compare.parse_args(["--help"])
+        compare.build_parser().parse_args(["--help"])
     assert ("per run, and a Markdown table of their figures."
             in " ".join(capsys.readouterr().out.split()))
 

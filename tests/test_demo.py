@@ -12,7 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -22,6 +24,8 @@ import demo
 from conftest import REAL_MNIST_DIR, REPO_DIR
 from run_machinery.cli import SHIPPED_CHECKPOINT
 from run_machinery.datasets import read_split
+from run_machinery.errors import UserError
+from run_machinery.own_images import own_picture
 
 ANSWER = re.compile(r"^(\S+) \(probability \d\.\d{4}\); nearest 8 test images: \S+(, \S+){7}$")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -135,6 +139,7 @@ def serve():
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=60)
         assert server.returncode == 0 and out == "Stopped; the demo server is closed\n", err
+        assert "Traceback" not in err, err  # whatever was uploaded
 
 
 def test_the_server_answers_gradio_client(serve, two_epoch_run, mnist_dir, tmp_path):
@@ -146,6 +151,58 @@ def test_the_server_answers_gradio_client(serve, two_epoch_run, mnist_dir, tmp_p
     expected, _, _ = demo.Demo(checkpoint_of(two_epoch_run[1])).predict(str(tmp_path / "3.png"))
     assert ANSWER.match(answer) and answer.split()[0] == expected.split()[0]
     assert Image.open(grid).size == (3 * 90, 3 * 90) and Image.open(feature_map).size == (800, 700)
+
+
+def bad_uploads(folder):
+    """Files that are no picture to classify, by name: text named .png, an empty file, a PNG
+    cut short, a decompression bomb (a small file of 20 million pixels)."""
+    folder.mkdir()
+    (folder / "notes.png").write_text("not a picture")
+    (folder / "empty.png").write_bytes(b"")
+    Image.new("L", (200, 200), 255).save(folder / "whole.png")
+    (folder / "cut.png").write_bytes((folder / "whole.png").read_bytes()[:100])
+    Image.new("1", (5000, 4000)).save(folder / "bomb.png")
+    return [folder / name for name in ("notes.png", "empty.png", "cut.png", "bomb.png")]
+
+
+def transparent_four(path):
+    """A 4 drawn in black on a transparent canvas, as an RGBA PNG."""
+    picture = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    for box in ((70, 40, 100, 170), (70, 150, 220, 180), (180, 40, 210, 250)):
+        picture.paste((0, 0, 0, 255), box)
+    picture.save(path)
+    return str(path)
+
+
+def test_uploads_are_read_as_embed_reads_them_by_parallel_clients(serve, two_epoch_run, mnist_dir,
+                                                                  tmp_path):
+    from gradio_client import Client, handle_file
+    checkpoint = checkpoint_of(two_epoch_run[1])
+    address = serve(checkpoint)
+    page = demo.Demo(checkpoint)
+    clients = threading.local()
+
+    def answer(path):
+        if not hasattr(clients, "client"):
+            clients.client = Client(address, verbose=False)
+        return clients.client.predict(handle_file(str(path)), api_name="/predict")
+
+    for path in bad_uploads(tmp_path / "bad"):
+        with pytest.raises(UserError) as refused:
+            own_picture(str(path), "mnist")  # embed.py's reader, and so its line
+        said, feature_map, grid = answer(path)
+        assert said == f"Nothing to classify yet: {refused.value}".replace(str(path), path.name)
+        assert str(tmp_path) not in said and "/tmp" not in said and grid is None
+    # transparency is white paper, as for embed.py: the 4 is classified
+    four = transparent_four(tmp_path / "four.png")
+    assert ANSWER.match(answer(four)[0]) and answer(four)[0] == page.predict(four)[0]
+    # 20 requests over 5 client threads, each answered in full
+    pictures = [png_of_test_image(mnist_dir, index % 4, tmp_path / f"{index}.png")
+                for index in range(20)]
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(answer, pictures))
+    assert [said for said, _, _ in answers] == [page.predict(path)[0] for path in pictures]
+    assert all(Image.open(grid).size == (3 * 90, 3 * 90) for _, _, grid in answers)
 
 
 def draw_in_browser(address, strokes, screenshot=None):

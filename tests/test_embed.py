@@ -70,6 +70,20 @@ def digit_drawing(path):
     return str(path)
 
 
+def test_a_name_with_a_newline_stays_on_its_line_and_a_large_k_is_said(two_epoch_run,
+                                                                       tmp_path, capsys):
+    _, out = two_epoch_run
+    picture = digit_drawing(tmp_path / "my\nfour.png")
+    [result] = embed.main([str(out / "model" / "epoch_002.pth"), picture, "--k", "1000000000",
+                           "--json", str(tmp_path / "a\nb.json")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("--k 1000000000 is more than the 100 test images: each picture's "
+                        "nearest are all of them")
+    assert lines[1].startswith(f"{tmp_path}/my\\nfour.png: ")
+    assert lines[2] == f"Wrote {tmp_path}/a\\nb.json" and len(lines) == 3
+    assert len(result["nearest"]["indices"]) == 100 and result["image"] == picture
+
+
 def test_a_large_drawing_is_placed_on_the_map(two_epoch_run, tmp_path, capsys):
     _, out = two_epoch_run
     picture = digit_drawing(tmp_path / "four.jpg")
@@ -97,6 +111,12 @@ def test_an_angular_checkpoint_scores_by_the_cosine(arcface_run, tmp_path, capsy
     assert -1 <= result["score"] <= 1 and "(cosine " in capsys.readouterr().out
     # Ranked by cosine: the features on the unit circle, no two further apart than 2.
     assert max(result["nearest"]["distances"]) <= 2
+    # Without its run.json the head is the flag's
+    moved = shutil.copy(arcface_run / "model" / "epoch_002.pth", tmp_path / "moved.pth")
+    run = json.loads((arcface_run / "run.json").read_text())
+    flags = [str(moved), picture, "--dataset", "mnist", "--dataset_dir", run["dataset_dir"]]
+    assert embed.main(flags + ["--head", "arcface"]) == [dict(result, image=picture)]
+    assert embed.main(flags)[0]["score"] != result["score"]  # softmax's, of ip2
 
 
 def test_a_checkpoint_without_its_run_needs_the_dataset(two_epoch_run, mnist_dir, tmp_path):

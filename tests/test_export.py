@@ -28,8 +28,9 @@ def exported(two_epoch_run, tmp_path_factory):
     checkpoint = out / "model" / "epoch_002.pth"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
+        # into a folder not there yet: made, as every command makes an output's folders
         result = export.main([str(checkpoint), "--onnx",
-                              str(tmp_path_factory.mktemp("onnx") / "model.onnx")])
+                              str(tmp_path_factory.mktemp("onnx") / "new" / "model.onnx")])
     return result, printed.getvalue(), checkpoint
 
 
@@ -115,11 +116,11 @@ def test_bad_inputs_stop_in_one_line_naming_the_file_and_write_nothing(two_epoch
         ([str(alone), "--onnx", target], "alone.pth", "pass --dataset"),
         ([str(alone), "--onnx", target, "--dataset", "mnist", "--dataset_dir",
           str(no_data)], str(no_data), "could not be loaded"),
-        ([checkpoint, "--onnx", str(tmp_path / "no_folder" / "model.onnx")], "no_folder",
-         "there is no folder"),
+        ([checkpoint, "--onnx", str(garbage / "model.onnx")], "garbage.pth",
+         "is not a folder"),  # a missing folder is made, but a file is none
         ([checkpoint, "--onnx", str(tmp_path)], str(tmp_path), "it is a folder"),
         ([str(alone), "--onnx", str(alone), "--dataset", "mnist"], "alone.pth",
-         "the checkpoint itself"),
+         "which this command reads"),
         ([checkpoint, "--onnx", target, "--check_images", "1"], "--check_images",
          "at least 2"),
     ]

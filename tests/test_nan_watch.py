@@ -4,13 +4,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 
 import train_mnist_original_center as trainer
 from conftest import small_run_flags, stop_message
+from run_machinery.errors import UserError
 from run_machinery.nan_watch import (
     FEATURE_NORM_LIMIT,
+    LOW_DATA_STD,
+    MIN_DATA_STD,
     NanWatch,
     NonFiniteError,
+    check_data_spread,
     check_test_pass,
     remedy,
 )
@@ -90,6 +95,36 @@ def test_a_margin_heads_scale_above_its_default_is_blamed_before_the_rate():
         "--lr 0.001"
     assert remedy(blown, settings(head="softmax", scale=None, lr=0.01), RECIPE, 0.01)[1] == \
         "--lr 0.001"
+
+
+def test_data_of_little_spread_is_named_as_the_cause():
+    blown = NonFiniteError(["features"], "in epoch 1 at step 1 of 8", max_feature_norm=1e9)
+    data = settings(dataset="folder", dataset_dir="pictures", lr=0.01)
+    cause, change = remedy(blown, data, RECIPE, 0.01, data_std=LOW_DATA_STD / 2)
+    assert cause.startswith("the training images of the image folder in pictures vary little")
+    assert change is None  # no flag of the run helps
+    assert remedy(blown, data, RECIPE, 0.01, data_std=LOW_DATA_STD)[1] == "--lr 0.001"
+    for std in (0.0, MIN_DATA_STD / 2, float("nan")):
+        with pytest.raises(UserError, match="the training images of the image folder in "
+                                            "pictures have a standard deviation of"):
+            check_data_spread(std, data)
+    check_data_spread(MIN_DATA_STD, data)
+
+
+def test_images_all_one_value_stop_before_training(tmp_path):
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for index in range(4):
+                Image.new("L", (28, 28)).save(tmp_path / "data" / split / name / f"{index}.png")
+    message = stop_message(["--dataset", "folder", "--dataset_dir", str(tmp_path / "data"),
+                            "--out_dir", str(tmp_path / "out"), "--device", "cpu", "--epochs", "1"])
+    assert message == (f"error: the training images of the image folder in {tmp_path / 'data'} "
+                       f"have a standard deviation of 0 (pixel values 0 to 1), less than the "
+                       f"{MIN_DATA_STD:g} that normalising them needs: they are all, or nearly "
+                       f"all, one value; give --dataset_dir images that differ")
+    assert not (tmp_path / "out" / "model").exists() or not any(
+        (tmp_path / "out" / "model").iterdir())
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_state(mnist_dir, tmp_path, capsys):

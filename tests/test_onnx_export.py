@@ -14,7 +14,6 @@ from run_machinery.errors import UserError
 from run_machinery.onnx_export import (
     TOLERANCE,
     check_differences,
-    check_output_path,
     largest_differences,
     model_metadata,
     require_packages,
@@ -32,15 +31,6 @@ def test_a_missing_package_is_named_with_the_command_that_installs_it(monkeypatc
     assert str(error.value) == ("the ONNX export needs onnxscript and onnxruntime, not "
                                 "installed: pip install -r requirements.txt (or pip install "
                                 "onnxscript onnxruntime)")
-
-
-def test_the_output_path_must_be_a_new_or_plain_file_in_a_folder(tmp_path):
-    checkpoint = tmp_path / "epoch_001.pth"
-    check_output_path(tmp_path / "model.onnx", checkpoint)
-    for path, reason in ((tmp_path / "missing" / "model.onnx", "there is no folder"),
-                         (tmp_path, "it is a folder"), (checkpoint, "the checkpoint itself")):
-        with pytest.raises(UserError, match=reason):
-            check_output_path(path, checkpoint)
 
 
 def test_the_metadata_names_each_column_of_the_log_probabilities():

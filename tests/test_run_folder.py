@@ -143,9 +143,17 @@ def test_overwrite_removes_only_the_runs_files_in_its_folder(mnist_dir, tmp_path
     message = stop_message(trainer_flags(
         mnist_dir, tmp_path / "new", "--epochs", 1, "--max_train_samples", 64, "--overwrite",
         "--model_path_temp", f"{victim}/model/epoch_{{}}.pth"))
-    assert (f"{victim / 'model' / 'epoch_001.pth'} (and 1 more) outside" in message
-            and "\n" not in message)
+    # another run's folder is refused before anything (output_paths), not only its files
+    assert (f"--model_path_temp writes {victim / 'model' / 'epoch_001.pth'}, in the folder of "
+            f"another run ({victim})" in message and "\n" not in message)
     assert snapshot(victim) == before
+    (tmp_path / "loose").mkdir()  # files of no run's folder, which --overwrite never deletes
+    (tmp_path / "loose" / "epoch_001.pth").write_text("mine")
+    message = stop_message(trainer_flags(
+        mnist_dir, tmp_path / "new", "--epochs", 1, "--max_train_samples", 64, "--overwrite",
+        "--model_path_temp", f"{tmp_path}/loose/epoch_{{}}.pth"))
+    assert f"{tmp_path / 'loose' / 'epoch_001.pth'} outside {tmp_path / 'new'}" in message
+    assert (tmp_path / "loose" / "epoch_001.pth").read_text() == "mine"
     (victim / "notes.txt").write_text("mine")
     capsys.readouterr()
     trainer.main(trainer_flags(mnist_dir, victim, "--epochs", 1, "--max_train_samples", 64,

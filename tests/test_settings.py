@@ -104,7 +104,10 @@ def test_a_missing_folder_stops_before_anything_is_written(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--feat_dim", "1"], "--feat_dim must be at least 2"),
+    (["--feat_dim", "1"], "--feat_dim must be from 2 (a feature to draw"),
+    (["--feat_dim", str(settings.MAX_FEAT_DIM + 1), "--dry_run"],
+     f"to {settings.MAX_FEAT_DIM}, got {settings.MAX_FEAT_DIM + 1}"),
+    (["--feat_dim", "1000000000", "--dry_run"], "--feat_dim must be from 2"),
     (["--classes_per_batch", "4"], "--classes_per_batch and --images_per_class go together"),
     (["--images_per_class", "4"], "--classes_per_batch and --images_per_class go together"),
     (["--classes_per_batch", "11", "--images_per_class", "2"],
