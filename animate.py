@@ -32,10 +32,10 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
     build_parser().parse_args()
 
 from mnist_loader import class_names
-from run_machinery.checkpointing import load_checkpoint
 from run_machinery.errors import UserError
 from run_machinery.plots import write_feature_gif
-from run_machinery.run_record import find_run_file
+from run_machinery.run_file import find_run_file
+from run_machinery.run_output import read_test_features
 
 
 def main(argv=None):
@@ -45,18 +45,15 @@ def main(argv=None):
             raise UserError(f"--seconds_per_frame must be from {MIN_SECONDS:g} to {MAX_SECONDS:g} "
                             f"(a GIF keeps each frame's time in hundredths of a second, in 16 "
                             f"bits), got {args.seconds_per_frame:g}")
-        saved = load_checkpoint(args.features)
-        if not isinstance(saved, dict) or not {"features", "digits", "epochs"} <= saved.keys():
-            raise UserError(f"{args.features} is not a test_features.pt written by the trainer")
+        saved = read_test_features(args.features)
         out = Path(args.out) if args.out else Path(args.features).with_name("features.gif")
-        run = find_run_file(args.features) or {}
-        settings = run.get("settings") or {}
+        run = find_run_file(args.features)
         frames = write_feature_gif(saved["features"], saved["digits"], out,
-                                   saved.get("unseen_digits", ()),
+                                   saved["holdout_classes"],
                                    saved["epochs"], args.seconds_per_frame,
-                                   angular=settings.get("head", "softmax") != "softmax",
-                                   class_names=(run.get("class_names") or
-                                                class_names(settings.get("dataset", "mnist"))))
+                                   angular=run is not None and run.head != "softmax",
+                                   class_names=(list(run.class_names) if run and run.class_names
+                                                else class_names(run.dataset if run else "mnist")))
     print(f"Wrote {frames} frames to {out}")
     return out
 

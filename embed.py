@@ -16,8 +16,7 @@ from pathlib import Path
 
 from run_machinery import cli
 
-# The parser's choices and limits, read from their owners' source: --help comes before torch.
-DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
+# A limit, read from its owner's source: --help comes before torch.
 (MAX_PIXELS,) = cli.source_constants("run_machinery.own_images", "MAX_PIXELS")
 
 
@@ -35,15 +34,7 @@ def build_parser():
                              "dataset's images were (a 28x28 picture of light ink on black is "
                              "taken as it is); for a folder dataset, each is made as its "
                              "training images were: grayscale, resized to 28x28")
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default=None,
-                        help="the dataset the model was trained on; default: the run's, from its "
-                             "run.json (needed when the checkpoint has none)")
-    parser.add_argument("--dataset_dir", default=None,
-                        help="the dataset's folder, as for the trainer; default: the run's, from "
-                             f"its run.json, else {cli.REPO_DIR / 'datasets'}")
-    parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
-                        help="classes held out in training, names or indices; default: the "
-                             "run's, from its run.json or training state, else none")
+    cli.add_run_flags(parser, head=False, dataset_needed=True)
     parser.add_argument("--k", type=int, default=5,
                         help="how many nearest test images to name for each picture")
     parser.add_argument("--json", default=None,
@@ -88,10 +79,7 @@ def main(argv=None):
         if args.plot:
             check_image_format("--plot", args.plot)
         checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, dataset=args.dataset,
-                                     dataset_dir=args.dataset_dir)
-        if not checkpoint.run and args.dataset is None:
-            raise UserError(f"{args.checkpoint} has no run.json beside it or in the folder above "
-                            f"to say its dataset; pass --dataset (and --dataset_dir)")
+                                     dataset_dir=args.dataset_dir, needs_dataset=True)
         pictures = torch.from_numpy(np.stack([own_picture(path, checkpoint.dataset)
                                               for path in args.images]))
         index = PictureIndex(checkpoint, pick_device(args.device), args.max_test_samples,
@@ -108,7 +96,7 @@ def main(argv=None):
                                           predicted,
                                           f"{Path(args.checkpoint).name}: test features and "
                                           f"{len(results)} picture(s) of your own (stars)",
-                                          checkpoint.centers, checkpoint.holdout,
+                                          checkpoint.centers, checkpoint.holdout_classes,
                                           checkpoint.class_names),
                         args.plot)
             print(f"Wrote {args.plot}")

@@ -94,10 +94,10 @@ def check_test_pass(features, loss):
                              max_feature_norm=norm)
 
 
-def remedy(error, settings, recipe, epoch_lr):
+def remedy(error, settings, article_defaults, epoch_lr):
     """The likely cause of `error` from its evidence, and the flag to change with its new
-    value, e.g. "--lr 0.001": the article's (`recipe`) when the run's is higher, else a tenth
-    of the run's; for a margin head's scale above its default (which multiplies the
+    value, e.g. "--lr 0.001": the article's (`article_defaults`) when the run's is higher,
+    else a tenth of the run's; for a margin head's scale above its default (which multiplies the
     gradients), the default. `epoch_lr` is the network's rate in the epoch that went bad."""
     default_scale = DEFAULT_SCALE.get(settings.head)
     if epoch_lr > settings.lr * (1 + 1e-9):
@@ -116,6 +116,6 @@ def remedy(error, settings, recipe, epoch_lr):
                                           if epoch_lr != settings.lr else "")
         cause = f"the network's learning rate is too high ({rate})"
         name = "lr"
-    run_value, recipe_value = getattr(settings, name), getattr(recipe, name)
-    new_value = recipe_value if name == "gamma" or run_value > recipe_value else run_value / 10
+    run_value, article_value = getattr(settings, name), getattr(article_defaults, name)
+    new_value = article_value if name == "gamma" or run_value > article_value else run_value / 10
     return cause, f"--{name} {new_value:g}"

@@ -12,7 +12,7 @@ from mnist_loader import folder_image
 from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import save_checkpoint, save_figure
 from run_machinery.errors import UserError
-from run_machinery.metrics import embed
+from run_machinery.embedding import embed
 from run_machinery.own_images import (MAX_PIXELS, FeatureMap, PictureIndex, embedding_cache,
                                       flat_points, nearest, own_images_figure, own_picture,
                                       picture_grid, prepare, read_image)
