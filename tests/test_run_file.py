@@ -104,13 +104,14 @@ def test_a_file_that_is_no_run_description(tmp_path, content, message):
 # RecursionError, ValueError or UnicodeDecodeError, or read silently, before.
 UNDECODABLE = [
     (b"[" * 100_000 + b"]" * 100_000, "its JSON is nested too deep"),
-    (b'{"settings": {"epochs": ' + b"9" * 5000 + b"}}", "a number of too many digits"),
+    (b'{"settings": {"epochs": ' + b"9" * 5000 + b"}}", "it holds a number of too many digits"),
     (b'{"settings": {"out_dir": "caf\xe9"}}', "not UTF-8 text: byte 29 is 0xe9"),
     (b'{"settings": {"epochs": 3, "epochs": 5}}', 'the key "epochs" is given twice'),
 ]
 
 
-@pytest.mark.parametrize("content, reason", UNDECODABLE)
+@pytest.mark.parametrize("content, reason", UNDECODABLE,
+                         ids=["deep", "long number", "not utf-8", "duplicate key"])
 def test_a_file_that_cannot_be_decoded_is_one_line(tmp_path, content, reason):
     (tmp_path / "run.json").write_bytes(content)
     with pytest.raises(UserError) as error:
@@ -118,7 +119,7 @@ def test_a_file_that_cannot_be_decoded_is_one_line(tmp_path, content, reason):
     assert str(error.value) == f"{tmp_path / 'run.json'} is not a readable run file ({reason})"
 
 
-@pytest.mark.parametrize("content, reason", UNDECODABLE[:1])
+@pytest.mark.parametrize("content, reason", UNDECODABLE[:1], ids=["deep"])
 def test_a_command_stops_in_one_line_on_a_run_file_nested_too_deep(run_copy, tmp_path, content,
                                                                    reason):
     (run_copy / "run.json").write_bytes(content)
