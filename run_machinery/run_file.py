@@ -59,6 +59,7 @@ SETTINGS_FIELDS = {
     "model_path_temp": (lambda value: value is None or is_path(value), "null or a path template"),
     "vis_img_path_temp": (lambda value: value is None or is_path(value),
                           "null or a path template"),
+    "resume": (lambda value: value is None or is_path(value), "null or a path (a string)"),
     "epochs": (is_count, "a whole number of at least 1"),
     "max_test_samples": (lambda value: value is None or is_count(value),
                          "null or a whole number of at least 1"),

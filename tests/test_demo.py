@@ -22,6 +22,7 @@ import demo
 from conftest import REAL_MNIST_DIR, REPO_DIR
 from mnist_loader import read_split
 from run_machinery.cli import SHIPPED_CHECKPOINT
+from run_machinery.errors import UserError
 
 ANSWER = re.compile(r"^(\S+) \(probability \d\.\d{4}\); nearest 8 test images: \S+(, \S+){7}$")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -80,6 +81,15 @@ def test_without_gradio_one_line_names_the_file_to_install(two_epoch_run, monkey
         demo.main([checkpoint_of(run_folder)])
     assert stop.value.code == ("error: demo.py needs Gradio: python3 -m pip install -r "
                                "requirements-demo.txt")
+
+
+def test_a_checkpoint_without_its_run_needs_the_dataset_said(two_epoch_run, mnist_dir, tmp_path):
+    alone = tmp_path / "alone.pth"  # away from its run.json
+    shutil.copy(checkpoint_of(two_epoch_run[1]), alone)
+    with pytest.raises(UserError, match=f"{alone} has no run.json .* pass --dataset"):
+        demo.Demo(str(alone))
+    page = demo.Demo(str(alone), dataset="mnist", dataset_dir=str(mnist_dir))
+    assert page.index.checkpoint.dataset == "mnist"
 
 
 def test_a_checkpoint_it_cannot_use_stops_before_the_server(tmp_path):

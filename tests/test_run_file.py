@@ -53,6 +53,7 @@ DAMAGES = [
     ("settings.max_test_samples", -1, "settings.max_test_samples must be null or a whole number"),
     ("settings.loss_weight", "1", "settings.loss_weight must be a finite number"),
     ("settings.out_dir", 7, "settings.out_dir must be a path (a string), got 7"),
+    ("settings.resume", 7, "settings.resume must be null or a path (a string), got 7"),
     ("holdout_classes", 8, "holdout_classes must be a list of class indices or names, got 8"),
     ("holdout_classes", [12], "holdout_classes: 12 is neither a class index 0-9"),
     ("holdout_classes", [True], "holdout_classes must be a list of class indices or names"),
@@ -106,7 +107,8 @@ UNDECODABLE = [
     (b"[" * 100_000 + b"]" * 100_000, "its JSON is nested too deep"),
     (b'{"settings": {"epochs": ' + b"9" * 5000 + b"}}", "it holds a number of too many digits"),
     (b'{"settings": {"out_dir": "caf\xe9"}}', "not UTF-8 text: byte 29 is 0xe9"),
-    (b'{"settings": {"epochs": 3, "epochs": 5}}', 'the key "epochs" is given twice'),
+    (b'{"settings": {"epochs": 3, "epochs": 5}}',
+     'the key "epochs" is given twice in one object'),
 ]
 
 
