@@ -156,8 +156,9 @@ from run_machinery.plots import epoch_figure
 from run_machinery.run_folder import settings_in_folder
 from run_machinery.settings import check_settings, run_settings
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
-from run_machinery.save_and_resume import StateKeeper, resume_path, resumed_settings
-from run_machinery.training_state import load_training_state, seed_all
+from run_machinery.save_and_resume import (StateKeeper, resume_path, resumed_settings,
+                                           state_to_resume)
+from run_machinery.training_state import seed_all
 from run_machinery.triplet_loss import TripletTerm
 
 
@@ -168,7 +169,7 @@ def parse_args(argv=None):
     if args.resume:
         path = resume_path(args.resume, args.out_dir)
         # the run's folder as it is now
-        saved = settings_in_folder(load_training_state(path)["args"], path.parent)
+        saved = settings_in_folder(state_to_resume(path)["args"], path.parent)
         args = resumed_settings(parser, argv, saved)
         args.resume = str(path)
     check_settings(args)

@@ -15,8 +15,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 from .errors import UserError
 
 try:
@@ -306,6 +304,9 @@ class RunLock:
 
 def check_image_format(flag, path):
     """matplotlib must be able to write the format that `path`'s suffix names."""
+    # imported here: a run's paths are read by export.py too, which draws nothing
+    from matplotlib.figure import Figure
+
     suffix = Path(path).suffix.lstrip(".").lower()
     if suffix not in Figure().canvas.get_supported_filetypes():
         raise UserError(f"{flag}: matplotlib cannot write .{suffix} images ({path}); use one of "

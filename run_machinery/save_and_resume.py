@@ -15,7 +15,8 @@ from .nan_watch import NonFiniteError, remedy
 from .run_folder import TRAINING_STATE_NAME, recorded_settings
 from .settings import holdout_class_indices
 from .stop_signals import TrainingInterrupted
-from .training_state import load_training_state, restore_rng_states, rng_states, save_training_state
+from .training_state import (NotATrainingState, load_training_state, restore_rng_states,
+                             rng_states, save_training_state)
 
 # Settings a resumed run keeps, and why: those that fix the order of the training data, and
 # those that fix how its checkpoints are read (every command reads each checkpoint of a run
@@ -41,6 +42,16 @@ def resume_path(resume, out_dir):
                         f"(the --out_dir), so there is no run to continue there; start one "
                         f"without --resume, or give --resume PATH")
     return path
+
+
+def state_to_resume(path):
+    """The training state in `path`, which --resume names; CheckpointError as
+    `load_training_state` raises it, naming the file to give for one of another kind."""
+    try:
+        return load_training_state(path)
+    except NotATrainingState as error:
+        raise CheckpointError(f"{error}; resume from the {TRAINING_STATE_NAME} of the run's "
+                              f"folder") from None
 
 
 def resumed_settings(parser, argv, saved):
@@ -162,7 +173,7 @@ class StateKeeper:
 
     def resume(self, train_loader):
         path = Path(self.settings.resume)
-        state = load_training_state(path)
+        state = state_to_resume(path)
         history, first_epoch, progress = resume(state, self.modules, self.optimizers,
                                                 self.scheduler, train_loader, self.settings)
         self.last_good = path

@@ -92,6 +92,10 @@ def is_training_state(saved):
     return isinstance(saved, dict) and saved.get("format") == TRAINING_STATE_FORMAT
 
 
+class NotATrainingState(CheckpointError):
+    """The file is another kind of checkpoint (a per-epoch model file, another program's)."""
+
+
 def unpack_training_state(saved, path):
     """The training state in `saved`, the content of the file `path` as loaded; raises as
     `load_training_state` does."""
@@ -101,8 +105,7 @@ def unpack_training_state(saved, path):
             kind = "a model's state_dict (such as a per-epoch epoch_NNN.pth)"
         else:
             kind = "a checkpoint of another program"
-        raise CheckpointError(f"{path} is {kind}, not a training state of this trainer; "
-                              "resume from the training state in the run's folder")
+        raise NotATrainingState(f"{path} is {kind}, not a training state of this trainer")
     if saved.get("version") != TRAINING_STATE_VERSION:
         raise CheckpointError(f"{path} is a training state of version {saved.get('version')}; "
                               f"this trainer reads version {TRAINING_STATE_VERSION}")

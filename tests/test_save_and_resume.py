@@ -154,3 +154,10 @@ def test_resume_keeps_what_reads_its_checkpoints(mnist_dir, tmp_path, offline):
         message = stop_message(["--resume", str(run), "--epochs", "2", *flags])
         assert said in message and "how its checkpoints are read" in message
         assert "\n" not in message and snapshot(run) == before
+
+
+def test_resume_refuses_a_model_file_and_pickled_code(reference_run, tmp_path):
+    message = stop_message(["--resume", str(reference_run / "model" / "epoch_004.pth")])
+    assert "is a model's state_dict" in message and "training_state.pth" in message
+    torch.save({"format": "mnist-center-loss-training-state", "hook": print}, tmp_path / "evil.pth")
+    assert "refused to load" in stop_message(["--resume", str(tmp_path / "evil.pth")])

@@ -43,13 +43,6 @@ def test_random_states_survive_a_weights_only_round_trip(tmp_path):
     assert draws() == expected
 
 
-def test_resume_refuses_a_model_file_and_pickled_code(reference_run, tmp_path):
-    message = stop_message(["--resume", str(reference_run / "model" / "epoch_004.pth")])
-    assert "is a model's state_dict" in message and "training_state.pth" in message
-    torch.save({"format": "mnist-center-loss-training-state", "hook": print}, tmp_path / "evil.pth")
-    assert "refused to load" in stop_message(["--resume", str(tmp_path / "evil.pth")])
-
-
 def test_a_truncated_state_gives_one_line(reference_run, tmp_path):
     data = (reference_run / "training_state.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[:len(data) // 3])
