@@ -21,6 +21,7 @@ from pathlib import Path
 
 from run_machinery import cli
 
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Evaluate a trained checkpoint: accuracy, per-class report, retrieval metrics "

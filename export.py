@@ -16,6 +16,7 @@ import sys
 
 from run_machinery import cli
 
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Export a trained checkpoint to ONNX, with the run's normalisation and "
