@@ -147,17 +147,17 @@ from mnist_net import Net
 from run_machinery import distributed
 from run_machinery.checkpointing import save_figure
 from run_machinery.devices import pick_device, speed_setup
-from run_machinery.run_output import RunOutput
-from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics
 from run_machinery.embedding import embed
+from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics
 from run_machinery.metrics import split_retrieval_metrics
 from run_machinery.nan_watch import NanWatch, check_test_pass
 from run_machinery.plots import epoch_figure
 from run_machinery.run_folder import settings_in_folder
-from run_machinery.settings import check_settings, run_settings
-from run_machinery.stop_signals import TrainingInterrupted, run_ending
+from run_machinery.run_output import RunOutput
 from run_machinery.save_and_resume import (StateKeeper, resume_path, resumed_settings,
                                            state_to_resume)
+from run_machinery.settings import check_settings, run_settings
+from run_machinery.stop_signals import TrainingInterrupted, run_ending
 from run_machinery.training_state import seed_all
 from run_machinery.triplet_loss import TripletTerm
 
@@ -168,8 +168,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.resume:
         path = resume_path(args.resume, args.out_dir)
-        # the run's folder as it is now
-        saved = settings_in_folder(state_to_resume(path)["args"], path.parent)
+        saved = settings_in_folder(state_to_resume(path)["args"], path.parent)  # where it is now
         args = resumed_settings(parser, argv, saved)
         args.resume = str(path)
     check_settings(args)
