@@ -31,12 +31,12 @@ if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before
     cli.exit_on_signals("before the animation began; nothing was written")
     build_parser().parse_args()
 
-from run_machinery.checkpointing import load_checkpoint
 from run_machinery.datasets import class_names
 from run_machinery.errors import UserError
 from run_machinery.output_paths import check_outputs
 from run_machinery.plots import write_feature_gif
-from run_machinery.run_record import find_run_file
+from run_machinery.run_file import find_run_file
+from run_machinery.run_output import read_test_features
 
 
 def main(argv=None):
@@ -48,17 +48,14 @@ def main(argv=None):
                             f"bits), got {args.seconds_per_frame:g}")
         out = Path(args.out) if args.out else Path(args.features).with_name("features.gif")
         check_outputs([("--out", out)], [args.features])
-        saved = load_checkpoint(args.features)
-        if not isinstance(saved, dict) or not {"features", "digits", "epochs"} <= saved.keys():
-            raise UserError(f"{args.features} is not a test_features.pt written by the trainer")
-        run = find_run_file(args.features) or {}
-        settings = run.get("settings") or {}
+        saved = read_test_features(args.features)
+        run = find_run_file(args.features)
         frames = write_feature_gif(saved["features"], saved["digits"], out,
-                                   saved.get("unseen_digits", ()),
+                                   saved["holdout_classes"],
                                    saved["epochs"], args.seconds_per_frame,
-                                   angular=settings.get("head", "softmax") != "softmax",
-                                   class_names=(run.get("class_names") or
-                                                class_names(settings.get("dataset", "mnist"))))
+                                   angular=run is not None and run.head != "softmax",
+                                   class_names=(list(run.class_names) if run and run.class_names
+                                                else class_names(run.dataset if run else "mnist")))
     print(f"Wrote {frames} frames to {cli.printable(out)}")
     return out
 

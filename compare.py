@@ -51,8 +51,8 @@ from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate
 from run_machinery.output_paths import check_outputs
 from run_machinery.plots import draw_decision_regions, draw_embedding, panel_figure
-from run_machinery.run_folder import RunPaths, check_image_format, in_folder
-from run_machinery.run_record import read_run_file
+from run_machinery.run_file import read_run_file
+from run_machinery.run_folder import check_image_format
 
 PANELS_PER_ROW = 3  # more runs wrap onto further rows
 COLUMNS = (("accuracy", "test accuracy", ".4f"), ("precision_at_1", "Precision@1", ".4f"),
@@ -65,21 +65,20 @@ COLUMNS = (("accuracy", "test accuracy", ".4f"), ("precision_at_1", "Precision@1
 
 
 def run_checkpoint(run_dir, epoch=None):
-    """The run's run.json, its paths, and the epoch to compare: `epoch`, or else the last one
-    with a checkpoint; UserError when it is no run or lacks that checkpoint."""
+    """The run's RunRecord and the epoch to compare: `epoch`, or else the last one with a
+    checkpoint; UserError when it is no run or lacks that checkpoint."""
     run = read_run_file(run_dir)
     if run is None:
         raise UserError(f"{run_dir} is not a run's folder: it has no run.json "
                         "(give a trainer's --out_dir)")
-    # the run's folder as it is now, not the one it was written in
-    paths = RunPaths.from_settings(argparse.Namespace(**in_folder(run["settings"], run_dir)))
+    paths = run.paths  # the run's folder as it is now, not the one it was written in
     if epoch is not None:
         if not paths.model(epoch).is_file():
             raise UserError(f"{run_dir} has no checkpoint of epoch {epoch} ({paths.model(epoch)})")
-        return run, paths, epoch
-    for last in range(run["settings"]["epochs"], 0, -1):
+        return run, epoch
+    for last in range(run.epochs, 0, -1):
         if paths.model(last).is_file():
-            return run, paths, last
+            return run, last
     raise UserError(f"{run_dir} has no per-epoch checkpoint yet "
                     f"({paths.model_path_temp.format('NNN')})")
 
@@ -120,16 +119,16 @@ def history_value(row, column, kind, where):
                         f"{'a whole number' if kind is int else 'a number'}") from None
 
 
-def loss_description(settings):
-    """The run's total loss in words, each part with its weight: "softmax + 1 center",
-    "1 triplet", "arcface + 0.0005 center + 1 triplet" (runs made before a part existed
-    lack its setting: their weight is the default)."""
-    head_weight = settings.get("softmax_weight", 1.0)
+def loss_description(run):
+    """The total loss of `run` (a RunRecord) in words, each part with its weight: "softmax +
+    1 center", "1 triplet", "arcface + 0.0005 center + 1 triplet" (runs made before a part
+    existed lack its setting: their weight is the default)."""
+    head_weight = run.softmax_weight
     parts = [] if head_weight == 0 else [
-        ("" if head_weight == 1 else f"{head_weight:g} ") + settings.get("head", "softmax")]
-    for key, name in (("loss_weight", "center"), ("triplet_weight", "triplet")):
-        if settings.get(key, 0):
-            parts.append(f"{settings[key]:g} {name}")
+        ("" if head_weight == 1 else f"{head_weight:g} ") + run.head]
+    for weight, name in ((run.loss_weight, "center"), (run.triplet_weight, "triplet")):
+        if weight:
+            parts.append(f"{weight:g} {name}")
     return " + ".join(parts)
 
 
@@ -158,7 +157,8 @@ def draw_panel(fig, position, name, metrics, features, labels, checkpoint):
     `labels`, of its `checkpoint`) at `position` of a panel_figure: the features drawn as
     evaluate.py draws them, over the decision regions at 2-D, titled by `panel_title`.
     Returns the axes."""
-    ax = draw_embedding(fig, position, features, labels, checkpoint.centers, checkpoint.holdout,
+    ax = draw_embedding(fig, position, features, labels, checkpoint.centers,
+                        checkpoint.holdout_classes,
                         checkpoint.class_names)
     # the regions of a wider feature have no picture; an untrained head's, no meaning
     if features.shape[1] == 2 and metrics["accuracy"] is not None:
@@ -191,19 +191,18 @@ def main(argv=None):
         check_image_format("--out", args.out)
         device = pick_device(args.device)
         runs = [run_checkpoint(run_dir, args.epoch) for run_dir in args.run_dirs]
-        checkpoints = [open_checkpoint(paths.model(epoch)) for _, paths, epoch in runs]
+        checkpoints = [open_checkpoint(run.paths.model(epoch)) for run, epoch in runs]
         for checkpoint in checkpoints:
             check_outputs([("--out", args.out), ("--markdown", args.markdown)],
-                          [paths.model(epoch) for _, paths, epoch in runs], checkpoint.dataset,
+                          [run.paths.model(epoch) for run, epoch in runs], checkpoint.dataset,
                           checkpoint.dataset_dir)
         columns = min(len(runs), PANELS_PER_ROW)
         rows = math.ceil(len(runs) / columns)
         fig = panel_figure(columns, rows)
         names = run_names(args.run_dirs)
         results, first_split = [], None
-        for index, (run_dir, name, (run, paths, epoch), checkpoint) in enumerate(
+        for index, (run_dir, name, (run, epoch), checkpoint) in enumerate(
                 zip(args.run_dirs, names, runs, checkpoints)):
-            settings = run["settings"]
             if results and checkpoint.dataset != results[0]["dataset"]:
                 raise UserError(f"{run_dir} was trained on {DATASETS[checkpoint.dataset].title}, "
                                 f"{args.run_dirs[0]} on {DATASETS[results[0]['dataset']].title}; "
@@ -218,15 +217,16 @@ def main(argv=None):
                                 "runs on the same test split")
             test_labels = test_loader.labels.cpu()
             metrics, features, _ = evaluate(checkpoint.model_on(device), checkpoint.head,
-                                            test_loader, checkpoint.classes, checkpoint.holdout,
+                                            test_loader, checkpoint.classes,
+                                            checkpoint.holdout_classes,
                                             checkpoint.class_names,
                                             checkpoint.tests_in_bf16(device))
-            trained_head = settings.get("softmax_weight", 1.0) > 0
+            trained_head = run.softmax_weight > 0
             metrics.update(run=str(run_dir), head=checkpoint.head.name,
-                           loss=loss_description(settings), feat_dim=features.shape[1],
-                           loss_weight=settings.get("loss_weight", 1.0),
+                           loss=loss_description(run), feat_dim=features.shape[1],
+                           loss_weight=run.loss_weight,
                            epoch=epoch, dataset=checkpoint.dataset,
-                           seconds_per_epoch=median_epoch_seconds(paths.history, epoch))
+                           seconds_per_epoch=median_epoch_seconds(run.paths.history, epoch))
             if not trained_head:
                 metrics["accuracy"] = None
             results.append(metrics)

@@ -52,8 +52,7 @@ def build_parser():
                              "the internet; anyone with the link can use the page)")
     parser.add_argument("--k", type=int, default=8,
                         help="how many nearest test images to show")
-    parser.add_argument("--dataset_dir", default=None,
-                        help="the dataset's folder; default: the run's, from its run.json")
+    cli.add_run_flags(parser, head=False, dataset_needed=True)
     cli.add_test_split_flag(parser)
     cli.add_device_flag(parser)
     return parser
@@ -93,19 +92,20 @@ class Demo:
     """What the page computes: a checkpoint's test split embedded and drawn once, then for
     each picture its class, its star on the map and its nearest test images."""
 
-    def __init__(self, checkpoint_path, device="cpu", k=8, dataset_dir=None, test_images=None):
+    def __init__(self, checkpoint_path, device="cpu", k=8, dataset_dir=None, test_images=None,
+                 dataset=None, holdout_classes=None):
         """`test_images`: the gallery's first test images, as --max_test_samples takes them
-        (None: the run's own)."""
-        checkpoint = open_checkpoint(checkpoint_path, dataset_dir=dataset_dir)
-        if not checkpoint.run:
-            raise UserError(f"{checkpoint_path} has no run.json beside it or in the folder "
-                            f"above to say its dataset and classes")
+        (None: the run's own); the dataset, its folder and the held-out classes are the
+        run's unless given."""
+        checkpoint = open_checkpoint(checkpoint_path, holdout_classes, dataset=dataset,
+                                     dataset_dir=dataset_dir, needs_dataset=True)
         self.k = k
         self.index = PictureIndex(checkpoint, device, test_images,
                                   embedding_cache(checkpoint_path))  # a second start is quick
         self.map = FeatureMap(self.index.gallery, self.index.labels,
                               f"{Path(checkpoint_path).name}: test features, your picture (star)",
-                              checkpoint.centers, checkpoint.holdout, checkpoint.class_names)
+                              checkpoint.centers, checkpoint.holdout_classes,
+                              checkpoint.class_names)
 
     def predict(self, picture_path):
         """For the picture file at `picture_path` (None: nothing drawn yet): the line that
@@ -213,7 +213,7 @@ def main(argv=None):
         gradio = import_gradio()
         check_port(args.host, args.port)
         demo = Demo(args.checkpoint, pick_device(args.device), args.k, args.dataset_dir,
-                    args.max_test_samples)
+                    args.max_test_samples, args.dataset, args.holdout_classes)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda signum, frame: stop.set())

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from run_machinery import cli
 
-# The parser's choices and limits, read from their owners' source: --help comes before torch.
-DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
+# A limit, read from its owner's source: --help comes before torch.
 (MAX_PIXELS,) = cli.source_constants("run_machinery.own_images", "MAX_PIXELS")
 
 
@@ -35,16 +34,7 @@ def build_parser():
                              "dataset's images were (a 28x28 picture of light ink on black is "
                              "taken as it is); for a folder dataset, each is made as its "
                              "training images were: grayscale, resized to 28x28")
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default=None,
-                        help="the dataset the model was trained on; default: the run's, from its "
-                             "run.json (needed when the checkpoint has none)")
-    parser.add_argument("--dataset_dir", default=None,
-                        help="the dataset's folder, as for the trainer; default: the run's, from "
-                             f"its run.json, else {cli.REPO_DIR / 'datasets'}")
-    parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
-                        help="classes held out in training, names or indices; default: the "
-                             "run's, from its run.json or training state, else none")
-    cli.add_head_flag(parser)
+    cli.add_run_flags(parser, dataset_needed=True)
     parser.add_argument("--k", type=int, default=5,
                         help="how many nearest test images to name for each picture (at most "
                              "the test images there are: a larger --k is said and lowered)")
@@ -90,11 +80,7 @@ def main(argv=None):
         if args.plot:
             check_image_format("--plot", args.plot)
         checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head,
-                                     args.dataset, args.dataset_dir)
-        if not checkpoint.run and args.dataset is None:
-            raise UserError(f"{cli.printable(args.checkpoint)} has no run.json beside it or in "
-                            f"the folder above to say its dataset; pass --dataset (and "
-                            f"--dataset_dir, --head)")
+                                     args.dataset, args.dataset_dir, needs_dataset=True)
         check_outputs([("--json", args.json), ("--plot", args.plot)],
                       [args.checkpoint, embedding_cache(args.checkpoint), *args.images],
                       checkpoint.dataset, checkpoint.dataset_dir)
@@ -117,7 +103,7 @@ def main(argv=None):
                                           predicted,
                                           f"{Path(args.checkpoint).name}: test features and "
                                           f"{len(results)} picture(s) of your own (stars)",
-                                          checkpoint.centers, checkpoint.holdout,
+                                          checkpoint.centers, checkpoint.holdout_classes,
                                           checkpoint.class_names),
                         args.plot)
             print(f"Wrote {cli.printable(args.plot)}")

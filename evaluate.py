@@ -21,9 +21,6 @@ from pathlib import Path
 
 from run_machinery import cli
 
-# The parser's choices, read from their owners' source: --help comes before torch.
-DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
-
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -31,17 +28,8 @@ def build_parser():
                     "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
         formatter_class=cli.HelpFormatter)
     cli.add_checkpoint_argument(parser, shipped_by_default=True)
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default=None,
-                        help="the dataset the model was trained on; default: the run's, from its "
-                             "run.json, else mnist")
-    parser.add_argument("--dataset_dir", default=None,
-                        help="the dataset's folder, as for the trainer; default: the run's, from "
-                             f"its run.json, else {cli.REPO_DIR / 'datasets'}")
+    cli.add_run_flags(parser)
     cli.add_test_split_flag(parser)
-    parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
-                        help="classes held out in training, names or indices; default: the "
-                             "run's, from its run.json or training state, else none")
-    cli.add_head_flag(parser)
     parser.add_argument("--json", default=None,
                         help="also write the metrics to this JSON file; default: none")
     parser.add_argument("--plot", default=None,
@@ -99,26 +87,29 @@ def main(argv=None):
                                      args.dataset_dir)
         check_outputs([("--json", args.json), *pictures], [args.checkpoint], checkpoint.dataset,
                       checkpoint.dataset_dir)
-        holdout, classes, names = checkpoint.holdout, checkpoint.classes, checkpoint.class_names
+        holdout_classes, classes, names = (checkpoint.holdout_classes, checkpoint.classes,
+                                           checkpoint.class_names)
         device = pick_device(args.device)
         test_loader = checkpoint.test_split(device, args.max_test_samples, args.batch_size)
         model = checkpoint.model_on(device)
 
         metrics, features, report_text = evaluate(model, checkpoint.head, test_loader, classes,
-                                                  holdout, names, checkpoint.tests_in_bf16(device))
+                                                  holdout_classes, names,
+                                                  checkpoint.tests_in_bf16(device))
         metrics.update(checkpoint=str(args.checkpoint), head=checkpoint.head.name,
-                       dataset=checkpoint.dataset, class_names=names, holdout_classes=holdout)
+                       dataset=checkpoint.dataset, class_names=names,
+                       holdout_classes=holdout_classes)
         print(f"Checkpoint {cli.printable(args.checkpoint)}: {metrics['num_test_images']} test images of "
               f"{DATASETS[checkpoint.dataset].title}"
               + (" (the run's own, as in its training log; --max_test_samples all: every one)"
                  if args.max_test_samples is None and checkpoint.run_test_images else "")
-              + (f", classes {holdout} ({', '.join(names[index] for index in holdout)}) "
-                 "held out in training"
-                 if holdout else "")
+              + (f", classes {holdout_classes} "
+                 f"({', '.join(names[index] for index in holdout_classes)}) held out in training"
+                 if holdout_classes else "")
               + (f", {checkpoint.head.name} head (prediction: the largest cosine)"
                  if checkpoint.head.angular else ""))
         print(report_text)
-        untrained = checkpoint.run.get("settings", {}).get("softmax_weight", 1.0) == 0
+        untrained = checkpoint.run is not None and checkpoint.run.softmax_weight == 0
         print(f"accuracy: {metrics['accuracy']:.4f}"
               + (" (of a classifier never trained: the run weighed its head 0)" if untrained
                  else ""))
@@ -138,21 +129,22 @@ def main(argv=None):
             print(f"Wrote {cli.printable(args.json)}")
         if args.plot:
             plot_evaluation(features, test_loader.labels, checkpoint.head, classes,
-                            checkpoint.centers, holdout,
+                            checkpoint.centers, holdout_classes,
                             Path(args.checkpoint).name, args.plot, names)
             print(f"Wrote {cli.printable(args.plot)}")
         if args.tsne:
-            plot_tsne(checkpoint.head.retrieval_features(features), test_loader.labels, holdout,
+            plot_tsne(checkpoint.head.retrieval_features(features), test_loader.labels,
+                      holdout_classes,
                       f"{Path(args.checkpoint).name}: t-SNE of test features "
                       f"({features.shape[1]}-D)", args.tsne, names)
             print(f"Wrote {cli.printable(args.tsne)}")
         if args.ranking:
-            queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout)
+            queries = ranking_queries(test_loader.labels, args.ranking_per_class, holdout_classes)
             fig = ranking_figure(test_loader.pixels(test_loader.images[:, 0].cpu()),
                                  test_loader.labels, queries,
                                  nearest_gallery(checkpoint.head.retrieval_features(features),
                                                  queries),
-                                 [f"{name} (unseen)" if index in holdout else name
+                                 [f"{name} (unseen)" if index in holdout_classes else name
                                   for index, name in enumerate(names)])
             save_figure(fig, args.ranking)
             print(f"Wrote {cli.printable(args.ranking)}")

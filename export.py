@@ -16,9 +16,6 @@ import sys
 
 from run_machinery import cli
 
-# The parser's choices, read from their owners' source: --help comes before torch.
-DATASET_NAMES = cli.source_keys("mnist_loader", "DATASETS")
-
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -28,16 +25,7 @@ def build_parser():
     cli.add_checkpoint_argument(parser, shipped_by_default=True)
     parser.add_argument("--onnx", required=True, metavar="FILE",
                         help="the ONNX file to write (its missing folders are made)")
-    parser.add_argument("--dataset", choices=DATASET_NAMES, default=None,
-                        help="the dataset the model was trained on; default: the run's, from its "
-                             "run.json (without one, this flag is needed)")
-    parser.add_argument("--dataset_dir", default=None,
-                        help="the dataset's folder, as for the trainer; default: the run's, from "
-                             f"its run.json, else {cli.REPO_DIR / 'datasets'}")
-    parser.add_argument("--holdout_classes", nargs="*", default=None, metavar="CLASS",
-                        help="classes held out in training, names or indices; default: the "
-                             "run's, from its run.json or training state, else none")
-    cli.add_head_flag(parser)
+    cli.add_run_flags(parser, dataset_needed=True)
     parser.add_argument("--check_images", type=int, default=256,
                         help="compare onnxruntime with PyTorch on the first N test images, in "
                              "one batch of N and one of a single image")
@@ -78,13 +66,9 @@ def main(argv=None):
         args = parse_args(argv)
         require_packages()
         checkpoint = open_checkpoint(args.checkpoint, args.holdout_classes, args.head, args.dataset,
-                                     args.dataset_dir)
+                                     args.dataset_dir, needs_dataset=True)
         check_outputs([("--onnx", args.onnx)], [args.checkpoint], checkpoint.dataset,
                       checkpoint.dataset_dir)
-        if not checkpoint.run and args.dataset is None:
-            raise UserError(f"{args.checkpoint} has no run.json beside it or in the folder above "
-                            f"to say its dataset: pass --dataset (and --dataset_dir), whose "
-                            f"normalisation and class names go into the ONNX file")
         test_split = checkpoint.test_split("cpu", args.check_images)
         metadata = model_metadata(checkpoint, test_split.mean, test_split.std)
         images = test_split.images

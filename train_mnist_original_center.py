@@ -17,7 +17,7 @@ from run_machinery.training_flags import add_training_flags
 # The article's three flags; run_machinery/training_flags.py declares the project's around them.
 ARTICLE_FLAGS = {
     "--dataset_dir": dict(
-        default=str(cli.REPO_DIR / "datasets"),
+        default=str(cli.DEFAULT_DATASET_DIR),
         help="folder with the dataset (downloaded there when missing): torchvision's layout "
              "(MNIST/raw/, FashionMNIST/raw/, KMNIST/raw/) or the four IDX files directly, plain "
              "or .gz; for --dataset folder, DIR with DIR/train/CLASS/* and DIR/test/CLASS/* "
@@ -58,22 +58,23 @@ from run_machinery import distributed
 from run_machinery.checkpointing import save_figure
 from run_machinery.datasets import load_dataset
 from run_machinery.devices import pick_device, speed_setup
-from run_machinery.epoch_files import EpochFiles
+from run_machinery.embedding import embed
 from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMetrics
-from run_machinery.metrics import embed, split_retrieval_metrics
+from run_machinery.metrics import split_retrieval_metrics
 from run_machinery.nan_watch import NanWatch, check_test_pass
 from run_machinery.plots import epoch_figure
-from run_machinery.run_folder import in_folder
-from run_machinery.settings import check_settings, settled
-from run_machinery.stop_signals import TrainingInterrupted, run_ending
-from run_machinery.training_extras import TrainingExtras
-from run_machinery.training_state import (
+from run_machinery.run_folder import settings_in_folder
+from run_machinery.run_output import RunOutput
+from run_machinery.save_and_resume import (
     StateKeeper,
-    load_training_state,
     resume_path,
     resumed_settings,
-    seed_all,
+    state_to_resume,
 )
+from run_machinery.settings import check_settings, run_settings
+from run_machinery.stop_signals import TrainingInterrupted, run_ending
+from run_machinery.training_extras import TrainingExtras
+from run_machinery.training_state import seed_all
 
 
 def parse_args(argv=None):
@@ -82,11 +83,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.resume:
         path = resume_path(args.resume, args.out_dir)
-        saved = in_folder(load_training_state(path)["args"], path.parent)  # where it is now
+        saved = settings_in_folder(state_to_resume(path)["args"], path.parent)  # where it is now
         args = resumed_settings(parser, argv, saved)
         args.resume = str(path)
     check_settings(args)
-    return settled(args)
+    return run_settings(args)
 
 
 def train(model, train_loader, nll_loss, center_loss, dnn_optimizer, center_optimizer, epoch,
@@ -180,11 +181,11 @@ def test(model, test_loader, nll_loss, center_loss, extras):
 
 
 def visualize(feat, labels, epoch, path, centers=None, test_feat=None, test_labels=None,
-              unseen_classes=(), class_directions=None, class_names=None):
+              holdout_classes=(), class_directions=None, class_names=None):
     """Write the feature plot of one epoch to `path`: the training features with the
     centres, beside them the test features when given, and for an angular head their
     directions with each class weight's (`class_directions`: class -> weight)."""
-    figure = epoch_figure(epoch, feat, labels, centers, test_feat, test_labels, unseen_classes,
+    figure = epoch_figure(epoch, feat, labels, centers, test_feat, test_labels, holdout_classes,
                           class_directions, class_names)
     save_figure(figure, path)
 
@@ -201,7 +202,7 @@ def main(argv=None):
     with run_ending() as run:  # a stop or an error ends in one line
         # Arguments
         args = parse_args(argv)
-        files = run.files = EpochFiles(args)  # the run's folder, checked before anything is trained
+        files = run.files = RunOutput(args)  # the run's folder, checked before anything is trained
         seed_all(args.seed)  # every rank: the same initial weights, centres and shuffling
 
         # Dataset, each split one tensor on the device
@@ -230,14 +231,15 @@ def main(argv=None):
         center_optimizer = optim.SGD(center_loss.parameters(), lr=args.center_lr)
         scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
         keeper = run.keeper = StateKeeper(  # the training state: new, or the one --resume names
-            files, model, center_loss, dnn_optimizer, center_optimizer, scheduler, resume_command(),
-            build_parser().parse_args([]))
+            args, files.paths.training_state, files.writes, model, center_loss, dnn_optimizer,
+            center_optimizer, scheduler, resume_command(), build_parser().parse_args([]))
         history, first_epoch = keeper.start(train_loader, run.stop)
         files.start(classes, device, train_loader, test_loader, first_epoch)
         for epoch in range(first_epoch, args.epochs + 1):
             # Train and test a model.
             clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
-            with keeper.watching(run.stop, epoch, history) as progress:  # stop: saved; NaN: advice
+            # a stop: the state saved; a NaN: advice
+            with keeper.guarding_epoch(run.stop, epoch, history) as progress:
                 train_metrics, feat, labels = train(step_model, train_loader, nll_loss, center_loss,
                                                     dnn_optimizer, center_optimizer, epoch, extras,
                                                     progress)
@@ -257,7 +259,7 @@ def main(argv=None):
             files.plot(visualize, feat, labels, epoch, files.paths.visual(epoch),
                        centers=center_loss.centers.detach().cpu(), test_feat=test_feat,
                        test_labels=test_labels, class_directions=head.class_directions(classes),
-                       unseen_classes=args.holdout_classes, class_names=train_loader.class_names)
+                       holdout_classes=args.holdout_classes, class_names=train_loader.class_names)
             files.write_epoch(record, model, history)
             keeper.save(epoch, history)
             clock.lap("files")

@@ -12,11 +12,11 @@ from mnist_loader import DATASETS, TensorLoader, normalize
 from mnist_net import Net
 
 from .checkpointing import CheckpointError, load_checkpoint, load_module_state
-from .cli import ALL_TEST_IMAGES, REPO_DIR
+from .cli import ALL_TEST_IMAGES, DEFAULT_DATASET_DIR, printable
 from .datasets import class_names, normalization, read_split
 from .devices import bf16_supported
 from .errors import UserError
-from .run_record import find_run_file
+from .run_file import RunRecord, find_run_file
 from .settings import parse_classes
 from .training_state import is_training_state, unpack_training_state
 
@@ -27,12 +27,12 @@ def read_checkpoint(path):
     or holds a tensor of the wrong shape, a value that is no tensor, or a weight that is NaN
     or infinite (such a model's metrics would mean nothing)."""
     content = load_checkpoint(path)
-    centers = holdout = None
+    centers = holdout_classes = None
     if is_training_state(content):
         state = unpack_training_state(content, path)
         content, centers = (state["modules"].get("model"),
                             state["modules"].get("center_loss", {}).get("centers"))
-        holdout = state["args"].get("holdout_classes")
+        holdout_classes = state["args"].get("holdout_classes")
     if not isinstance(content, dict):
         raise CheckpointError(f"{path} holds a {type(content).__name__}, not a model's state_dict")
     for name, value in content.items():
@@ -53,43 +53,42 @@ def read_checkpoint(path):
         if not value.isfinite().all():
             raise CheckpointError(f"{path}: {name} holds NaN or infinite values; a model trained "
                                   f"into them gives no meaningful metrics")
-    return model, centers, holdout
+    return model, centers, holdout_classes
 @dataclass
 class CheckpointRun:
     """A checkpoint's model and what its run says about it: centres (or None), held-out
     classes, the label of each class the model outputs, the head, the dataset, its folder,
     the names of its classes, the normalisation the run used (None: the dataset's, for runs
-    that did not record it), and the run.json (or {})."""
+    that did not record it), and its run's RunRecord (None: no run.json was found)."""
     model: Net
     centers: torch.Tensor
-    holdout: list
+    holdout_classes: list
     classes: list
     head: Head
     dataset: str
     dataset_dir: str
     class_names: list
     normalization: tuple
-    run: dict
+    run: RunRecord
 
     @property
     def run_test_images(self):
         """How many of the first test images the run tested on (its trainer's
         --max_test_samples) when the dataset is the run's; None: all of them."""
-        settings = self.run.get("settings") or {}
-        return (settings.get("max_test_samples")
-                if self.dataset == settings.get("dataset", "mnist") else None)
+        return (self.run.max_test_samples
+                if self.run and self.dataset == self.run.dataset else None)
 
     def model_on(self, device):
         """The model on `device` in the memory format the run tested in (channels-last by
         default), whose convolutions round as the run's did."""
-        channels_last = (self.run.get("settings") or {}).get("channels_last", True)
+        channels_last = self.run.channels_last if self.run else True
         return self.model.to(device, memory_format=torch.channels_last if channels_last
                              else torch.contiguous_format)
 
     def tests_in_bf16(self, device):
         """Whether the run tested under --amp, as evaluating it on `device` then does (where
         bf16 runs natively): with `model_on`, its figures are its training log's."""
-        return bool((self.run.get("settings") or {}).get("amp")) and bf16_supported(device)
+        return bool(self.run and self.run.amp) and bf16_supported(device)
 
     def test_split(self, device, limit=None, batch_size=1024):
         """The test split of the run's dataset, normalised as the run's training was: its
@@ -101,41 +100,44 @@ class CheckpointRun:
                                self.normalization)
 
 
-def open_checkpoint(path, holdout=None, head=None, dataset=None, dataset_dir=None):
+def open_checkpoint(path, holdout_classes=None, head=None, dataset=None, dataset_dir=None,
+                    needs_dataset=False):
     """The CheckpointRun of the checkpoint `path`. The held-out classes (indices or names),
     the head, the dataset and its folder are the run's (from its run.json, else the
     training state), unless given here; so are the class names and the normalisation when
     the dataset is the run's. UserError when a folder dataset's class folders are no longer
-    the run's."""
-    model, centers, stored_holdout = read_checkpoint(path)
-    run = find_run_file(path) or {}
-    settings = run.get("settings") or {}
-    # runs from before the datasets were MNIST's
-    run_dataset = settings.get("dataset", "mnist")
+    the run's, and, with `needs_dataset` (a command that cannot take MNIST for granted),
+    when no run.json says the dataset and none is given."""
+    model, centers, stored_holdout_classes = read_checkpoint(path)
+    run = find_run_file(path)
+    if run is None and dataset is None and needs_dataset:
+        raise UserError(f"{printable(path)} has no run.json beside it or in the folder above to "
+                        f"say its dataset; pass --dataset (and --dataset_dir, --head)")
+    run_dataset = run.dataset if run else "mnist"  # runs from before the datasets were MNIST's
     dataset = dataset or run_dataset
-    dataset_dir = dataset_dir or run.get("dataset_dir") or str(REPO_DIR / "datasets")
+    dataset_dir = dataset_dir or (run and run.dataset_dir) or str(DEFAULT_DATASET_DIR)
     names = class_names(dataset, dataset_dir=dataset_dir)  # a folder's, as it is now
-    recorded = run.get("class_names") if dataset == run_dataset else None
-    if recorded and recorded != names:
+    recorded = run.class_names if run and dataset == run_dataset else None
+    if recorded and list(recorded) != names:
         where = (f"the class folders of {dataset_dir}" if DATASETS[dataset].class_names is None
                  else f"the classes of {DATASETS[dataset].title}")
         raise UserError(f"{where} ({', '.join(names)}) are not those the checkpoint was "
                         f"trained on ({', '.join(map(str, recorded))})")
-    stats = (run["mean"], run["std"]) if dataset == run_dataset and {"mean", "std"} <= run.keys() \
-        else None
-    holdout = holdout if holdout is not None else run.get("holdout_classes", stored_holdout)
-    holdout = sorted(set(parse_classes(dataset, holdout or [], names)))
-    classes = [label for label in range(len(names)) if label not in holdout]
+    stats = run.normalization if run and dataset == run_dataset else None
+    if holdout_classes is None:
+        holdout_classes = (run.holdout_classes if run and run.holdout_classes is not None
+                           else stored_holdout_classes)
+    holdout_classes = sorted(set(parse_classes(dataset, holdout_classes or [], names)))
+    classes = [label for label in range(len(names)) if label not in holdout_classes]
     num_classes = model.ip2.weight.shape[0]
     if len(classes) != num_classes:
         raise UserError(f"the checkpoint classifies {num_classes} classes, but {len(classes)} "
-                        f"remain after holding out {holdout}; pass --holdout_classes with the "
-                        f"{len(names) - num_classes} classes held out in training")
-    run_head = settings.get("head", "softmax")  # runs from before the heads had softmax
+                        f"remain after holding out {holdout_classes}; pass --holdout_classes "
+                        f"with the {len(names) - num_classes} classes held out in training")
+    run_head = run.head if run else "softmax"  # runs from before the heads had softmax
     head = head or run_head
-    scale, margin = ((settings.get("scale"), settings.get("margin")) if head == run_head
-                     else (None, None))
-    return CheckpointRun(model, centers, holdout, classes,
+    scale, margin = (run.scale, run.margin) if run and head == run_head else (None, None)
+    return CheckpointRun(model, centers, holdout_classes, classes,
                          Head(head, model.ip2.weight, scale, margin), dataset, dataset_dir, names,
                          stats, run)
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 # The repository's folder: the default home of datasets/ and outputs/.
 REPO_DIR = Path(__file__).resolve().parent.parent
+# Where the datasets are, unless --dataset_dir or a run's run.json says otherwise.
+DEFAULT_DATASET_DIR = REPO_DIR / "datasets"
 # The one trained model the repository ships: the article's run, seed 1 (models/README.md).
 SHIPPED_NAME = "article"
 SHIPPED_CHECKPOINT = REPO_DIR / "models" / "article" / "model" / "epoch_040.pth"
@@ -74,16 +76,6 @@ def checkpoint_path(text):
     return str(SHIPPED_CHECKPOINT) if text == SHIPPED_NAME else text
 
 
-def add_head_flag(parser):
-    """The commands' --head: the run's unless given (a checkpoint without its run.json has no
-    other record of it)."""
-    (heads,) = source_constants("margin_heads", "HEADS")
-    parser.add_argument("--head", choices=heads, default=None,
-                        help="the head the model was trained with, which decides its "
-                             "predictions and scores (an angular head's: the largest cosine); "
-                             "default: the run's, from its run.json, else softmax")
-
-
 def add_checkpoint_argument(parser, shipped_by_default=False):
     """The commands' CHECKPOINT: a trainer's per-epoch .pth or training state, or `article`,
     the shipped model (the default of the commands that need no other argument)."""
@@ -95,6 +87,29 @@ def add_checkpoint_argument(parser, shipped_by_default=False):
                              f"trainer, with its run.json beside it or in the folder above, or "
                              f"{shipped}" + ("; default: the shipped model"
                                              if shipped_by_default else ""))
+
+
+def add_run_flags(parser, dataset=True, head=True, dataset_needed=False):
+    """The flags of a command that reads a checkpoint, each defaulting to what the checkpoint's
+    run says: --dataset (unless not `dataset`; `dataset_needed`: without a run.json, it must
+    be given), --dataset_dir, --holdout_classes and --head (unless not `head`)."""
+    add = parser.add_argument
+    if dataset:
+        add("--dataset", choices=source_keys("mnist_loader", "DATASETS"), default=None,
+            help="the dataset the model was trained on; default: the run's, from its run.json"
+                 + (" (without one, this flag is needed)" if dataset_needed else ", else mnist"))
+    add("--dataset_dir", default=None,
+        help="the dataset's folder, as for the trainer; default: the run's, from its run.json, "
+             f"else {DEFAULT_DATASET_DIR}")
+    add("--holdout_classes", nargs="*", default=None, metavar="CLASS",
+        help="classes held out in training, names or indices; default: the run's, from its "
+             "run.json or training state, else none")
+    if head:
+        (heads,) = source_constants("margin_heads", "HEADS")
+        add("--head", choices=heads, default=None,
+            help="the head the model was trained with, which decides its predictions and "
+                 "scores (an angular head's: the largest cosine); default: the run's, from its "
+                 "run.json, else softmax")
 
 
 # --max_test_samples's word for every test image (its default, None, is the run's subset).

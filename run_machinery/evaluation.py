@@ -12,7 +12,8 @@ from threadpoolctl import threadpool_limits
 from mnist_loader import label_to_class
 
 from .checkpointing import save_figure
-from .metrics import embed, split_retrieval_metrics
+from .embedding import embed
+from .metrics import split_retrieval_metrics
 from .plots import (
     draw_decision_regions,
     draw_directions,
@@ -42,7 +43,7 @@ def json_ready(metrics):
     return ready
 
 
-def plot_evaluation(features, labels, head, classes, centers, unseen_classes, name, path,
+def plot_evaluation(features, labels, head, classes, centers, holdout_classes, name, path,
                     names=None):
     """The test features over the head's decision regions (2-D features; 3-D ones are drawn
     in 3-D, wider ones on their principal axes, with no regions); for an angular head, their
@@ -51,7 +52,7 @@ def plot_evaluation(features, labels, head, classes, centers, unseen_classes, na
     width = features.shape[1]
     panels = 2 if head.angular and width <= 3 else 1
     fig = panel_figure(panels)
-    ax = draw_embedding(fig, (1, panels, 1), features, labels, centers, unseen_classes, names)
+    ax = draw_embedding(fig, (1, panels, 1), features, labels, centers, holdout_classes, names)
     if width == 2:
         draw_decision_regions(ax, head.decision_weight(), classes, class_names=names)
     ax.set_title(f"{name}: test features" + (" and decision regions" if width == 2
@@ -59,13 +60,13 @@ def plot_evaluation(features, labels, head, classes, centers, unseen_classes, na
     if panels == 2:
         direction_ax = panel_axes(fig, (1, 2, 2), width == 3)
         (draw_directions_3d if width == 3 else draw_directions)(
-            direction_ax, features, labels, head.class_directions(classes), unseen_classes, names)
+            direction_ax, features, labels, head.class_directions(classes), holdout_classes, names)
         direction_ax.set_title(f"their directions and the class weights ({head.name})")
     save_figure(fig, path)
     return fig
 
 
-def evaluate(model, head, test_loader, classes, unseen_classes, names=None, amp=False):
+def evaluate(model, head, test_loader, classes, holdout_classes, names=None, amp=False):
     """All the metrics of a model with its head on `test_loader`, as a JSON-ready dict, the
     test features, and the per-class report as text, the classes named by `names`
     (default: their indices, MNIST's digits); `amp`: the forward pass in bfloat16."""
@@ -80,7 +81,7 @@ def evaluate(model, head, test_loader, classes, unseen_classes, names=None, amp=
     metrics = {"accuracy": float((true_seen == predicted_seen).mean()) if seen.any()
                else float("nan"), "num_test_images": int(labels.numel())}
     metrics.update(split_retrieval_metrics(head.retrieval_features(features), labels,
-                                           unseen_classes))
+                                           holdout_classes))
     if not seen.any():  # a few test images, all of held-out classes: nothing was classified
         metrics["per_class"] = {}
         return metrics, features, "no test image of a trained class: no per-class report"
@@ -89,7 +90,7 @@ def evaluate(model, head, test_loader, classes, unseen_classes, names=None, amp=
     return metrics, features, classification_report(true_seen, predicted_seen, **report_options)
 
 
-def plot_tsne(features, labels, unseen_classes, title, path, names=None, samples=2000, seed=0):
+def plot_tsne(features, labels, holdout_classes, title, path, names=None, samples=2000, seed=0):
     """A t-SNE map (scikit-learn) of `samples` test features drawn at random (seeded), for
     features of any width: neighbours in the map are neighbours in the feature space."""
     generator = torch.Generator().manual_seed(seed)
@@ -103,7 +104,7 @@ def plot_tsne(features, labels, unseen_classes, title, path, names=None, samples
         points = tsne.fit_transform(features)
     fig = panel_figure(1)
     ax = panel_axes(fig, (1, 1, 1))
-    draw_features(ax, torch.from_numpy(points), labels.cpu()[chosen], None, unseen_classes, names)
+    draw_features(ax, torch.from_numpy(points), labels.cpu()[chosen], None, holdout_classes, names)
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
     ax.set_title(title)

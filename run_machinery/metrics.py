@@ -1,4 +1,4 @@
-"""The 2-D embedding of a split, and its retrieval quality: Precision@1, R-Precision and
+"""The retrieval quality of a split's features: Precision@1, R-Precision and
 MAP@R, as in "A Metric Learning Reality Check" (Musgrave et al., ECCV 2020), and the figures
 of person re-identification, CMC rank-k and mAP, as Market-1501 reports them.
 
@@ -20,27 +20,6 @@ Distances are computed on the features' device, a block of queries at a time, so
 N x N matrix is ever held whole.
 """
 import torch
-
-
-@torch.no_grad()
-def embed(model, loader, amp=False):
-    """Features, log-probabilities and labels of every image `loader` gives, in order, on
-    its device (in float32, also under `amp`'s bfloat16 autocast)."""
-    model.eval()
-    features = log_probs = None
-    labels = torch.empty(loader.num_samples, dtype=torch.long, device=loader.labels.device)
-    start = 0
-    for images, batch_labels in loader:
-        end = start + images.size(0)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-            batch_features, batch_log_probs = model(images)
-        if features is None:  # sized from the outputs: `model` may be a wrapped or compiled net
-            features = images.new_empty(loader.num_samples, batch_features.size(1))
-            log_probs = images.new_empty(loader.num_samples, batch_log_probs.size(1))
-        features[start:end], log_probs[start:end] = batch_features, batch_log_probs
-        labels[start:end] = batch_labels
-        start = end
-    return features, log_probs, labels
 
 
 def ranking_keys(features, queries):
@@ -137,7 +116,7 @@ def ranking_queries(labels, per_class=2, first_classes=()):
     return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in classes])
 
 
-def split_retrieval_metrics(features, labels, unseen_classes=()):
+def split_retrieval_metrics(features, labels, holdout_classes=()):
     """The retrieval and re-identification metrics over all items, and with held-out digits
     also among the seen digits' items alone and among the unseen digits' items alone, keys
     prefixed `seen_`/`unseen_`."""
@@ -145,8 +124,8 @@ def split_retrieval_metrics(features, labels, unseen_classes=()):
         return retrieval_metrics(features, labels) | reid_metrics(features, labels)
 
     metrics = both(features, labels)
-    if unseen_classes:
-        unseen = torch.isin(labels, torch.tensor(list(unseen_classes), device=labels.device))
+    if holdout_classes:
+        unseen = torch.isin(labels, torch.tensor(list(holdout_classes), device=labels.device))
         for prefix, mask in (("seen_", ~unseen), ("unseen_", unseen)):
             metrics.update({prefix + name: value
                             for name, value in both(features[mask], labels[mask]).items()})

@@ -117,11 +117,11 @@ def check_data_spread(std, settings):
                         f"give --dataset_dir images that differ")
 
 
-def remedy(error, settings, recipe, epoch_lr, data_std=None):
+def remedy(error, settings, article_defaults, epoch_lr, data_std=None):
     """The likely cause of `error` from its evidence, and the flag to change with its new
-    value, e.g. "--lr 0.001": the article's (`recipe`) when the run's is higher, else a tenth
-    of the run's; for a margin head's scale above its default (which multiplies the
-    gradients), the default. `epoch_lr` is the network's rate in the epoch that went bad.
+    value, e.g. "--lr 0.001": the article's (`article_defaults`) when the run's is higher,
+    else a tenth of the run's; for a margin head's scale above its default (which multiplies
+    the gradients), the default. `epoch_lr` is the network's rate in the epoch that went bad.
     Training images of little spread (`data_std`, their standard deviation, under
     LOW_DATA_STD) are the cause, with no flag to change (None)."""
     if data_std is not None and data_std < LOW_DATA_STD:
@@ -145,6 +145,6 @@ def remedy(error, settings, recipe, epoch_lr, data_std=None):
                                           if epoch_lr != settings.lr else "")
         cause = f"the network's learning rate is too high ({rate})"
         name = "lr"
-    run_value, recipe_value = getattr(settings, name), getattr(recipe, name)
-    new_value = recipe_value if name == "gamma" or run_value > recipe_value else run_value / 10
+    run_value, article_value = getattr(settings, name), getattr(article_defaults, name)
+    new_value = article_value if name == "gamma" or run_value > article_value else run_value / 10
     return cause, f"--{name} {new_value:g}"

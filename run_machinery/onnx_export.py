@@ -44,7 +44,7 @@ def model_metadata(checkpoint, mean, std):
             "mean": json.dumps(mean),
             "std": json.dumps(std),
             "class_names": json.dumps([names[label] for label in checkpoint.classes]),
-            "holdout_classes": json.dumps([names[label] for label in checkpoint.holdout]),
+            "holdout_classes": json.dumps([names[label] for label in checkpoint.holdout_classes]),
             "head": checkpoint.head.name,
             "feat_dim": json.dumps(checkpoint.model.ip1.out_features)}
 

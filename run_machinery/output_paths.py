@@ -27,9 +27,8 @@ from mnist_loader import DATASETS
 from .cli import printable
 from .datasets import DECODED_FILE, IDX_FILES
 from .errors import UserError
-from .run_folder import Output, RunPaths, in_folder
-from .run_record import RUN_FILE, read_run_file
-from .training_state import TRAINING_STATE_NAME
+from .run_file import read_run_file
+from .run_folder import RUN_FILE, TRAINING_STATE_NAME, Output, RunPaths
 
 # A folder holding one of these is a run's.
 RUN_MARKERS = (RUN_FILE, TRAINING_STATE_NAME)
@@ -78,11 +77,7 @@ def run_paths(folder):
         run = read_run_file(folder)
     except UserError:  # a damaged run.json: the run's files are still its default ones
         run = None
-    if not run or not isinstance(run.get("settings"), dict):
-        return default_paths(folder)
-    defaults = {"out_dir": str(folder), "model_path_temp": None, "vis_img_path_temp": None}
-    return RunPaths.from_settings(argparse.Namespace(**in_folder({**defaults, **run["settings"]},
-                                                                 folder)))
+    return run.paths if run else default_paths(folder)
 
 
 def owned_by_run(path, paths):

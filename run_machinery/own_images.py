@@ -32,8 +32,8 @@ from mnist_loader import normalize
 from .checkpointing import CheckpointError, WriteError, load_checkpoint, save_checkpoint
 from .datasets import folder_image, from_16_bit
 from .devices import cpu_kind
+from .embedding import embed
 from .errors import UserError
-from .metrics import embed
 from .plots import PrincipalPlane, as_numpy, class_colors, draw_embedding, fit_cube, panel_figure
 
 MAX_PIXELS = 4096 * 4096  # larger pictures are refused before they are decoded
@@ -239,7 +239,7 @@ class PictureIndex:
 
 
 def own_images_figure(features, labels, image_features, pictures, image_labels, title,
-                      centers=None, unseen_classes=(), class_names=None):
+                      centers=None, holdout_classes=(), class_names=None):
     """The test `features` drawn as evaluate.py's --plot draws them (`draw_embedding`: 2-D
     as they are, 3-D in 3-D, wider ones on their principal plane), and each picture of
     one's own at its feature (`image_features`, projected as the test features are): a
@@ -248,7 +248,7 @@ def own_images_figure(features, labels, image_features, pictures, image_labels, 
     picture (`thumbnail_offsets`). Returns the figure."""
     width = features.shape[1]
     fig = panel_figure(1)
-    ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, unseen_classes, class_names)
+    ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, holdout_classes, class_names)
     points = image_features.detach().float().cpu()
     if width > 3:  # draw_embedding's plane: the same features give the same axes
         points = PrincipalPlane(features).points(points)
@@ -332,10 +332,10 @@ class FeatureMap:
     kept as an RGB picture; `with_stars` adds stars at other features without drawing the
     test features again, so that it takes milliseconds."""
 
-    def __init__(self, features, labels, title, centers=None, unseen_classes=(),
+    def __init__(self, features, labels, title, centers=None, holdout_classes=(),
                  class_names=None):
         fig = panel_figure(1)
-        self.ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, unseen_classes,
+        self.ax = draw_embedding(fig, (1, 1, 1), features, labels, centers, holdout_classes,
                                  class_names)
         self.ax.set_title(title)
         self.plane = PrincipalPlane(features) if features.shape[1] > 3 else None

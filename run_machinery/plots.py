@@ -82,20 +82,20 @@ def shown_as(width):
     return "" if width == 2 else f" ({width}-D" + (")" if width == 3 else ", principal axes)")
 
 
-def classes_to_draw(feat, labels, unseen_classes, class_names):
+def classes_to_draw(feat, labels, holdout_classes, class_names):
     """For each class present in `labels`, in the order of its label: its points, its
     colour, whether it is unseen (held out), and its legend entry."""
     for label, color in enumerate(class_colors(class_names, labels)):
         points = feat[labels == label]
         if len(points):
-            unseen = label in unseen_classes
+            unseen = label in holdout_classes
             name = class_names[label] if class_names else str(label)
             entry = Line2D([], [], linestyle="", marker="X" if unseen else "o", color=color,
                            label=f"{name} (unseen)" if unseen else name)
             yield points, color, unseen, entry
 
 
-def draw_features(ax, feat, labels, centers=None, unseen_classes=(), class_names=None):
+def draw_features(ax, feat, labels, centers=None, holdout_classes=(), class_names=None):
     """Scatter 2-D features on `ax`, coloured by class (the digit, for MNIST), with the
     centres and a legend naming each class by `class_names` (default: its index).
 
@@ -105,7 +105,7 @@ def draw_features(ax, feat, labels, centers=None, unseen_classes=(), class_names
     """
     feat, labels = as_numpy(feat), as_numpy(labels)
     legend = []
-    for points, color, unseen, entry in classes_to_draw(feat, labels, unseen_classes, class_names):
+    for points, color, unseen, entry in classes_to_draw(feat, labels, holdout_classes, class_names):
         marker, size = ("x", 3) if unseen else (".", 2)
         ax.plot(points[:, 0], points[:, 1], marker, color=color, markersize=size, linestyle="")
         legend.append(entry)
@@ -122,14 +122,14 @@ def draw_features(ax, feat, labels, centers=None, unseen_classes=(), class_names
     ax.set_ylabel("feature 2")
 
 
-def draw_directions(ax, feat, labels, class_directions, unseen_classes=(), class_names=None):
+def draw_directions(ax, feat, labels, class_directions, holdout_classes=(), class_names=None):
     """The angular view of an angular-margin head: each feature scaled onto the unit circle,
     and each class weight's direction drawn from the origin in its class's colour
     (`class_directions`: class -> 2-vector), so the angles between the classes show. The
     names of directions closer than a label's width are spread apart along the circle."""
     feat = as_numpy(feat)
     unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
-    draw_features(ax, unit, labels, unseen_classes=unseen_classes, class_names=class_names)
+    draw_features(ax, unit, labels, holdout_classes=holdout_classes, class_names=class_names)
     colors = class_colors(class_names, [*class_directions, *as_numpy(labels)])
     ends = {label: as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12)
             for label, direction in class_directions.items()}
@@ -196,7 +196,7 @@ def spread_angles(angles, gap):
 
 
 def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=None,
-                 unseen_classes=(), class_directions=None, class_names=None):
+                 holdout_classes=(), class_directions=None, class_names=None):
     """The feature plot of one epoch: the training features with the centres, beside them
     the test features when given, and for an angular head their directions with each class
     weight's (`class_directions`: class -> weight); the legend names the classes by
@@ -216,12 +216,12 @@ def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=
     fig = panel_figure(panels)
     axes = [panel_axes(fig, (1, panels, index + 1), width == 3) for index in range(panels)]
     draw = draw_features_3d if width == 3 else draw_features
-    draw(axes[0], feat, labels, centers, unseen_classes, class_names)
+    draw(axes[0], feat, labels, centers, holdout_classes, class_names)
     if test_feat is not None:
-        draw(axes[1], test_feat, test_labels, centers, unseen_classes, class_names)
+        draw(axes[1], test_feat, test_labels, centers, holdout_classes, class_names)
     if class_directions is not None:
         (draw_directions_3d if width == 3 else draw_directions)(
-            axes[-1], test_feat, test_labels, class_directions, unseen_classes, class_names)
+            axes[-1], test_feat, test_labels, class_directions, holdout_classes, class_names)
     for ax, title in zip(axes, titles):
         ax.set_title(title)
     if width > 3:
@@ -231,7 +231,7 @@ def epoch_figure(epoch, feat, labels, centers=None, test_feat=None, test_labels=
     return fig
 
 
-def draw_embedding(fig, position, feat, labels, centers=None, unseen_classes=(),
+def draw_embedding(fig, position, feat, labels, centers=None, holdout_classes=(),
                    class_names=None):
     """New axes in the panel at `position` (rows, columns, index) of a `panel_figure` with
     the features drawn as the epoch pictures draw them: 2-D as they are, 3-D in 3-D, wider
@@ -242,7 +242,7 @@ def draw_embedding(fig, position, feat, labels, centers=None, unseen_classes=(),
         plane = PrincipalPlane(feat)
         feat, centers = plane.points(feat), None if centers is None else plane.points(centers)
     (draw_features_3d if width == 3 else draw_features)(ax, feat, labels, centers,
-                                                        unseen_classes, class_names)
+                                                        holdout_classes, class_names)
     if width > 3:
         ax.set_xlabel(f"principal axis 1 of {width}")
         ax.set_ylabel(f"principal axis 2 of {width}")
@@ -269,11 +269,11 @@ class PrincipalPlane:
                 for label, direction in class_directions.items()}
 
 
-def draw_features_3d(ax, feat, labels, centers=None, unseen_classes=(), class_names=None):
+def draw_features_3d(ax, feat, labels, centers=None, holdout_classes=(), class_names=None):
     """`draw_features` in 3-D: a scatter of 3-D features on the 3-D axes `ax`."""
     feat, labels = as_numpy(feat), as_numpy(labels)
     legend = []
-    for points, color, unseen, entry in classes_to_draw(feat, labels, unseen_classes, class_names):
+    for points, color, unseen, entry in classes_to_draw(feat, labels, holdout_classes, class_names):
         ax.scatter(*points.T, marker="x" if unseen else ".", color=color, s=4 if unseen else 2,
                    depthshade=False)
         legend.append(entry)
@@ -302,12 +302,12 @@ def fit_cube(ax, low, high):
         set_limits(middle - half, middle + half)
 
 
-def draw_directions_3d(ax, feat, labels, class_directions, unseen_classes=(), class_names=None):
+def draw_directions_3d(ax, feat, labels, class_directions, holdout_classes=(), class_names=None):
     """`draw_directions` in 3-D: the features on the unit sphere, each class weight's
     direction drawn from the origin in its class's colour."""
     feat = as_numpy(feat)
     unit = feat / np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-12)
-    draw_features_3d(ax, unit, labels, unseen_classes=unseen_classes, class_names=class_names)
+    draw_features_3d(ax, unit, labels, holdout_classes=holdout_classes, class_names=class_names)
     colors = class_colors(class_names, [*class_directions, *as_numpy(labels)])
     for label, direction in class_directions.items():
         end = as_numpy(direction) / max(float(np.linalg.norm(as_numpy(direction))), 1e-12) * 1.25
@@ -399,7 +399,7 @@ def plot_curves(history, path):
     save_figure(fig, path)
 
 
-def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epochs=None,
+def write_feature_gif(features_per_epoch, labels, path, holdout_classes=(), epochs=None,
                       seconds_per_frame=0.4, angular=False, class_names=None):
     """An animated GIF of the features epoch by epoch, in panels of the epoch picture's size,
     with one square range for the whole run so that the motion is readable; with `angular`
@@ -423,11 +423,11 @@ def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epoch
         ax, *angular_ax = [panel_axes(fig, (1, panels, index + 1), shown == 3)
                            for index in range(panels)]
         if shown == 3:
-            draw_features_3d(ax, feat, labels, unseen_classes=unseen_classes,
+            draw_features_3d(ax, feat, labels, holdout_classes=holdout_classes,
                              class_names=class_names)
             fit_cube(ax, low, high)  # one range for every frame
         else:
-            draw_features(ax, feat, labels, unseen_classes=unseen_classes,
+            draw_features(ax, feat, labels, holdout_classes=holdout_classes,
                           class_names=class_names)
             ax.set_aspect("equal", adjustable="box")
             ax.set_xlim(middle[0] - half, middle[0] + half)
@@ -435,7 +435,7 @@ def write_feature_gif(features_per_epoch, labels, path, unseen_classes=(), epoch
         ax.set_title(f"test features{shown_as(width)}, epoch {epoch}")
         for direction_ax in angular_ax:
             (draw_directions_3d if shown == 3 else draw_directions)(
-                direction_ax, feat, labels, {}, unseen_classes, class_names)
+                direction_ax, feat, labels, {}, holdout_classes, class_names)
             direction_ax.set_title(f"their directions, epoch {epoch}")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")

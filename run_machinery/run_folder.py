@@ -1,5 +1,5 @@
-"""A run's folder: where each of its files goes, and its settings file, run.json (read
-back by run_record).
+"""A run's folder: where each of its files goes, its lock, and the settings as its files
+record them (the run's own paths relative to the folder: a run is its folder).
 
     OUT_DIR/run.json              the run described: settings, dataset, classes and their names,
                                   normalisation, versions, device, commit
@@ -9,31 +9,24 @@ back by run_record).
     OUT_DIR/training_state.pth    everything --resume needs
     OUT_DIR/test_features.pt      the test features of every epoch, and features.gif from them
 """
-import datetime
 import glob
-import json
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torchvision
-
-from .checkpointing import atomic_write
-from .cli import REPO_DIR
-from .devices import cpu_kind
 from .errors import UserError
-from .run_record import RUN_FILE, read_run_file
-from .training_state import TRAINING_STATE_NAME
 
 try:
     import fcntl
 except ImportError:  # Windows has no flock: there a second trainer on a folder is not stopped
     fcntl = None
 
+RUN_FILE = "run.json"  # written and read by run_file.py
+TRAINING_STATE_NAME = "training_state.pth"  # its format: training_state.py
 LOCK_FILE = "run.lock"
+# The settings that name the run's own files: recorded relative to its folder.
+RUN_PATHS = ("model_path_temp", "vis_img_path_temp", "resume")
 
 
 def epoch_path(template, epoch):
@@ -92,12 +85,12 @@ class Output:
         if self.suffix is None:
             return other.shared_file(self, epochs)
         for digits in range(3, max(3, len(str(epochs))) + 1):
-            path = self.meeting(other, digits, epochs)
+            path = self.common_file(other, digits, epochs)
             if path:
                 return path
         return None
 
-    def meeting(self, other, digits, epochs):
+    def common_file(self, other, digits, epochs):
         """The file both templates write when this one's epoch has `digits` digits, or None:
         the two names laid over each other, the digits neither fixes (where both epochs
         lie) chosen smallest, as larger ones only make the epochs larger."""
@@ -246,16 +239,31 @@ class RunPaths:
               + ", ".join(str(path.relative_to(folder)) for path in existing))
 
 
-def in_folder(settings, folder):
+def recorded_settings(settings):
+    """The settings (a Namespace, its folders absolute) as a run's files record them: its
+    out_dir ".", its templates and training state relative to it (a run is its folder,
+    wherever it is moved), the others, such as the dataset's folder, as given."""
+    folder = settings.out_dir
+    return {**vars(settings), "out_dir": ".",
+            **{name: os.path.relpath(getattr(settings, name), folder)
+               for name in RUN_PATHS if getattr(settings, name, None)}}
+
+
+def settings_in_folder(settings, folder):
     """A run's recorded `settings` (a dict) as the run is now, in `folder`: a run is its
-    folder as it is now, wherever it was written. Its out_dir becomes `folder`, and templates
-    inside the folder it was written in follow it."""
+    folder as it is now, wherever it was written. Its out_dir becomes `folder`, and its
+    own paths follow it: those recorded relative to it, and in runs that recorded absolute
+    paths, those inside the folder it was written in."""
     recorded, folder = Path(settings["out_dir"]), Path(folder).resolve()
     moved = dict(settings, out_dir=str(folder))
-    for name in ("model_path_temp", "vis_img_path_temp"):
-        template = settings.get(name)
-        if template and Path(template).is_relative_to(recorded):
-            moved[name] = str(folder / Path(template).relative_to(recorded))
+    for name in RUN_PATHS:
+        path = settings.get(name)
+        if not path:
+            continue
+        if not recorded.is_absolute():  # relative to the folder
+            moved[name] = os.path.join(folder, path)
+        elif Path(path).is_relative_to(recorded):
+            moved[name] = str(folder / Path(path).relative_to(recorded))
     return moved
 
 
@@ -312,46 +320,3 @@ def check_writable(name, folder):
     except OSError as error:
         raise UserError(f"--{name}: cannot write to the folder {folder} "
                         f"({error.strerror or error})") from None
-
-
-def git_commit():
-    """The commit of this checkout (with '+changes' when files differ from it), or None."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True,
-                                text=True, timeout=10)
-        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                 cwd=REPO_DIR, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if commit.returncode != 0:
-        return None
-    return commit.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
-
-
-def write_run_file(paths, settings, classes, train_loader, device, resumed=False):
-    """Write run.json: everything needed to evaluate or resume the run, with the names of
-    the classes and the normalisation of `train_loader`'s images (a folder dataset's are
-    its own: the other commands read them here). A resumed run keeps the start time and
-    adds the time of this resume."""
-    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    previous = read_run_file(paths.out_dir) if resumed else None
-    run = {
-        "settings": vars(settings),
-        "dataset_dir": str(Path(settings.dataset_dir).resolve()),
-        "dataset": settings.dataset,
-        "classes": list(classes),
-        "class_names": train_loader.class_names,
-        "mean": train_loader.mean,
-        "std": train_loader.std,
-        "holdout_classes": list(settings.holdout_classes),
-        "training_state": str(paths.training_state.resolve()),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "device": str(device),
-        "cpu": cpu_kind(),  # what the run's speed depends on, even when it trains elsewhere
-        "processes": train_loader.world_size,
-        "git_commit": git_commit(),
-        "started": previous["started"] if previous else now,
-        "resumed": (previous or {}).get("resumed", []) + ([now] if resumed else []),
-    }
-    atomic_write(paths.run_file, (json.dumps(run, indent=2) + "\n").encode())

@@ -14,6 +14,7 @@ from mnist_loader import DATASETS
 from .datasets import class_names
 from .devices import bf16_supported, pick_device
 from .errors import UserError
+from .tensorboard_log import tensorboard_writer
 
 # The widest feature a run may ask for: ip1 maps LeNets++'s 1,152 values to it, and a wider
 # one is no embedding any more (and --feat_dim 1000000000 would try to allocate terabytes).
@@ -44,11 +45,12 @@ def check_settings(args):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     names = class_names(args.dataset, dataset_dir=args.dataset_dir)  # a folder's: listed now
-    held_out = set(parse_classes(args.dataset, args.holdout_classes, names))  # indices or names
-    if len(held_out) > len(names) - 2:
+    # indices or names
+    holdout_classes = set(parse_classes(args.dataset, args.holdout_classes, names))
+    if len(holdout_classes) > len(names) - 2:
         raise UserError(f"--holdout_classes takes distinct classes and leaves at least two to "
                         f"train on (of {len(names)}), got {args.holdout_classes}")
-    check_triplet_settings(args, len(names) - len(held_out))
+    check_triplet_settings(args, len(names) - len(holdout_classes))
     check_head_settings(args.head, args.scale, args.margin)
     if args.tensorboard:
         tensorboard_writer()  # a missing package stops here, before anything is written
@@ -86,14 +88,14 @@ def check_triplet_settings(args, trained):
                         "one point)")
 
 
-def settled(args):
-    """Checked settings (see `check_settings`) as the run records and uses them: held-out
-    classes as sorted indices, the head's default scale and margin filled in, a dry run's
-    one step, and absolute folders and templates, so that run.json and --resume work from
-    any folder (a template is not normalised: a '..' in it stays, to be checked)."""
+def run_settings(args):
+    """Checked settings (see `check_settings`) as the run uses them: held-out classes as
+    sorted indices, the head's default scale and margin filled in, a dry run's one step,
+    and the run's folder and templates absolute, so that its files can record them relative
+    to its folder (a template is not normalised: a '..' in it stays, to be checked); the
+    dataset's folder stays as given."""
     scale, margin = check_head_settings(args.head, args.scale, args.margin)
-    changes = dict(holdout_classes=held_out_classes(args), scale=scale, margin=margin,
-                   dataset_dir=str(Path(args.dataset_dir).resolve()),
+    changes = dict(holdout_classes=holdout_class_indices(args), scale=scale, margin=margin,
                    out_dir=str(Path(args.out_dir).resolve()),
                    **{name: str(Path.cwd() / getattr(args, name))
                       for name in ("model_path_temp", "vis_img_path_temp") if getattr(args, name)})
@@ -106,7 +108,7 @@ def settled(args):
     return argparse.Namespace(**{**vars(args), **changes})
 
 
-def held_out_classes(args):
+def holdout_class_indices(args):
     """The classes `args.holdout_classes` names (indices or names of `args.dataset`'s
     classes), as sorted indices: the form the run records and --resume compares."""
     names = class_names(args.dataset, dataset_dir=args.dataset_dir)
@@ -133,13 +135,3 @@ def parse_classes(dataset, values, names=None, flag="--holdout_classes"):
                             f"0-{len(names) - 1} nor a class of {DATASETS[dataset].title} "
                             f"({', '.join(names)})")
     return indices
-
-
-def tensorboard_writer():
-    """TensorBoard's SummaryWriter class; UserError when its package is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package, which is not installed: "
-                        "pip install tensorboard") from None
-    return SummaryWriter

@@ -91,7 +91,7 @@ def exit_with(ending, stop, keeper):
     sys.exit(status)
 
 
-class RunScope:
+class RunEnding:
     """What ending a run needs: its StopSignals, and once made, its files and state keeper."""
 
     def __init__(self):
@@ -100,10 +100,10 @@ class RunScope:
 
 @contextmanager
 def run_ending():
-    """Run the block under StopSignals (yields its RunScope); a stop, a second signal or a
+    """Run the block under StopSignals (yields its RunEnding); a stop, a second signal or a
     user's error ends it with one line (`exit_with`), and whatever happens the run's folder
     and torchrun's process group are released."""
-    run = RunScope()
+    run = RunEnding()
     try:
         with run.stop:
             yield run

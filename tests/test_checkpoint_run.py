@@ -14,10 +14,10 @@ from run_machinery.errors import UserError
 def test_reads_a_training_state_file(two_epoch_run):
     _, out = two_epoch_run
     state_path = out / "training_state.pth"
-    model, centers, holdout = read_checkpoint(state_path)
+    model, centers, holdout_classes = read_checkpoint(state_path)
     per_epoch = torch.load(out / "model" / "epoch_002.pth", weights_only=True)
     assert all(torch.equal(model.state_dict()[name], per_epoch[name]) for name in per_epoch)
-    assert centers.shape == (10, 2) and holdout == []
+    assert centers.shape == (10, 2) and holdout_classes == []
 
 
 def test_a_folder_checkpoint_knows_its_classes_and_normalisation(folder_run, image_folder_dir,
@@ -25,7 +25,7 @@ def test_a_folder_checkpoint_knows_its_classes_and_normalisation(folder_run, ima
     checkpoint = open_checkpoint(folder_run / "model" / "epoch_001.pth")
     run = json.loads((folder_run / "run.json").read_text())
     assert (checkpoint.dataset, checkpoint.dataset_dir) == ("folder", str(image_folder_dir))
-    assert checkpoint.class_names == list(FOLDER_CLASSES) and checkpoint.holdout == [1, 10]
+    assert checkpoint.class_names == list(FOLDER_CLASSES) and checkpoint.holdout_classes == [1, 10]
     assert checkpoint.normalization == (run["mean"], run["std"])
     loader = checkpoint.test_split("cpu", limit=20)
     assert (loader.mean, loader.std, loader.num_samples) == (run["mean"], run["std"], 20)

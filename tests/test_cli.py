@@ -6,9 +6,11 @@ import pytest
 
 from conftest import REPO_DIR
 from run_machinery.cli import (
+    DEFAULT_DATASET_DIR,
     SHIPPED_CHECKPOINT,
     HelpFormatter,
     add_checkpoint_argument,
+    add_run_flags,
     add_test_split_flag,
     one_line_errors,
     printable,
@@ -58,6 +60,35 @@ def test_the_test_split_flag_takes_a_count_or_all(capsys):
             parser.parse_args(["--max_test_samples", value])
         assert (f"--max_test_samples: must be a whole number of at least 1 or 'all', got "
                 f"{value!r}" in capsys.readouterr().err)
+
+
+def test_the_run_flags_default_to_the_runs_and_know_the_names(capsys):
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    add_run_flags(parser, dataset_needed=True)
+    args = parser.parse_args([])
+    assert (args.dataset, args.dataset_dir, args.holdout_classes, args.head) == (None,) * 4
+    args = parser.parse_args(["--dataset", "kmnist", "--holdout_classes", "8", "9",
+                              "--head", "arcface"])
+    assert (args.dataset, args.holdout_classes, args.head) == ("kmnist", ["8", "9"], "arcface")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "cifar"])
+    text = " ".join(parser.format_help().split())
+    assert "(without one, this flag is needed)" in text and str(DEFAULT_DATASET_DIR) in text
+    without = argparse.ArgumentParser()
+    add_run_flags(without, head=False)
+    assert "--head" not in without.format_help() and "else mnist" in without.format_help()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "embed", "demo"])
+def test_the_commands_that_read_a_checkpoint_share_its_flags(command):
+    shared = argparse.ArgumentParser()
+    add_run_flags(shared)
+    parser = __import__(command).build_parser()
+    theirs = {action.dest: action.help for action in parser._actions}
+    for action in shared._actions:
+        if action.dest in theirs and action.dest not in ("help", "dataset"):
+            assert theirs[action.dest] == action.help, action.dest
+    assert {"dataset_dir", "holdout_classes"} <= theirs.keys()
 
 
 def test_article_names_the_shipped_model_and_is_the_default_where_said():

@@ -16,6 +16,7 @@ from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.errors import UserError
 from run_machinery.evaluation import evaluate
 from run_machinery.plots import panel_figure
+from run_machinery.run_file import read_run_file
 
 
 def test_two_runs_side_by_side(two_epoch_run, arcface_run, tmp_path, capsys):
@@ -85,8 +86,12 @@ def test_the_triplet_loss_alone_has_no_accuracy(two_epoch_run, mnist_dir, tmp_pa
      "2 triplet"),
     ({"head": "cosface", "loss_weight": 0.0, "softmax_weight": 0.5}, "0.5 cosface"),
 ])
-def test_the_loss_in_words(settings, description):
-    assert compare.loss_description(settings) == description
+def test_the_loss_in_words(settings, description, tmp_path):
+    # the settings as a run.json of the time records them, read as every command reads it
+    (tmp_path / "run.json").write_text(json.dumps({"settings": {
+        "out_dir": ".", "model_path_temp": None, "vis_img_path_temp": None, "epochs": 1,
+        **settings}}))
+    assert compare.loss_description(read_run_file(tmp_path)) == description
 
 
 @pytest.mark.parametrize("case, message", [

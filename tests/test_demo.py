@@ -86,6 +86,15 @@ def test_without_gradio_one_line_names_the_file_to_install(two_epoch_run, monkey
                                "requirements-demo.txt")
 
 
+def test_a_checkpoint_without_its_run_needs_the_dataset_said(two_epoch_run, mnist_dir, tmp_path):
+    alone = tmp_path / "alone.pth"  # away from its run.json
+    shutil.copy(checkpoint_of(two_epoch_run[1]), alone)
+    with pytest.raises(UserError, match=f"{alone} has no run.json .* pass --dataset"):
+        demo.Demo(str(alone))
+    page = demo.Demo(str(alone), dataset="mnist", dataset_dir=str(mnist_dir))
+    assert page.index.checkpoint.dataset == "mnist"
+
+
 def test_a_checkpoint_it_cannot_use_stops_before_the_server(tmp_path):
     (tmp_path / "notes.pth").write_text("not a checkpoint")
     result = subprocess.run([sys.executable, str(REPO_DIR / "demo.py"), str(tmp_path / "notes.pth"),

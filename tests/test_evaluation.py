@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from margin_heads import Head
 
 from run_machinery.checkpoint_run import load_test_split, open_checkpoint, read_checkpoint
+from run_machinery.embedding import embed
 from run_machinery.evaluation import evaluate, json_ready, plot_evaluation
-from run_machinery.metrics import embed, retrieval_metrics
+from run_machinery.metrics import retrieval_metrics
 
 
 def test_the_centres_of_a_training_state_are_drawn(two_epoch_run, tmp_path):

@@ -45,7 +45,7 @@ def test_split_seen_and_unseen():
     labels = torch.tensor([0, 0, 1, 1, 8, 8, 9, 9])
     features = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5], [-9, 0], [9, 0], [-9.1, 0],
                              [9.1, 0]])
-    metrics = split_retrieval_metrics(features, labels, unseen_classes=[8, 9])
+    metrics = split_retrieval_metrics(features, labels, holdout_classes=[8, 9])
     assert metrics["seen_map_at_r"] == 1.0
     # Among the unseen 8s and 9s every nearest neighbour is of the other digit.
     assert metrics["unseen_precision_at_1"] == 0.0
@@ -156,7 +156,7 @@ def test_a_split_of_fewer_than_two_items_has_undefined_figures(count):
 
 def test_a_held_out_split_without_items_has_undefined_figures_and_the_rest_counts():
     features = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0]])
-    metrics = split_retrieval_metrics(features, torch.tensor([0, 0, 1]), unseen_classes=[8, 9])
+    metrics = split_retrieval_metrics(features, torch.tensor([0, 0, 1]), holdout_classes=[8, 9])
     assert metrics["seen_precision_at_1"] == metrics["precision_at_1"] == 1.0
     assert math.isnan(metrics["unseen_map_at_r"]) and math.isnan(metrics["unseen_rank_1"])
     assert metrics["unseen_queries_without_match"] == 0

@@ -13,8 +13,8 @@ from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import save_checkpoint, save_figure
 from run_machinery.cli import SHIPPED_CHECKPOINT
 from run_machinery.datasets import folder_image
+from run_machinery.embedding import embed
 from run_machinery.errors import UserError
-from run_machinery.metrics import embed
 from run_machinery.own_images import (
     MAX_PIXELS,
     FeatureMap,

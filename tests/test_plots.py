@@ -59,7 +59,7 @@ def test_axes_hold_every_point_and_centre():
 
 def test_unseen_digits_are_crosses_in_the_legend():
     ax = Figure().add_subplot()
-    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_classes=[8, 9])
+    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, holdout_classes=[8, 9])
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert "8 (unseen)" in labels and "9 (unseen)" in labels and "7" in labels
 
@@ -68,7 +68,7 @@ def test_the_legend_names_the_classes():
     ax = Figure().add_subplot()
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
              "Bag", "Ankle boot"]
-    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, unseen_classes=[6],
+    draw_features(ax, torch.randn(20, 2), torch.arange(20) % 10, holdout_classes=[6],
                   class_names=names)
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert labels[:3] == ["T-shirt/top", "Trouser", "Pullover"] and "Shirt (unseen)" in labels

@@ -1,20 +1,14 @@
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
-
-from mnist_loader import TensorLoader
 
 import train_mnist_original_center as trainer
 from conftest import snapshot, stop_message, trainer_flags
-from run_machinery.devices import cpu_kind
 from run_machinery.errors import UserError
-from run_machinery.run_folder import RunPaths, write_run_file
-from run_machinery.run_record import read_run_file
-
-NAMES = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay")
+from run_machinery.run_folder import RunPaths, recorded_settings, settings_in_folder
 
 
 def settings(tmp_path, **changes):
@@ -52,26 +46,31 @@ def test_bad_templates(tmp_path, template, message):
                                         model_path_temp=str(tmp_path / template))).check(1)
 
 
-def test_run_file_describes_the_run_and_keeps_its_start(tmp_path):
-    paths = RunPaths.from_settings(settings(tmp_path))
-    loader = TensorLoader(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), 1,
-                          mean=0.25, std=0.5, class_names=NAMES)
-    write_run_file(paths, settings(tmp_path), tuple(range(8)), loader, torch.device("cpu"))
-    run = read_run_file(paths.out_dir)
-    assert (run["settings"]["epochs"] == 3 and run["holdout_classes"] == [8, 9]
-            and run["classes"] == list(range(8)))
-    # the loader's names and normalisation, which a folder dataset's own images decide
-    assert run["dataset"] == "mnist" and run["class_names"] == list(NAMES)
-    assert (run["mean"], run["std"], run["processes"]) == (0.25, 0.5, 1)
-    assert run["torch"] == torch.__version__ and run["device"] == "cpu" and run["resumed"] == []
-    assert run["dataset_dir"] == str((tmp_path / "data").resolve())
-    assert run["cpu"] == cpu_kind()  # the machine the run's speed depends on
-    assert run["git_commit"] is None or len(run["git_commit"].split("+")[0]) == 40
-    write_run_file(paths, settings(tmp_path, epochs=5), (0, 1), loader, torch.device("cpu"),
-                   resumed=True)
-    again = read_run_file(paths.out_dir)
-    assert (again["started"] == run["started"] and len(again["resumed"]) == 1
-            and again["settings"]["epochs"] == 5)
+def test_a_runs_own_paths_are_recorded_relative_to_its_folder(tmp_path):
+    tmp_path = tmp_path.resolve()
+    run = tmp_path / "run"
+    recorded = recorded_settings(settings(
+        tmp_path, out_dir=str(run), model_path_temp=str(run / "weights" / "e_{}.pth"),
+        vis_img_path_temp=str(tmp_path / "pictures" / "v_{}.png"), resume=str(run / "state.pth"),
+        dataset_dir="../data"))
+    assert (recorded["out_dir"], recorded["model_path_temp"], recorded["vis_img_path_temp"],
+            recorded["resume"]) == (".", "weights/e_{}.pth", "../pictures/v_{}.png", "state.pth")
+    assert recorded["dataset_dir"] == "../data"  # as given
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = settings_in_folder(recorded, elsewhere)
+    assert (moved["out_dir"], moved["model_path_temp"], moved["resume"]) == (
+        str(elsewhere), str(elsewhere / "weights" / "e_{}.pth"), str(elsewhere / "state.pth"))
+    assert Path(moved["vis_img_path_temp"]).resolve() == tmp_path / "pictures" / "v_{}.png"
+
+
+def test_a_run_that_recorded_absolute_paths_still_follows_its_folder(tmp_path):
+    tmp_path = tmp_path.resolve()
+    old = {"out_dir": "/gone/run", "model_path_temp": "/gone/run/weights/e_{}.pth",
+           "vis_img_path_temp": "/elsewhere/v_{}.png", "resume": None, "epochs": 3}
+    moved = settings_in_folder(old, tmp_path)
+    assert (moved["out_dir"], moved["model_path_temp"], moved["vis_img_path_temp"]) == (
+        str(tmp_path), str(tmp_path / "weights" / "e_{}.pth"), "/elsewhere/v_{}.png")
 
 
 def test_outputs_that_share_a_file_are_refused(mnist_dir, tmp_path):

@@ -60,7 +60,10 @@ def test_one_folder_holds_the_run(two_epoch_run, mnist_dir):
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["epochs"] == 2 and run["settings"]["lr"] == 0.01
-    assert run["dataset_dir"] == str(mnist_dir.resolve()) and run["classes"] == list(range(10))
+    assert run["classes"] == list(range(10))
+    # the dataset's folder as given, the run's own paths relative to its folder
+    assert run["dataset_dir"] == run["settings"]["dataset_dir"] == str(mnist_dir)
+    assert (run["settings"]["out_dir"], run["training_state"]) == (".", "training_state.pth")
 
 
 def test_the_articles_templates_override_their_part(mnist_dir, tmp_path):

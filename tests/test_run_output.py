@@ -7,9 +7,9 @@ from PIL import Image
 
 import train_mnist_original_center as trainer
 from conftest import output_flags, trainer_flags
-from run_machinery.checkpointing import WriteError, load_checkpoint
-from run_machinery.epoch_files import EpochFiles, Plotter
+from run_machinery.checkpointing import WriteError, load_checkpoint, save_checkpoint
 from run_machinery.plots import DPI, PANEL_INCHES
+from run_machinery.run_output import Plotter, RunOutput, read_test_features
 
 
 def test_history_csv_and_curves(two_epoch_run):
@@ -41,8 +41,17 @@ def test_holdout_history_and_test_features(holdout_run):
                      "mean_average_precision"):
             assert 0.0 <= float(rows[-1][prefix + name]) <= 1.0
     saved = load_checkpoint(holdout_run / "test_features.pt")
-    assert saved["unseen_digits"] == [8, 9] and saved["epochs"] == [1, 2, 3]
+    assert saved["holdout_classes"] == [8, 9] and saved["epochs"] == [1, 2, 3]
     assert saved["features"].shape == (3, 100, 2) and saved["digits"].shape == (100,)
+
+
+def test_older_test_features_name_their_held_out_classes_unseen_digits(tmp_path):
+    features = {"features": torch.zeros(2, 4, 2), "digits": torch.arange(4), "epochs": [1, 2]}
+    for key in ("unseen_digits", "holdout_classes"):
+        save_checkpoint(tmp_path / f"{key}.pt", {**features, key: [3]})
+        assert read_test_features(tmp_path / f"{key}.pt")["holdout_classes"] == [3]
+    save_checkpoint(tmp_path / "none.pt", features)
+    assert read_test_features(tmp_path / "none.pt")["holdout_classes"] == []
 
 
 def test_feature_gif_at_the_end(two_epoch_run):
@@ -54,7 +63,7 @@ def test_feature_gif_at_the_end(two_epoch_run):
 
 def test_nothing_is_written_on_a_dry_run(tmp_path):
     settings = trainer.parse_args([*output_flags(tmp_path / "run"), "--dry_run", "--device", "cpu"])
-    files = EpochFiles(settings)
+    files = RunOutput(settings)
     assert not files.writes and not (tmp_path / "run").exists()
 
 

@@ -1,4 +1,5 @@
-"""The files a run writes after each epoch, and once at its end.
+"""A run's output: its folder claimed and locked, run.json and the line that starts the run,
+the files it writes after each epoch and once at its end, and TensorBoard's log.
 
 Each epoch: the model's state_dict, the feature plot (through the Plotter), the history
 CSV with its curves, the test features of every epoch so far, and TensorBoard scalars
@@ -12,17 +13,18 @@ import torch
 from mnist_loader import DATASETS
 
 from . import distributed
-from .checkpointing import atomic_write, save_checkpoint
+from .checkpointing import atomic_write, load_checkpoint, save_checkpoint
 from .errors import UserError
 from .output_paths import check_run_outputs
 from .plots import plot_curves, show_batch, write_feature_gif
-from .run_folder import RunLock, RunPaths, write_run_file
-from .settings import tensorboard_writer
+from .run_file import write_run_file
+from .run_folder import RunLock, RunPaths
+from .tensorboard_log import open_tensorboard
 
 
-class EpochFiles:
-    """The files of one run, in its folder (see run_folder.py). Only the main process
-    writes them, and nothing is written on a dry run (`writes`)."""
+class RunOutput:
+    """The output of one run: its files, in its folder (see run_folder.py), and TensorBoard's
+    log. Only the main process writes them, and nothing is written on a dry run (`writes`)."""
 
     def __init__(self, settings):
         self.settings = settings
@@ -43,7 +45,7 @@ class EpochFiles:
         """Write run.json (and with --img_show the first training images), open TensorBoard,
         and say what is trained; plots are drawn in the background on CUDA."""
         self.plotter = Plotter(background=device.type == "cuda")
-        world_size, held_out = train_loader.world_size, self.settings.holdout_classes
+        world_size, holdout_classes = train_loader.world_size, self.settings.holdout_classes
         print(f"Start training on {device}"
               + (f" x {world_size} processes" if world_size > 1 else "")
               + f": {train_loader.num_samples * world_size} training and "
@@ -51,9 +53,9 @@ class EpochFiles:
               + ("" if self.settings.dataset == "mnist"
                  else f" of {DATASETS[self.settings.dataset].title}")
               + f", epochs {first_epoch} to {self.settings.epochs}"
-              + (f", classes {held_out} held out "
-                 f"({', '.join(train_loader.class_names[label] for label in held_out)})"
-                 if held_out else ""))
+              + (f", classes {holdout_classes} held out "
+                 f"({', '.join(train_loader.class_names[label] for label in holdout_classes)})"
+                 if holdout_classes else ""))
         if self.writes and self.settings.img_show:  # the article's look at its training images
             # The first images: a shuffled batch would draw from the training order.
             images = train_loader.images[:train_loader.batch_size].cpu()
@@ -97,21 +99,32 @@ class EpochFiles:
             print(f"Wrote {frames} frames of test features to {self.paths.gif}")
 
 
-def write_epoch_files(paths, record, model, history, unseen_classes, tensorboard=None):
+def write_epoch_files(paths, record, model, history, holdout_classes, tensorboard=None):
     """Write the files of the epoch of `record` (the last one of `history`) but its plot."""
     save_checkpoint(paths.model(record.epoch), model.state_dict())
     atomic_write(paths.history, history.csv_text().encode())
     plot_curves([record.row() for record in history.records], paths.curves)
     save_checkpoint(paths.test_features, {
         "features": torch.stack(history.test_features), "digits": history.test_labels,
-        "epochs": [record.epoch for record in history.records], "unseen_digits": unseen_classes})
+        "epochs": [record.epoch for record in history.records], "holdout_classes": holdout_classes})
     if tensorboard:
         for name, value in record.row().items():
             if name != "epoch":
                 tensorboard.add_scalar(name, value, record.epoch)
 
 
-def write_run_end(paths, history, unseen_classes, tensorboard=None, test_images=None,
+def read_test_features(path):
+    """The test features of every epoch that `write_epoch_files` saved in `path`: a dict of
+    features (epochs x images x width), digits (the labels), epochs and holdout_classes
+    (files written before that name: unseen_digits); UserError for another file."""
+    saved = load_checkpoint(path)
+    if not isinstance(saved, dict) or not {"features", "digits", "epochs"} <= saved.keys():
+        raise UserError(f"{path} is not a test_features.pt written by the trainer")
+    holdout_classes = saved.get("holdout_classes", saved.get("unseen_digits", []))
+    return {**saved, "holdout_classes": holdout_classes}
+
+
+def write_run_end(paths, history, holdout_classes, tensorboard=None, test_images=None,
                   angular=False, names=None):
     """The animation of the test features over the epochs (with their directions for an
     `angular` head), and for TensorBoard the last epoch's features with the images
@@ -124,12 +137,8 @@ def write_run_end(paths, history, unseen_classes, tensorboard=None, test_images=
                                   tag="test_features")
         tensorboard.close()
     return write_feature_gif(torch.stack(history.test_features), history.test_labels, paths.gif,
-                             unseen_classes, [record.epoch for record in history.records],
+                             holdout_classes, [record.epoch for record in history.records],
                              angular=angular, class_names=names)
-
-
-def open_tensorboard(log_dir):
-    return tensorboard_writer()(log_dir)
 
 
 class Plotter:
