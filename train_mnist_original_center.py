@@ -202,7 +202,7 @@ def main(argv=None):
     with run_ending() as run:  # a stop or an error ends in one line
         # Arguments
         args = parse_args(argv)
-        files = run.files = RunOutput(args)  # the run's folder, checked before anything is trained
+        files = run.enter_context(RunOutput(args))  # the run's folder, checked before training
         seed_all(args.seed)  # every rank: the same initial weights, centres and shuffling
 
         # Dataset, each split one tensor on the device
@@ -230,16 +230,17 @@ def main(argv=None):
                                   weight_decay=args.weight_decay)
         center_optimizer = optim.SGD(center_loss.parameters(), lr=args.center_lr)
         scheduler = lr_scheduler.StepLR(dnn_optimizer, step_size=args.step_size, gamma=args.gamma)
-        keeper = run.keeper = StateKeeper(  # the training state: new, or the one --resume names
-            args, files.paths.training_state, files.writes, model, center_loss, dnn_optimizer,
-            center_optimizer, scheduler, resume_command(), build_parser().parse_args([]))
-        history, first_epoch = keeper.start(train_loader, run.stop)
+        keeper = StateKeeper(  # the training state: new, or the one --resume names
+            args, files.paths.training_state, files.writes, run.stop, model, center_loss,
+            dnn_optimizer, center_optimizer, scheduler, resume_command(),
+            build_parser().parse_args([]))
+        history, first_epoch = keeper.start(train_loader)
         files.start(classes, device, train_loader, test_loader, first_epoch)
         for epoch in range(first_epoch, args.epochs + 1):
             # Train and test a model.
             clock, lr = EpochClock(), dnn_optimizer.param_groups[0]["lr"]
             # a stop: the state saved; a NaN: advice
-            with keeper.guarding_epoch(run.stop, epoch, history) as progress:
+            with keeper.guarding_epoch(epoch, history) as progress:
                 train_metrics, feat, labels = train(step_model, train_loader, nll_loss, center_loss,
                                                     dnn_optimizer, center_optimizer, epoch, extras,
                                                     progress)
@@ -263,7 +264,7 @@ def main(argv=None):
             files.write_epoch(record, model, history)
             keeper.save(epoch, history)
             clock.lap("files")
-            keeper.stop_if_asked(run.stop, epoch)
+            keeper.stop_if_asked(epoch)
         files.finish(history, test_loader)
         return history
 

@@ -66,7 +66,14 @@ class RunOutput:
             if self.settings.tensorboard:
                 self.tensorboard = open_tensorboard(self.settings.tensorboard)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
     def close(self):
+        """Release the folder's lock: another run may use the folder."""
         if self.lock:
             self.lock.release()
             self.lock = None

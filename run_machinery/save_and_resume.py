@@ -151,28 +151,39 @@ class StateKeeper:
     puts back the state that --resume names. Only the main process writes (`writes`);
     `last_good` is the newest state known to be good: the one to go back to."""
 
-    def __init__(self, settings, path, writes, model, center_loss, dnn_optimizer,
+    def __init__(self, settings, path, writes, stop, model, center_loss, dnn_optimizer,
                  center_optimizer, scheduler, command, article_defaults):
-        """`settings` are the run's, `path` its training state's; `command` runs the trainer
-        again (for the resume hints); `article_defaults` holds the article's settings (the
-        trainer's defaults), the rates the advice on a NaN goes back to."""
-        self.settings, self.path, self.writes = settings, path, writes
+        """`settings` are the run's, `path` its training state's; `stop` (StopSignals) asks
+        for a stop and keeps the newest good state; `command` runs the trainer again (for the
+        resume hints); `article_defaults` holds the article's settings (the trainer's
+        defaults), the rates the advice on a NaN goes back to."""
+        self.settings, self.path, self.writes, self.stop = settings, path, writes, stop
         self.modules = {"model": model, "center_loss": center_loss}
         self.optimizers = {"net": dnn_optimizer, "center": center_optimizer}
         self.scheduler, self.command, self.article_defaults = (scheduler, command,
                                                                  article_defaults)
-        self.last_good = self.loader_generator = self.num_steps = self.resumed_progress = None
+        self.loader_generator = self.num_steps = self.resumed_progress = None
         self.data_std = None  # the training images' spread, for the advice on a NaN
         self.epoch = 1  # the epoch under way, for the advice on a NaN
 
-    def start(self, train_loader, stop):
+    @property
+    def last_good(self):
+        """The newest training state known to be good (None: none yet), the one to go back to;
+        kept by the StopSignals, whose line for a second signal names it."""
+        return self.stop.last_good_state
+
+    @last_good.setter
+    def last_good(self, path):
+        self.stop.last_good_state = path
+
+    def start(self, train_loader):
         """Begin the run: anew, or from the state `settings.resume` names; from here a
         `stop` (StopSignals) waits for a step, to save the state. Returns (history, first
         epoch); an interrupted epoch's progress waits for `guarding_epoch` to hand it out.
         UserError, before training, for training images of no spread."""
         check_data_spread(train_loader.std, self.settings)
         self.data_std = train_loader.std
-        stop.training_began()
+        self.stop.training_began()
         self.loader_generator, self.num_steps = train_loader.generator, len(train_loader)
         history, first_epoch, self.resumed_progress = History(), 1, None
         if self.settings.resume:
@@ -221,7 +232,7 @@ class StateKeeper:
         return f"Stopped in epoch {epoch}; it starts again on resuming. {saved}"
 
     @contextlib.contextmanager
-    def guarding_epoch(self, stop, epoch, history):
+    def guarding_epoch(self, epoch, history):
         """Around an epoch's training and test; yields the epoch's progress so far (an
         interrupted epoch's, once, on resuming; else None). A stop asked for in the epoch
         saves the state and ends the run; a NaN ends it with advice (`explain`)."""
@@ -229,15 +240,15 @@ class StateKeeper:
         try:
             yield progress
         except TrainingInterrupted as interrupted:
-            raise stop.stopped(self.save_interrupted(epoch, self.num_steps, history,
+            raise self.stop.stopped(self.save_interrupted(epoch, self.num_steps, history,
                                                      interrupted.progress)) from None
         except NonFiniteError as error:
             raise UserError(self.explain(error)) from None
 
-    def stop_if_asked(self, stop, epoch):
+    def stop_if_asked(self, epoch):
         """After `epoch`'s files: end the run here when a stop was asked for and epochs remain."""
-        if stop.requested() and epoch < self.settings.epochs:
-            raise stop.stopped(f"Stopped after epoch {epoch}. {self.resume_hint()}")
+        if self.stop.requested() and epoch < self.settings.epochs:
+            raise self.stop.stopped(f"Stopped after epoch {epoch}. {self.resume_hint()}")
 
     def explain(self, error):
         """The message for a NaN `error` in the epoch under way: what went bad, the likely

@@ -10,7 +10,7 @@ status a shell gives that signal (128 + its number). A second signal stops at on
 import os
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from . import distributed
 from .errors import USER_ERRORS
@@ -39,6 +39,7 @@ class StopSignals:
     def __init__(self):
         self.signum = None
         self.training = False
+        self.last_good_state = None  # the newest training state saved, for a second signal's line
 
     def training_began(self):
         """From here a first signal waits for the step under way, to save the state."""
@@ -73,14 +74,14 @@ class StopSignals:
         return RunStopped(message, self.signum)
 
 
-def exit_with(ending, stop, keeper):
+def exit_with(ending, stop):
     """End the run on `ending` (a RunStopped, a second signal or a user's error) with one
     line and the matching exit status."""
     if isinstance(ending, RunStopped):
         message, status = str(ending), ending.exit_status
     elif isinstance(ending, KeyboardInterrupt):
-        saved = f"the last training state saved is {keeper.last_good}" \
-            if keeper and keeper.last_good else "no training state was saved"
+        saved = f"the last training state saved is {stop.last_good_state}" \
+            if stop.last_good_state else "no training state was saved"
         message, status = f"Stopped at once by a second signal; {saved}", 128 + (stop.signum or 2)
     else:
         message, status = f"error: {ending}", 1
@@ -91,25 +92,25 @@ def exit_with(ending, stop, keeper):
     sys.exit(status)
 
 
-class RunEnding:
-    """What ending a run needs: its StopSignals, and once made, its files and state keeper."""
+class RunEnding(ExitStack):
+    """What ending a run needs: its StopSignals (`stop`), and what the run holds, entered
+    with `enter_context` (its folder's lock), released whatever happens."""
 
     def __init__(self):
-        self.stop, self.files, self.keeper = StopSignals(), None, None
+        super().__init__()
+        self.stop = StopSignals()
 
 
 @contextmanager
 def run_ending():
     """Run the block under StopSignals (yields its RunEnding); a stop, a second signal or a
-    user's error ends it with one line (`exit_with`), and whatever happens the run's folder
-    and torchrun's process group are released."""
+    user's error ends it with one line (`exit_with`), and whatever happens what the run
+    entered (its folder) and torchrun's process group are released."""
     run = RunEnding()
     try:
-        with run.stop:
+        with run.stop, run:
             yield run
     except (RunStopped, KeyboardInterrupt, *USER_ERRORS) as ending:
-        exit_with(ending, run.stop, run.keeper)
+        exit_with(ending, run.stop)
     finally:
-        if run.files:
-            run.files.close()  # lets another run use the folder
         distributed.teardown()

@@ -130,18 +130,22 @@ def test_sigkill_at_any_moment_leaves_whole_files_and_resume_is_exact(mnist_dir,
 
 
 class FolderLock:
+    """Stands for a run's folder, which the run holds until it ends."""
     closed = False
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
         self.closed = True
 
 
 def test_run_ending_returns_the_run_and_releases_the_folder():
     signal_handler = signal.getsignal(signal.SIGINT)
     with run_ending() as run:
-        run.files = FolderLock()
+        folder = run.enter_context(FolderLock())
         assert signal.getsignal(signal.SIGINT) == run.stop.handle
-    assert run.files.closed and signal.getsignal(signal.SIGINT) == signal_handler
+    assert folder.closed and signal.getsignal(signal.SIGINT) == signal_handler
 
 
 @pytest.mark.parametrize("ending, status, message", [
@@ -152,18 +156,18 @@ def test_run_ending_returns_the_run_and_releases_the_folder():
 def test_run_ending_ends_a_stop_or_an_error_in_one_line(ending, status, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         with run_ending() as run:
-            run.files = FolderLock()
+            folder = run.enter_context(FolderLock())
             raise ending
-    assert exit_info.value.code == status and run.files.closed
+    assert exit_info.value.code == status and folder.closed
     assert capsys.readouterr().err.strip() == (message or "")
 
 
 def test_run_ending_lets_other_errors_through_with_their_traceback():
     with pytest.raises(ZeroDivisionError):
         with run_ending() as run:
-            run.files = FolderLock()
+            folder = run.enter_context(FolderLock())
             1 / 0
-    assert run.files.closed
+    assert folder.closed
 
 
 def test_ctrl_c_mid_epoch_of_pk_batches_resumes_exactly(mnist_dir, tmp_path, monkeypatch):
@@ -200,3 +204,15 @@ def test_a_run_of_a_hundred_million_epochs_starts_and_stops_at_once(mnist_dir, t
     finally:
         timer.cancel()
     assert status == 128 + signal.SIGTERM and time.monotonic() - start < 10
+
+
+def test_a_second_signal_names_the_last_good_state_the_keeper_saved(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        with run_ending() as run:
+            run.stop.signum = signal.SIGINT
+            run.stop.last_good_state = "RUN/training_state.pth"  # as StateKeeper.save leaves it
+            raise KeyboardInterrupt
+    assert exit_info.value.code == 128 + signal.SIGINT
+    assert capsys.readouterr().err.strip() == (
+        "Stopped at once by a second signal; the last training state saved is "
+        "RUN/training_state.pth")
