@@ -7,7 +7,6 @@ run's run.json names an angular head, and its classes named):
 
     python animate.py outputs/test_features.pt --out outputs/features.gif
 """
-import argparse
 from pathlib import Path
 
 from run_machinery import cli
@@ -17,8 +16,7 @@ MIN_SECONDS, MAX_SECONDS = 0.01, 655.35
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=cli.HelpFormatter)
+    parser = cli.command_parser(__doc__.split("\n\n")[0])
     parser.add_argument("features", help="the test_features.pt a training run wrote")
     parser.add_argument("--out", default=None,
                         help="GIF path; default: features.gif beside the input")
@@ -28,8 +26,7 @@ def build_parser():
 
 
 if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
-    cli.exit_on_signals("before the animation began; nothing was written")
-    build_parser().parse_args()
+    cli.parse_before_imports(build_parser(), "the animation began")
 
 from run_machinery.datasets import class_names
 from run_machinery.errors import UserError

@@ -11,7 +11,6 @@ classifier was never trained.
 
     python compare.py outputs/softmax outputs/arcface --out compare.png --markdown compare.md
 """
-import argparse
 import csv
 import math
 import statistics
@@ -22,8 +21,7 @@ from run_machinery import cli
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=cli.HelpFormatter)
+    parser = cli.command_parser(__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="the runs' folders (the trainer's --out_dir)")
     parser.add_argument("--out", default="compare.png", help="the figure, a panel per run")
@@ -37,8 +35,7 @@ def build_parser():
 
 
 if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
-    cli.exit_on_signals("before the comparison began; nothing was written")
-    build_parser().parse_args()
+    cli.parse_before_imports(build_parser(), "the comparison began")
 
 import torch
 

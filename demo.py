@@ -10,7 +10,6 @@ and centred as the dataset's images were.
     python3 -m pip install -r requirements-demo.txt   # Gradio, kept out of the main install
     python3 demo.py outputs/model/epoch_100.pth       # then open the address it prints
 """
-import argparse
 import contextlib
 import hashlib
 import io
@@ -36,12 +35,10 @@ SELECT_BRUSH = """() => {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description="A local web page to draw a digit (or upload a picture) and see where a "
-                    "trained checkpoint places it: its class, its star on the map of the test "
-                    f"features, its nearest test images. Needs Gradio: python3 -m pip install "
-                    f"-r {REQUIREMENTS}",
-        formatter_class=cli.HelpFormatter)
+    parser = cli.command_parser(
+        f"A local web page to draw a digit (or upload a picture) and see where a trained "
+        f"checkpoint places it: its class, its star on the map of the test features, its "
+        f"nearest test images. Needs Gradio: python3 -m pip install -r {REQUIREMENTS}")
     cli.add_checkpoint_argument(parser, shipped_by_default=True)
     parser.add_argument("--port", type=int, default=7860,
                         help="the port to serve the page on")
@@ -59,8 +56,7 @@ def build_parser():
 
 
 if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
-    cli.exit_on_signals("before the demo started; nothing was written")
-    build_parser().parse_args()
+    cli.parse_before_imports(build_parser(), "the demo started")
 
 import numpy as np
 from PIL import Image

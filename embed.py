@@ -9,7 +9,6 @@ folder, the held-out classes, the head and the test split's size.
 
     python embed.py outputs/model/epoch_100.pth my_digit.png --json my.json --plot my.png
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,11 +20,10 @@ from run_machinery import cli
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description="Embed pictures of your own with a trained checkpoint: each one's predicted "
-                    "class and the classes of its nearest test images, optionally as JSON and "
-                    "on a map of the test features.",
-        formatter_class=cli.HelpFormatter)
+    parser = cli.command_parser(
+        "Embed pictures of your own with a trained checkpoint: each one's predicted class and "
+        "the classes of its nearest test images, optionally as JSON and on a map of the test "
+        "features.")
     cli.add_checkpoint_argument(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="pictures in any format Pillow reads (PNG, JPEG, ...), of at most "
@@ -50,8 +48,7 @@ def build_parser():
 
 
 if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
-    cli.exit_on_signals("before the pictures were embedded; nothing was written")
-    build_parser().parse_args()
+    cli.parse_before_imports(build_parser(), "the pictures were embedded")
 
 import numpy as np
 import torch

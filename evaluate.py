@@ -14,7 +14,6 @@ and the class names and the normalisation (a folder dataset's own); flags given 
 
     python evaluate.py outputs/model/epoch_100.pth --json eval.json --plot eval.png
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,10 +22,9 @@ from run_machinery import cli
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description="Evaluate a trained checkpoint: accuracy, per-class report, retrieval metrics "
-                    "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.",
-        formatter_class=cli.HelpFormatter)
+    parser = cli.command_parser(
+        "Evaluate a trained checkpoint: accuracy, per-class report, retrieval metrics "
+        "(Precision@1, R-Precision, MAP@R) and a feature plot with decision regions.")
     cli.add_checkpoint_argument(parser, shipped_by_default=True)
     cli.add_run_flags(parser)
     cli.add_test_split_flag(parser)
@@ -50,8 +48,7 @@ def build_parser():
 
 
 if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
-    cli.exit_on_signals("before the evaluation began; nothing was written")
-    build_parser().parse_args()
+    cli.parse_before_imports(build_parser(), "the evaluation began")
 
 from mnist_loader import DATASETS
 

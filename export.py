@@ -11,17 +11,15 @@ held-out classes and the head; flags given win. See docs/export-onnx.md.
 
     python export.py outputs/model/epoch_100.pth --onnx model.onnx
 """
-import argparse
 import sys
 
 from run_machinery import cli
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description="Export a trained checkpoint to ONNX, with the run's normalisation and "
-                    "class names as metadata, checked against PyTorch with onnxruntime.",
-        formatter_class=cli.HelpFormatter)
+    parser = cli.command_parser(
+        "Export a trained checkpoint to ONNX, with the run's normalisation and class names as "
+        "metadata, checked against PyTorch with onnxruntime.")
     cli.add_checkpoint_argument(parser, shipped_by_default=True)
     parser.add_argument("--onnx", required=True, metavar="FILE",
                         help="the ONNX file to write (its missing folders are made)")
@@ -33,8 +31,7 @@ def build_parser():
 
 
 if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
-    cli.exit_on_signals("before the export began; nothing was written")
-    build_parser().parse_args()
+    cli.parse_before_imports(build_parser(), "the export began")
 
 from mnist_loader import DATASETS
 

@@ -6,7 +6,6 @@ features, the history and the training state, all in one folder (--out_dir) besi
 run's settings file, run.json. The run machinery (resume, signals, NaN watch, files,
 torchrun) lives in the modules named for it.
 """
-import argparse
 import itertools
 import shlex
 from pathlib import Path
@@ -33,16 +32,14 @@ ARTICLE_FLAGS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description="Train LeNets++ on MNIST with softmax + Center Loss (Wen et al., ECCV 2016).",
-        formatter_class=cli.HelpFormatter)
+    parser = cli.command_parser(
+        "Train LeNets++ on MNIST with softmax + Center Loss (Wen et al., ECCV 2016).")
     add_training_flags(parser, ARTICLE_FLAGS)
     return parser
 
 
 if __name__ == "__main__":  # --help, a mistyped flag and Ctrl-C answered before the slow imports
-    cli.exit_on_signals("before training began; nothing was written")
-    build_parser().parse_args()
+    cli.parse_before_imports(build_parser(), "training began")
 
 import torch
 import torch.nn as nn

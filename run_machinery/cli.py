@@ -136,6 +136,18 @@ def add_test_split_flag(parser):
                              "when the dataset is the run's), else all")
 
 
+def command_parser(description):
+    """A command's ArgumentParser, with the project's help format."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+
+
+def parse_before_imports(parser, beginning):
+    """Read the command line before the slow imports, so that --help, a mistyped flag and
+    Ctrl-C answer at once; Ctrl-C until then says it came before `beginning`."""
+    exit_on_signals(f"before {beginning}; nothing was written")
+    parser.parse_args()
+
+
 def exit_on_signals(message):
     """Until main() sets its own handlers: Ctrl-C or SIGTERM ends the program at once with
     `message` on one line, instead of a traceback from inside an import."""
