@@ -11,8 +11,12 @@ the checkpoint gives the dataset and its folder, the test images (the first
 --max_test_samples the run tested on: its figures are those of its training log), the
 held-out classes and the head (an angular head predicts the class of the largest cosine),
 and the class names and the normalisation (a folder dataset's own); flags given win.
+With --verification or --calibrate: the verification figures over all pairs of test images
+(ROC, AUC, EER, TAR at FAR 1e-1 to 1e-4) and a threshold calibrated at --far on training
+images of the trained classes, measured on the test split and recorded beside the checkpoint.
 
     python evaluate.py outputs/model/epoch_100.pth --json eval.json --plot eval.png
+    python evaluate.py outputs/model/epoch_100.pth --verification roc.png --far 1e-3
 """
 import argparse
 import json
@@ -85,6 +89,7 @@ from run_machinery.plots import ranking_figure, verification_figure
 from run_machinery.run_folder import check_image_format
 from run_machinery.verification import (
     FARS,
+    SEED,
     PairHistogram,
     calibrate,
     check_far,
@@ -109,8 +114,8 @@ def verify(args, checkpoint, model, features, labels, device):
     --far on a validation split of training images, measured on them; recorded beside the
     checkpoint. A JSON-ready dict."""
     head = checkpoint.head
-    validation = checkpoint.validation_split(device, args.validation_images,
-                                             batch_size=args.batch_size)
+    validation = checkpoint.validation_split(device, args.validation_images, SEED,
+                                             args.batch_size)
     validation_features, _, validation_labels = embed(model, validation,
                                                       checkpoint.tests_in_bf16(device))
     threshold = calibrate(PairHistogram(head.retrieval_features(validation_features),
@@ -120,6 +125,7 @@ def verify(args, checkpoint, model, features, labels, device):
     figures = {"distance": distance_name(head), **figures, "calibrated": threshold}
     record = record_threshold(args.checkpoint, {"checkpoint": Path(args.checkpoint).name,
                                                 "distance": figures["distance"],
+                                                "validation_seed": SEED,
                                                 "calibrated": threshold,
                                                 "test": figures["at_threshold"]})
     print_verification(figures)
@@ -153,9 +159,13 @@ def print_verification(figures):
         else f"none at {entry['far']:g} ({entry['undefined']})"
         for entry in figures["tar_at_far"]))
     calibrated, test = figures["calibrated"], figures["at_threshold"]
+    # An angular head's distance is between unit-length features: d^2 = 2 - 2 cos.
+    cosine = (f" (cosine > {1 - calibrated['threshold'] ** 2 / 2:.6g})"
+              if figures["distance"] == "cosine" else "")
     print(f"threshold at FAR {calibrated['far']:g}, calibrated on {calibrated['num_images']} "
           f"training images of the trained classes ({calibrated['impostor_pairs']} impostor "
-          f"pairs): distance < {calibrated['threshold']:.6g} (TAR {calibrated['tar']:.4f}, FAR "
+          f"pairs): distance < {calibrated['threshold']:.6g}{cosine} (TAR "
+          f"{calibrated['tar']:.4f}, FAR "
           f"{calibrated['reached_far']:.2e} there); on the test split: TAR {test['tar']:.4f}, "
           f"FAR {test['reached_far']:.2e}")
 
