@@ -54,6 +54,7 @@ def check_far(far, flag="--far"):
 
 def impostors_needed(far):
     """The impostor pairs a FAR of `far` rests on at least: MIN_FALSE_ACCEPTS / far."""
+    # 10 / 5e-6 rounds to 2000000.0000000002: a hair above a whole number is that number
     return math.ceil(MIN_FALSE_ACCEPTS / far - 1e-9)
 
 
@@ -172,10 +173,10 @@ class PairHistogram:
         frr = 1 - torch.cat([self.genuine_below[coarse:coarse + 1],
                              self.genuine_below[coarse] + torch.cumsum(genuine, 0)]
                             ) / self.num_genuine
+        # The bin's start (the end of the bin before) is below the crossing: after >= 1.
         after = int(torch.nonzero(far >= frr)[0])
-        if after == 0:  # FAR reaches it at the bin's start: the last bin's end
-            return float(far[0])
-        (far0, far1), (frr0, frr1) = far[after - 1:after + 1].tolist(), frr[after - 1:after + 1].tolist()
+        far0, far1 = far[after - 1:after + 1].tolist()
+        frr0, frr1 = frr[after - 1:after + 1].tolist()
         step = (far1 - far0) - (frr1 - frr0)
         return far0 + (frr0 - far0) / step * (far1 - far0)
 
@@ -214,6 +215,7 @@ class PairHistogram:
 
 
 def check_pairs(histogram, what):
+    """UserError unless `histogram` has genuine and impostor pairs (of its `what`)."""
     if not histogram.num_genuine or not histogram.num_impostor:
         raise UserError(f"verification needs genuine and impostor pairs, but the "
                         f"{histogram.num_images} {what} make {histogram.num_genuine} genuine and "

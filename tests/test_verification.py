@@ -187,3 +187,9 @@ def test_the_threshold_is_recorded_beside_the_checkpoint(tmp_path):
     path = record_threshold(checkpoint, {"calibrated": {"threshold": 1.5}})
     assert path == tmp_path / "model" / "epoch_007.verification.json"
     assert json.loads(path.read_text()) == {"calibrated": {"threshold": 1.5}}
+
+
+@pytest.mark.parametrize("far, needed", [(1e-1, 100), (1e-3, 10_000), (5e-6, 2_000_000),
+                                         (0.3, 34)])
+def test_a_far_rests_on_ten_over_it_impostor_pairs(far, needed):
+    assert impostors_needed(far) == needed
