@@ -82,10 +82,16 @@ from run_machinery.checkpointing import atomic_write, save_figure
 from run_machinery.devices import pick_device
 from run_machinery.embedding import embed
 from run_machinery.errors import UserError
-from run_machinery.evaluation import evaluate, json_ready, plot_evaluation, plot_tsne
+from run_machinery.evaluation import (
+    evaluate,
+    json_ready,
+    plot_evaluation,
+    plot_tsne,
+    plot_verification,
+)
 from run_machinery.metrics import nearest_gallery, ranking_queries
 from run_machinery.output_paths import check_outputs
-from run_machinery.plots import ranking_figure, verification_figure
+from run_machinery.plots import ranking_figure
 from run_machinery.run_folder import check_image_format
 from run_machinery.verification import (
     FARS,
@@ -131,17 +137,7 @@ def verify(args, checkpoint, model, features, labels, device):
     print_verification(figures)
     print(f"Recorded the threshold in {cli.printable(record)}")
     if args.verification:
-        far, tar = histogram.roc()
-        marks = [(entry["reached_far"], entry["tar"], f"at FAR {entry['far']:g}")
-                 for entry in figures["tar_at_far"] if entry["tar"] is not None]
-        test = figures["at_threshold"]
-        marks.append((test["reached_far"], test["tar"], "the threshold, on test"))
-        fig = verification_figure(far, tar, *histogram.distance_histogram(), marks,
-                                  threshold["threshold"],
-                                  f"threshold (FAR {args.far:g} on validation)",
-                                  f"{Path(args.checkpoint).name}: verification ROC "
-                                  f"({figures['distance']})")
-        save_figure(fig, args.verification)
+        plot_verification(histogram, figures, Path(args.checkpoint).name, args.verification)
         print(f"Wrote {cli.printable(args.verification)}")
     return figures
 
