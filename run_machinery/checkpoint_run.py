@@ -99,6 +99,17 @@ class CheckpointRun:
         return load_test_split(self.dataset_dir, device, limit, batch_size, self.dataset,
                                self.normalization)
 
+    def validation_split(self, device, count, seed=0, batch_size=1024):
+        """A validation split from the training images of the trained classes (never the
+        test split): `count` of them drawn at random (seeded), all of them when fewer,
+        normalised as the run's training was, in a TensorLoader on `device`."""
+        images, labels = read_split(self.dataset_dir, train=True, dataset=self.dataset)
+        trained = torch.nonzero(torch.isin(labels, torch.tensor(self.classes))).flatten()
+        chosen = trained[torch.randperm(trained.numel(),
+                                        generator=torch.Generator().manual_seed(seed))[:count]]
+        return split_loader(images[chosen], labels[chosen], device, batch_size, self.dataset,
+                            self.dataset_dir, self.normalization)
+
 
 def open_checkpoint(path, holdout_classes=None, head=None, dataset=None, dataset_dir=None,
                     needs_dataset=False):
@@ -147,6 +158,12 @@ def load_test_split(dataset_dir, device, limit=None, batch_size=1024, dataset="m
     """The test split of `dataset` in `dataset_dir`, normalised as in training (by `stats`,
     the (mean, std) the run recorded, else the dataset's), as a TensorLoader on `device`."""
     images, labels = read_split(dataset_dir, train=False, limit=limit, dataset=dataset)
+    return split_loader(images, labels, device, batch_size, dataset, dataset_dir, stats)
+
+
+def split_loader(images, labels, device, batch_size, dataset, dataset_dir, stats):
+    """uint8 `images` and their labels of `dataset` as a TensorLoader on `device`,
+    normalised by `stats` (the run's (mean, std)), else the dataset's."""
     mean, std = stats or normalization(dataset, dataset_dir)
     return TensorLoader(normalize(images, device, mean, std), labels.to(device), batch_size,
                         mean=mean, std=std, class_names=class_names(dataset,

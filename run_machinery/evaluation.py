@@ -1,6 +1,6 @@
 """Evaluating a checkpoint of the trainer (read by checkpoint_run.py): all the metrics of its
 model on a test split, as a JSON-ready dict, and its pictures (used by evaluate.py and
-compare.py).
+compare.py), the verification picture among them.
 """
 import math
 
@@ -23,6 +23,7 @@ from .plots import (
     panel_axes,
     panel_figure,
     shown_as,
+    verification_figure,
 )
 
 
@@ -109,3 +110,23 @@ def plot_tsne(features, labels, holdout_classes, title, path, names=None, sample
     ax.set_ylabel("t-SNE 2")
     ax.set_title(title)
     save_figure(fig, path)
+
+
+def plot_verification(histogram, figures, name, path):
+    """The verification picture of a split's PairHistogram `histogram` and its `figures`
+    (verification.verification_figures, with the threshold calibrated elsewhere under
+    "calibrated" and measured here under "at_threshold"): its ROC with the TAR at each FAR
+    claimed and the threshold's point, and the distances with the threshold; the title begins
+    with `name`. Returns the figure."""
+    far, tar = histogram.roc()
+    marks = [(entry["reached_far"], entry["tar"], f"at FAR {entry['far']:g}")
+             for entry in figures["tar_at_far"] if entry["tar"] is not None]
+    test = figures["at_threshold"]
+    marks.append((test["reached_far"], test["tar"], "the threshold, on test"))
+    calibrated = figures["calibrated"]
+    fig = verification_figure(far, tar, *histogram.distance_histogram(), marks,
+                              calibrated["threshold"],
+                              f"threshold (FAR {calibrated['far']:g} on validation)",
+                              f"{name}: verification ROC ({figures['distance']})")
+    save_figure(fig, path)
+    return fig

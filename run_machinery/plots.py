@@ -371,6 +371,47 @@ def ranking_figure(images, labels, queries, neighbours, class_names):
     return fig
 
 
+# Genuine and impostor pairs in the verification picture: not class colours; an orange and a
+# purple that stay apart for colour-blind readers.
+PAIR_COLORS = {"genuine": "#e66100", "impostor": "#5d3a9b"}
+
+
+def verification_figure(far, tar, edges, genuine_share, impostor_share, marks, threshold,
+                        threshold_label, title):
+    """The verification picture: left, the ROC (TAR against FAR, log FAR) with `marks`
+    ((FAR, TAR, label) points) on it; right, the shares of genuine and impostor pairs by
+    distance (`edges` of the bins, log shares) with `threshold` marked, `threshold_label`
+    saying what it is. Returns the figure."""
+    fig = panel_figure(2)
+    roc_ax, histogram_ax = panel_axes(fig, (1, 2, 1)), panel_axes(fig, (1, 2, 2))
+    far, tar = as_numpy(far), as_numpy(tar)
+    shown = far > 0  # a log axis has no 0
+    roc_ax.plot(far[shown], tar[shown], "-", color="black", linewidth=1.5, label="ROC")
+    for (mark_far, mark_tar, label), marker in zip(marks, "os^vDP*"):
+        roc_ax.plot([mark_far], [mark_tar], marker, markersize=8, linestyle="", label=label)
+    roc_ax.set_xscale("log")
+    roc_ax.set_xlim(far[shown].min() if shown.any() else 1e-6, 1)
+    roc_ax.set_ylim(0, 1.01)
+    roc_ax.set_xlabel("FAR (impostor pairs accepted)")
+    roc_ax.set_ylabel("TAR (genuine pairs accepted)")
+    roc_ax.set_title(title)
+    for kind, shares in (("genuine", genuine_share), ("impostor", impostor_share)):
+        histogram_ax.stairs(np.where(shares > 0, shares, np.nan), edges, color=PAIR_COLORS[kind],
+                            linewidth=1.8, label=f"{kind} pairs")
+    histogram_ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2,
+                         label=threshold_label)
+    histogram_ax.set_yscale("log")
+    histogram_ax.set_xlim(edges[0], edges[-1])
+    histogram_ax.set_xlabel("distance of the pair's features")
+    histogram_ax.set_ylabel("share of the pairs of its kind")
+    histogram_ax.set_title("distances of genuine and impostor pairs")
+    # The legends inside the axes, where the curves leave room: the two panels are side by side.
+    for ax, corner in ((roc_ax, "lower right"), (histogram_ax, "upper right")):
+        ax.grid(True, linewidth=0.3)
+        ax.legend(loc=corner, fontsize="small")
+    return fig
+
+
 def plot_curves(history, path):
     """Loss and accuracy against epoch, training and test, from the history rows."""
     epochs = [row["epoch"] for row in history]

@@ -25,8 +25,17 @@ except ImportError:  # Windows has no flock: there a second trainer on a folder 
 RUN_FILE = "run.json"  # written and read by run_file.py
 TRAINING_STATE_NAME = "training_state.pth"  # its format: training_state.py
 LOCK_FILE = "run.lock"
+# A checkpoint's calibrated threshold, beside it: epoch_040.pth -> epoch_040.verification.json
+# (written by run_machinery/verification.py)
+VERIFICATION_SUFFIX = ".verification.json"
 # The settings that name the run's own files: recorded relative to its folder.
 RUN_PATHS = ("model_path_temp", "vis_img_path_temp", "resume")
+
+
+def verification_record_path(checkpoint):
+    """Where the threshold calibrated for `checkpoint` is recorded: beside it."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + VERIFICATION_SUFFIX)
 
 
 def epoch_path(template, epoch):

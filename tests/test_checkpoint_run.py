@@ -59,3 +59,23 @@ def test_an_idx_runs_other_class_names_are_said_as_its_classes(two_epoch_run, tm
         open_checkpoint(tmp_path / "run" / "model" / "epoch_001.pth")
     assert str(error.value).startswith("the classes of MNIST (0, 1, ")  # no class folders
     assert "are not those the checkpoint was trained on (digit 0, digit 1, " in str(error.value)
+
+
+def test_a_validation_split_is_a_seeded_draw_of_training_images_of_trained_classes(
+        holdout_run, mnist_dir):
+    from run_machinery.datasets import read_split
+
+    checkpoint = open_checkpoint(holdout_run / "model" / "epoch_003.pth")
+    split = checkpoint.validation_split("cpu", 50, seed=3)
+    assert split.num_samples == 50 and not torch.isin(split.labels, torch.tensor([8, 9])).any()
+    again = checkpoint.validation_split("cpu", 50, seed=3)
+    assert torch.equal(split.images, again.images) and torch.equal(split.labels, again.labels)
+    assert not torch.equal(checkpoint.validation_split("cpu", 50, seed=4).labels, split.labels)
+    # every image is a training image, normalised as the test split is
+    images, labels = read_split(mnist_dir, train=True)
+    trained = (~torch.isin(labels, torch.tensor([8, 9]))).sum()
+    assert checkpoint.validation_split("cpu", 10_000).num_samples == trained
+    normalised = checkpoint.test_split("cpu")
+    pixels = (split.images * normalised.std + normalised.mean) * 255
+    training = {bytes(image.flatten().tolist()) for image in images}
+    assert all(bytes(image.round().byte().flatten().tolist()) in training for image in pixels)

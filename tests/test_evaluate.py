@@ -1,6 +1,7 @@
 import csv
 import json
 import pickle
+import shutil
 import warnings
 
 import pytest
@@ -264,3 +265,59 @@ def test_a_plain_pickle_is_one_line_without_warnings(tmp_path, mnist_dir):
         with pytest.raises(SystemExit) as stop:
             evaluate.main([str(tmp_path / "plain.pkl"), "--dataset_dir", str(mnist_dir)])
     assert caught == [] and stop.value.code.startswith("error: the checkpoint ")
+
+
+def test_verification_figures_a_calibrated_threshold_and_its_picture(two_epoch_run, tmp_path,
+                                                                     capsys):
+    _, out = two_epoch_run
+    shutil.copytree(out, tmp_path / "run")  # the threshold is recorded in the run's folder
+    checkpoint = tmp_path / "run" / "model" / "epoch_002.pth"
+    metrics = evaluate.main([str(checkpoint), "--verification", str(tmp_path / "roc.png"),
+                             "--json", str(tmp_path / "eval.json"), "--far", "1e-2",
+                             "--device", "cpu"])
+    stdout = capsys.readouterr().out
+    figures = metrics["verification"]
+    assert json.loads((tmp_path / "eval.json").read_text())["verification"] == figures
+    assert (figures["distance"], figures["num_images"]) == ("euclidean", 100)
+    assert figures["genuine_pairs"] + figures["impostor_pairs"] == 100 * 99 // 2
+    assert [entry["far"] for entry in figures["tar_at_far"]] == [1e-1, 1e-2, 1e-3, 1e-4]
+    calibrated = figures["calibrated"]
+    # the fixture's 300 training images, all of trained classes: fewer than the 2,000 asked
+    assert (calibrated["far"], calibrated["num_images"]) == (1e-2, 300)
+    assert calibrated["reached_far"] <= 1e-2
+    assert figures["at_threshold"]["threshold"] == calibrated["threshold"]
+    record = json.loads((tmp_path / "run" / "model" / "epoch_002.verification.json").read_text())
+    assert record["calibrated"] == calibrated and record["test"] == figures["at_threshold"]
+    assert "verification (euclidean distance), all pairs of 100 test images" in stdout
+    assert "threshold at FAR 0.01, calibrated on 300 training images" in stdout
+    with Image.open(tmp_path / "roc.png") as image:
+        assert image.size == (1600, 700)
+    # --calibrate alone: the same threshold, no picture
+    again = evaluate.main([str(checkpoint), "--calibrate", "--far", "1e-2", "--device", "cpu"])
+    assert again["verification"] == figures
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--far", "1.5"], "--far must lie between 0 and 1 (exclusive), got 1.5"),
+    (["--far", "0", "--calibrate"], "--far must lie between 0 and 1"),
+    (["--calibrate", "--validation_images", "20"],
+     "a threshold at FAR 0.001 needs at least 10000 impostor pairs (10 / FAR), but the 20 "
+     "validation images make "),
+])
+def test_a_bad_far_or_too_few_validation_images_is_one_line(two_epoch_run, tmp_path, flags,
+                                                            message):
+    _, out = two_epoch_run
+    shutil.copytree(out, tmp_path / "run")
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(tmp_path / "run" / "model" / "epoch_002.pth"), "--device", "cpu",
+                       *flags])
+    assert message in stop.value.code and "\n" not in stop.value.code
+
+
+def test_an_angular_heads_threshold_is_also_said_as_a_cosine(arcface_run, tmp_path, capsys):
+    shutil.copytree(arcface_run, tmp_path / "run")
+    metrics = evaluate.main([str(tmp_path / "run" / "model" / "epoch_002.pth"), "--calibrate",
+                             "--far", "1e-2", "--device", "cpu"])
+    threshold = metrics["verification"]["calibrated"]["threshold"]
+    assert metrics["verification"]["distance"] == "cosine" and 0 < threshold <= 2
+    assert f"(cosine > {1 - threshold ** 2 / 2:.6g})" in capsys.readouterr().out

@@ -273,3 +273,22 @@ def test_a_ranking_figure_draws_queries_without_neighbours():
     fig = ranking_figure(torch.rand(1, 28, 28), torch.tensor([0]), torch.tensor([0]),
                          torch.zeros(1, 0, dtype=torch.long), ["zero"])
     assert [ax.get_title() for ax in fig.get_axes()] == ["zero"]  # the query alone
+
+
+def test_the_verification_figure_draws_the_roc_on_log_far_and_both_histograms():
+    from run_machinery.plots import PAIR_COLORS, verification_figure
+    far, tar = np.array([0, 1e-4, 1e-2, 1]), np.array([0, 0.5, 0.9, 1])
+    edges = np.linspace(0, 4, 5)
+    fig = verification_figure(far, tar, edges, np.array([0.7, 0.3, 0, 0]),
+                              np.array([0, 0.1, 0.4, 0.5]), [(1e-2, 0.9, "at FAR 0.01")], 1.5,
+                              "threshold", "title")
+    roc_ax, histogram_ax = fig.get_axes()
+    assert roc_ax.get_xscale() == "log" and histogram_ax.get_yscale() == "log"
+    assert list(roc_ax.get_lines()[0].get_xdata()) == [1e-4, 1e-2, 1]  # FAR 0 has no log
+    stairs = [patch for patch in histogram_ax.patches]
+    assert [matplotlib.colors.to_hex(patch.get_edgecolor()) for patch in stairs] == [
+        PAIR_COLORS["genuine"], PAIR_COLORS["impostor"]]
+    assert list(histogram_ax.get_lines()[0].get_xdata()) == [1.5, 1.5]  # the threshold
+    assert [text.get_text() for text in histogram_ax.get_legend().get_texts()] == [
+        "genuine pairs", "impostor pairs", "threshold"]
+    assert (fig.get_size_inches() * fig.dpi).tolist() == [1600, 700]
