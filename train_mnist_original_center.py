@@ -60,14 +60,8 @@ from run_machinery.history import EpochClock, EpochProgress, EpochRecord, LossMe
 from run_machinery.metrics import split_retrieval_metrics
 from run_machinery.nan_watch import NanWatch, check_test_pass
 from run_machinery.plots import epoch_figure
-from run_machinery.run_folder import settings_in_folder
 from run_machinery.run_output import RunOutput
-from run_machinery.save_and_resume import (
-    StateKeeper,
-    resume_path,
-    resumed_settings,
-    state_to_resume,
-)
+from run_machinery.save_and_resume import StateKeeper, resumed_run_settings
 from run_machinery.settings import check_settings, run_settings
 from run_machinery.stop_signals import TrainingInterrupted, run_ending
 from run_machinery.training_extras import TrainingExtras
@@ -79,10 +73,7 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume:
-        path = resume_path(args.resume, args.out_dir)
-        saved = settings_in_folder(state_to_resume(path)["args"], path.parent)  # where it is now
-        args = resumed_settings(parser, argv, saved)
-        args.resume = str(path)
+        args = resumed_run_settings(parser, argv, args)
     check_settings(args)
     return run_settings(args)
 

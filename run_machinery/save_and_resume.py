@@ -12,7 +12,7 @@ from .checkpointing import CheckpointError, load_module_state
 from .errors import UserError
 from .history import EpochProgress, History
 from .nan_watch import NonFiniteError, check_data_spread, remedy
-from .run_folder import TRAINING_STATE_NAME, recorded_settings
+from .run_folder import TRAINING_STATE_NAME, recorded_settings, settings_in_folder
 from .settings import holdout_class_indices
 from .stop_signals import TrainingInterrupted
 from .training_state import (
@@ -57,6 +57,16 @@ def state_to_resume(path):
     except NotATrainingState as error:
         raise CheckpointError(f"{error}; resume from the {TRAINING_STATE_NAME} of the run's "
                               f"folder") from None
+
+
+def resumed_run_settings(parser, argv, args):
+    """The settings of the stopped run that `args.resume` names (with `args.out_dir` for
+    'auto'): those it was started with, but for the flags given now in `argv`."""
+    path = resume_path(args.resume, args.out_dir)
+    saved = settings_in_folder(state_to_resume(path)["args"], path.parent)  # where it is now
+    resumed = resumed_settings(parser, argv, saved)
+    resumed.resume = str(path)
+    return resumed
 
 
 def resumed_settings(parser, argv, saved):
