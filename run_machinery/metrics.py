@@ -22,39 +22,53 @@ N x N matrix is ever held whole.
 import torch
 
 
-def ranking_keys(features, queries):
-    """Keys (len(queries), N) whose ascending order ranks all items for each query by
-    Euclidean distance, ties in gallery order, the query itself last: the float32
-    distance's bits (non-negative floats order as their bits do) then the gallery index."""
-    distances = torch.cdist(features[queries], features,
+def item_keys(features, queries, items):
+    """Keys (len(queries), len(items)) whose ascending order ranks `items` (indices into
+    `features`) for each query by Euclidean distance, ties in gallery order: the float32
+    distance's bits (non-negative floats order as their bits do) then the gallery index.
+    A pair's distance does not depend on the other items asked for."""
+    distances = torch.cdist(features[queries], features[items],
                             compute_mode="donot_use_mm_for_euclid_dist")
-    distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
-    num_items = features.size(0)
-    return distances.view(torch.int32).long() * num_items + torch.arange(num_items,
-                                                                         device=features.device)
+    return distances.view(torch.int32).to(torch.int64).mul_(features.size(0)).add_(items)
+
+
+def ranking_keys(features, queries):
+    """The keys of `item_keys` over all items (len(queries), N), the query itself last."""
+    items = torch.arange(features.size(0), device=features.device)
+    keys = item_keys(features, queries, items)
+    keys[torch.arange(queries.numel(), device=features.device), queries] = torch.iinfo(
+        torch.int64).max
+    return keys
 
 
 def _relevant_ranks(features, labels, queries):
     """The 1-based ranks (len(queries), max R) in the whole ranking of `ranking_keys` of each
     query's R relevant items (the other items of its class), nearest first, the rows padded
-    past R. One pass ranks only the relevant items: their keys sorted (a top-k
-    of the masked keys), then each other item placed among them by a binary search; the
-    count of other items before each relevant one is a cumulative sum of those places."""
-    keys = ranking_keys(features, queries)
-    rows = torch.arange(queries.numel(), device=features.device)
-    relevant = labels.unsqueeze(0) == labels[queries].unsqueeze(1)
-    relevant[rows, queries] = False
-    counts = relevant.sum(1)
-    top = int(counts.max())
-    last = torch.iinfo(torch.int64).max  # above every key: padding and the items left out
-    relevant_keys = keys.masked_fill(~relevant, last).topk(top, dim=1, largest=False).values
-    others = keys.masked_fill_(relevant, last)
-    others[rows, queries] = last  # the query itself is no gallery item
-    places = torch.searchsorted(relevant_keys, others)
-    before = torch.zeros(queries.numel(), top + 1, dtype=torch.long, device=features.device)
-    before.scatter_add_(1, places, torch.ones_like(places))
-    order = torch.arange(1, top + 1, device=features.device)
-    return order + before[:, :top].cumsum(1)
+    past R with ones. Only the relevant items are ranked, the queries of a class together:
+    their keys sorted, then each other item placed among them by a binary search; the count
+    of other items before each relevant one is a cumulative sum of those places."""
+    device = features.device
+    query_labels = labels[queries]
+    top = int((torch.bincount(labels)[query_labels] - 1).max())
+    rank = torch.ones(queries.numel(), top, dtype=torch.long, device=device)
+    for label in query_labels.unique().tolist():
+        rows = torch.nonzero(query_labels == label).flatten()
+        own = labels == label
+        relevant_keys = item_keys(features, queries[rows], torch.nonzero(own).flatten())
+        # The query itself (distance 0, as the item of its class it is) sorts last and drops.
+        relevant_keys[torch.arange(rows.numel(), device=device),
+                      torch.searchsorted(torch.nonzero(own).flatten(), queries[rows])] = (
+            torch.iinfo(torch.int64).max)
+        count = relevant_keys.size(1) - 1
+        relevant_keys = relevant_keys.sort(dim=1).values[:, :count].contiguous()
+        others = item_keys(features, queries[rows], torch.nonzero(~own).flatten())
+        places = torch.searchsorted(relevant_keys, others)
+        before = torch.zeros(rows.numel(), count + 1, dtype=torch.long, device=device)
+        before.scatter_add_(1, places, torch.ones((), dtype=torch.long,
+                                                  device=device).expand_as(places))
+        rank[rows, :count] = (torch.arange(1, count + 1, device=device)
+                              + before[:, :count].cumsum(1))
+    return rank
 
 
 def _ranked_figures(features, labels, ranks=(1, 5, 10), retrieval_block=1024, reid_block=512):
