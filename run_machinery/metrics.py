@@ -114,7 +114,7 @@ def _ranked_figures(features, labels, ranks=(1, 5, 10), retrieval_block=1024, re
         # Retrieval: the k nearest, k = the largest R of the query's retrieval block.
         within_r = present & (rank <= r.unsqueeze(1))
         r_safe = r.clamp(min=1).float()
-        for length in row_length[queries].unique().tolist():
+        for length in set(row_length[queries].unique().tolist()) - {0}:
             group = torch.nonzero(row_length[queries] == length).flatten()
             short = torch.zeros(group.numel(), length, device=device)
             short.scatter_add_(1, torch.where(within_r[group], rank[group] - 1, 0),
