@@ -3,12 +3,147 @@ import math
 import pytest
 import torch
 
+from conftest import REPO_DIR
 from run_machinery.metrics import (
     nearest_gallery,
     reid_metrics,
     retrieval_metrics,
     split_retrieval_metrics,
 )
+
+SHIPPED_EMBEDDING = REPO_DIR / "models" / "article" / "model" / "epoch_040.test_embedding.pt"
+
+
+# The reference: the figures as they were computed before the one ranking pass (issue 34.2),
+# every query's whole gallery sorted, kept here alone so that the new figures are held to
+# them bit for bit (benchmarks/metrics_ranking.py times the two).
+def reference_ranking_keys(features, queries):
+    distances = torch.cdist(features[queries], features,
+                            compute_mode="donot_use_mm_for_euclid_dist")
+    distances[torch.arange(queries.numel(), device=features.device), queries] = float("inf")
+    num_items = features.size(0)
+    return distances.view(torch.int32).long() * num_items + torch.arange(num_items,
+                                                                         device=features.device)
+
+
+def reference_retrieval_metrics(features, labels, query_block=1024):
+    features = features.float()
+    num_items = labels.size(0)
+    class_sizes = torch.bincount(labels)
+    relevant_counts = class_sizes[labels] - 1
+    sums = torch.zeros(3, dtype=torch.float64, device=features.device)
+    for start in range(0, num_items, query_block):
+        queries = torch.arange(start, min(start + query_block, num_items), device=features.device)
+        r = relevant_counts[queries]
+        k = int(r.max()) if r.numel() else 0
+        if k == 0:
+            continue
+        neighbours = reference_ranking_keys(features, queries).topk(k, dim=1,
+                                                                    largest=False).indices
+        relevant = (labels[neighbours] == labels[queries].unsqueeze(1)).float()
+        ranks = torch.arange(1, k + 1, device=features.device)
+        within_r = (ranks.unsqueeze(0) <= r.unsqueeze(1)).float()
+        relevant = relevant * within_r
+        precision_at_k = relevant.cumsum(1) / ranks
+        r_safe = r.clamp(min=1).float()
+        valid = (r > 0).float()
+        sums += torch.stack([
+            (relevant[:, 0] * valid).sum(),
+            (relevant.sum(1) / r_safe * valid).sum(),
+            ((precision_at_k * relevant).sum(1) / r_safe * valid).sum(),
+        ]).double()
+    num_queries = int((relevant_counts > 0).sum())
+    if num_queries == 0:
+        return {"precision_at_1": float("nan"), "r_precision": float("nan"),
+                "map_at_r": float("nan")}
+    precision_at_1, r_precision, map_at_r = (sums / num_queries).tolist()
+    return {"precision_at_1": precision_at_1, "r_precision": r_precision, "map_at_r": map_at_r}
+
+
+def reference_reid_metrics(features, labels, ranks=(1, 5, 10), query_block=512):
+    features = features.float()
+    num_items = labels.size(0)
+    metrics = {f"rank_{k}": float("nan") for k in ranks} | {"mean_average_precision": float("nan")}
+    if num_items < 2:
+        return metrics | {"queries_without_match": num_items}
+    matches = torch.bincount(labels)[labels] - 1
+    hits = torch.zeros(len(ranks), dtype=torch.float64, device=features.device)
+    ap_sum = torch.zeros((), dtype=torch.float64, device=features.device)
+    positions = torch.arange(1, num_items, device=features.device)
+    for start in range(0, num_items, query_block):
+        queries = torch.arange(start, min(start + query_block, num_items), device=features.device)
+        gallery = reference_ranking_keys(features, queries).argsort(dim=1)[:, :-1]
+        relevant = labels[gallery] == labels[queries].unsqueeze(1)
+        valid = matches[queries] > 0
+        first_match = torch.where(relevant.any(1), relevant.float().argmax(1), num_items)
+        hits += torch.stack([((first_match < k) & valid).sum() for k in ranks]).double()
+        precision = relevant.cumsum(1) / positions
+        ap = (precision * relevant).sum(1) / matches[queries].clamp(min=1)
+        ap_sum += ap[valid].double().sum()
+    num_queries = int((matches > 0).sum())
+    if num_queries:
+        metrics = {f"rank_{k}": rate for k, rate in zip(ranks, (hits / num_queries).tolist())}
+        metrics["mean_average_precision"] = (ap_sum / num_queries).item()
+    metrics["queries_without_match"] = num_items - num_queries
+    return metrics
+
+
+def reference_split_retrieval_metrics(features, labels, holdout_classes=()):
+    def both(features, labels):
+        return reference_retrieval_metrics(features, labels) | reference_reid_metrics(features,
+                                                                                      labels)
+
+    metrics = both(features, labels)
+    if holdout_classes:
+        unseen = torch.isin(labels, torch.tensor(list(holdout_classes), device=labels.device))
+        for prefix, mask in (("seen_", ~unseen), ("unseen_", unseen)):
+            metrics.update({prefix + name: value
+                            for name, value in both(features[mask], labels[mask]).items()})
+    return metrics
+
+
+def assert_bit_identical(figures, reference):
+    """Every figure the same float, to the bit (NaN where the reference has NaN)."""
+    assert figures.keys() == reference.keys()
+    for name, value in reference.items():
+        assert (math.isnan(value) and math.isnan(figures[name])) or (
+            figures[name] == value and math.copysign(1, figures[name]) == math.copysign(1, value)
+        ), (name, figures[name], value)
+
+
+def tied_features(count, width, seed):
+    """Features on a coarse grid, many of them duplicates, so that distances tie often,
+    within a class and across classes."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randint(-4, 5, (count, width), generator=generator).float() * 0.5
+    features[count // 2:count // 2 + count // 8] = features[:count // 8]
+    return features, torch.randint(0, 10, (count,), generator=generator)
+
+
+@pytest.mark.parametrize("count, width, seed", [(700, 2, 0), (300, 16, 1)])
+def test_the_figures_are_those_of_sorting_the_whole_gallery_ties_included(count, width, seed):
+    features, labels = tied_features(count, width, seed)
+    labels[:3] = 9  # ... and a class of one item, a query without a match
+    labels[labels == 9] = torch.where(torch.arange(int((labels == 9).sum())) == 0, 9, 8)
+    assert_bit_identical(split_retrieval_metrics(features, labels, holdout_classes=[7, 8]),
+                         reference_split_retrieval_metrics(features, labels, [7, 8]))
+    for block in (3, 100, 256):
+        assert_bit_identical(retrieval_metrics(features, labels, query_block=block),
+                             reference_retrieval_metrics(features, labels, query_block=block))
+        assert_bit_identical(reid_metrics(features, labels, ranks=(1, 3), query_block=block),
+                             reference_reid_metrics(features, labels, (1, 3), query_block=block))
+
+
+@pytest.mark.skipif(not SHIPPED_EMBEDDING.exists(),
+                    reason="the shipped model's cached test features are not at hand")
+def test_the_figures_of_the_shipped_model_on_the_real_test_split_are_todays_to_the_bit():
+    saved = torch.load(SHIPPED_EMBEDDING, weights_only=True)
+    features, labels = saved["features"], saved["labels"]
+    assert_bit_identical(split_retrieval_metrics(features, labels),
+                         reference_split_retrieval_metrics(features, labels))
+    # Held-out digits, on a part of the split to keep the reference's time down.
+    assert_bit_identical(split_retrieval_metrics(features[:3000], labels[:3000], (8, 9)),
+                         reference_split_retrieval_metrics(features[:3000], labels[:3000], (8, 9)))
 
 # Points on a line (second coordinate 0) with a hand-worked answer:
 #  item:   0    1    2    3    4    5
