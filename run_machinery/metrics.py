@@ -93,7 +93,6 @@ def _ranked_figures(features, labels, ranks=(1, 5, 10), retrieval_block=1024, re
     per_query = torch.zeros(3, num_items, device=device)  # P@1, R-Precision, AP@R terms
     hits = torch.zeros(len(ranks), dtype=torch.float64, device=device)
     ap_sum = torch.zeros((), dtype=torch.float64, device=device)
-    gallery_ranks = torch.arange(1, num_items, device=device)
     for start in range(0, num_items, reid_block):
         queries = torch.arange(start, min(start + reid_block, num_items), device=device)
         r = matches[queries]
