@@ -8,10 +8,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.offsetbox import AnnotationBbox
 from PIL import Image, ImageDraw
 
-from conftest import REAL_MNIST_DIR
 from run_machinery.checkpoint_run import open_checkpoint
 from run_machinery.checkpointing import save_checkpoint, save_figure
-from run_machinery.cli import SHIPPED_CHECKPOINT
 from run_machinery.datasets import folder_image
 from run_machinery.embedding import embed
 from run_machinery.errors import UserError
@@ -20,7 +18,6 @@ from run_machinery.own_images import (
     FeatureMap,
     PictureIndex,
     embedding_cache,
-    embedding_key,
     flat_points,
     nearest,
     own_images_figure,
@@ -260,17 +257,3 @@ def test_the_embedded_test_split_is_kept_beside_the_checkpoint(holdout_run, tmp_
     cache.write_bytes(b"not a torch file")  # a broken file is embedded again too
     assert torch.equal(PictureIndex(checkpoint, "cpu", cache=cache).gallery, changed.gallery)
 
-
-@pytest.mark.skipif(not (REAL_MNIST_DIR / "MNIST" / "raw").is_dir(),
-                    reason="needs the real MNIST test split in ../shared/mnist")
-def test_the_shipped_model_comes_with_its_test_split_embedded():
-    # The demo's and embed.py's first start on the shipped model read this file instead of
-    # embedding 10,000 test images: it holds the features of these weights and these images.
-    checkpoint = open_checkpoint(SHIPPED_CHECKPOINT, dataset_dir=REAL_MNIST_DIR)
-    split = checkpoint.test_split("cpu")
-    model = checkpoint.model.to("cpu").eval()
-    saved = torch.load(embedding_cache(SHIPPED_CHECKPOINT), weights_only=True)
-    assert saved["key"] == embedding_key(model, split)
-    features, _, labels = embed(model, split)
-    assert torch.equal(saved["labels"], labels.cpu())
-    assert torch.allclose(saved["features"], features.cpu(), atol=1e-4)
